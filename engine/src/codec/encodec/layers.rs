@@ -1,0 +1,173 @@
+//! The SEANet building blocks: padded convolutions and dilated residual units.
+
+use super::config::EncodecConfig;
+use super::{ConvSpec, TransposeSpec};
+use super::weights::Checkpoint;
+use anyhow::Result;
+use candle_core::Tensor;
+
+/// How a convolution pads its input so that the output has `ceil(len / stride)` frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PadMode {
+    Reflect,
+    Zeros,
+}
+
+/// `nn.Conv1d` with EnCodec's padding rules (causal or centred, plus the right-side extra
+/// padding that makes the last window complete).
+pub struct Conv1d {
+    weight: Tensor,
+    /// The weight as `[C_out, C_in]` when the kernel is 1 wide: then the conv is one matmul.
+    pointwise: Option<Tensor>,
+    bias: Tensor,
+    stride: usize,
+    dilation: usize,
+    kernel: usize,
+    causal: bool,
+    pad_mode: PadMode,
+}
+
+impl Conv1d {
+    pub fn load(ck: &Checkpoint, spec: &ConvSpec, cfg: &EncodecConfig) -> Result<Self> {
+        let ConvSpec { name, c_in, c_out, kernel, stride, dilation } = spec.clone();
+        let weight = ck.conv_weight(&format!("{name}.conv"), &[c_out, c_in, kernel])?;
+        let bias = ck.get(&format!("{name}.conv.bias"), &[c_out])?.reshape((c_out, 1))?;
+        let pointwise = if kernel == 1 {
+            Some(weight.reshape((c_out, c_in))?)
+        } else {
+            None
+        };
+        Ok(Conv1d {
+            weight,
+            pointwise,
+            bias,
+            stride,
+            dilation,
+            kernel,
+            causal: cfg.use_causal_conv,
+            pad_mode: if cfg.pad_mode == "reflect" {
+                PadMode::Reflect
+            } else {
+                PadMode::Zeros
+            },
+        })
+    }
+
+    /// `x`: `[B, C_in, T]` -> `[B, C_out, ceil(T / stride)]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        let effective_kernel = (self.kernel - 1) * self.dilation + 1;
+        let padding_total = effective_kernel - self.stride;
+        // Pad the end so the last (partial) window is complete: ceil(len / stride) frames.
+        let extra = (self.stride - len % self.stride) % self.stride;
+        let (left, right) = if self.causal {
+            (padding_total, extra)
+        } else {
+            let right = padding_total / 2;
+            (padding_total - right, right + extra)
+        };
+        let y = match &self.pointwise {
+            Some(w) if left == 0 && right == 0 => w.broadcast_matmul(x)?,
+            _ => {
+                let x = pad1d(x, left, right, self.pad_mode)?;
+                x.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?
+            }
+        };
+        Ok(y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Pads the last dimension like `torch.nn.functional.pad`, including transformers' guard for
+/// inputs shorter than the reflection (zero-extend first, reflect, then cut the extension).
+fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor> {
+    if left == 0 && right == 0 {
+        return Ok(x.clone());
+    }
+    if mode == PadMode::Zeros {
+        return Ok(x.pad_with_zeros(2, left, right)?);
+    }
+    let len = x.dim(2)?;
+    let max_pad = left.max(right);
+    let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
+    let x = if extra > 0 {
+        x.pad_with_zeros(2, 0, extra)?
+    } else {
+        x.clone()
+    };
+    let n = len + extra;
+    let index: Vec<u32> = (0..left + n + right)
+        .map(|i| {
+            let i = i as isize - left as isize;
+            let last = n as isize - 1;
+            let r = if i < 0 {
+                -i
+            } else if i > last {
+                2 * last - i
+            } else {
+                i
+            };
+            r as u32
+        })
+        .collect();
+    let index = Tensor::from_vec(index, left + n + right, x.device())?;
+    let padded = x.contiguous()?.index_select(&index, 2)?;
+    Ok(padded.narrow(2, 0, left + n + right - extra)?)
+}
+
+/// `nn.ConvTranspose1d` followed by EnCodec's trimming of the padding it introduces.
+pub struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    kernel: usize,
+    causal: bool,
+    trim_right_ratio: f64,
+}
+
+impl ConvTranspose1d {
+    pub fn load(ck: &Checkpoint, spec: &TransposeSpec, cfg: &EncodecConfig) -> Result<Self> {
+        let TransposeSpec { name, c_in, c_out, kernel, stride } = spec.clone();
+        Ok(ConvTranspose1d {
+            weight: ck.conv_weight(&format!("{name}.conv"), &[c_in, c_out, kernel])?,
+            bias: ck
+                .get(&format!("{name}.conv.bias"), &[c_out])?
+                .reshape((c_out, 1))?,
+            stride,
+            kernel,
+            causal: cfg.use_causal_conv,
+            trim_right_ratio: cfg.trim_right_ratio,
+        })
+    }
+
+    /// `x`: `[B, C_in, T]` -> `[B, C_out, T * stride]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        let padding_total = self.kernel - self.stride;
+        let right = if self.causal {
+            (padding_total as f64 * self.trim_right_ratio).ceil() as usize
+        } else {
+            padding_total / 2
+        };
+        let left = padding_total - right;
+        let len = y.dim(2)?;
+        Ok(y.narrow(2, left, len - left - right)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// ELU -> conv(k, dilation) to `dim / compress` -> ELU -> conv(1) back to `dim`, plus the input.
+pub struct ResidualUnit {
+    conv1: Conv1d,
+    conv2: Conv1d,
+}
+
+impl ResidualUnit {
+    pub fn new(conv1: Conv1d, conv2: Conv1d) -> Self {
+        ResidualUnit { conv1, conv2 }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&x.elu(1.0)?)?;
+        let h = self.conv2.forward(&h.elu(1.0)?)?;
+        Ok((x + h)?)
+    }
+}

@@ -1,0 +1,6 @@
+//! StemGen engine: the data flow from audio to tokens, through the model and sampler, and
+//! back to audio; plus data preparation, training and evaluation.
+
+pub mod audio;
+pub mod bench;
+pub mod codec;
