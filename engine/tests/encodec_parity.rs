@@ -191,3 +191,17 @@ fn musicgen_config_json_is_read_from_its_audio_encoder_section() {
     assert_eq!(cfg.num_quantizers(), 4);
     assert_eq!(cfg.frame_rate(), 50.0);
 }
+
+#[test]
+fn cpu_kernels_and_candle_ops_agree() {
+    use stemgen::codec::encodec::Backend;
+    let mut m = model();
+    let exp = expected();
+    let input = vec_f32(&exp["input_0"]);
+    let fast = m.encode_samples(&input).unwrap();
+    let fast_audio = m.decode_codes(&fast).unwrap();
+    m.set_backend(Backend::Candle).unwrap();
+    assert_eq!(m.encode_samples(&input).unwrap(), fast);
+    let err = rel_err(&m.decode_codes(&fast).unwrap(), &fast_audio);
+    assert!(err < 1e-4, "backends differ by {err}");
+}

@@ -1,6 +1,7 @@
 //! The SEANet building blocks: padded convolutions and dilated residual units.
 
 use super::config::EncodecConfig;
+use super::cpu::{self, Signal};
 use super::{ConvSpec, TransposeSpec};
 use super::weights::Checkpoint;
 use anyhow::Result;
@@ -17,6 +18,9 @@ enum PadMode {
 /// padding that makes the last window complete).
 pub struct Conv1d {
     weight: Tensor,
+    /// The same weight and bias as plain buffers for the CPU kernels.
+    weight_cpu: Vec<f32>,
+    bias_cpu: Vec<f32>,
     /// The weight as `[C_out, C_in]` when the kernel is 1 wide: then the conv is one matmul.
     pointwise: Option<Tensor>,
     bias: Tensor,
@@ -38,6 +42,8 @@ impl Conv1d {
             None
         };
         Ok(Conv1d {
+            weight_cpu: weight.flatten_all()?.to_vec1()?,
+            bias_cpu: bias.flatten_all()?.to_vec1()?,
             weight,
             pointwise,
             bias,
@@ -53,19 +59,40 @@ impl Conv1d {
         })
     }
 
-    /// `x`: `[B, C_in, T]` -> `[B, C_out, ceil(T / stride)]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let len = x.dim(2)?;
+    /// Left and right padding for an input of `len` samples: EnCodec pads the end further so
+    /// the last (partial) window is complete, giving `ceil(len / stride)` output frames.
+    fn padding(&self, len: usize) -> (usize, usize) {
         let effective_kernel = (self.kernel - 1) * self.dilation + 1;
         let padding_total = effective_kernel - self.stride;
-        // Pad the end so the last (partial) window is complete: ceil(len / stride) frames.
         let extra = (self.stride - len % self.stride) % self.stride;
-        let (left, right) = if self.causal {
+        if self.causal {
             (padding_total, extra)
         } else {
             let right = padding_total / 2;
             (padding_total - right, right + extra)
-        };
+        }
+    }
+
+    fn pad_cpu(&self, x: &Signal) -> Signal {
+        let (left, right) = self.padding(x.len);
+        x.padded(left, right, self.pad_mode == PadMode::Reflect)
+    }
+
+    /// CPU path of [`Conv1d::forward`], applied to `elu(x)` when `elu_first` (ELU commutes
+    /// with padding, so it is fused into the convolution's input read).
+    pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
+        let input = self.pad_cpu(x);
+        let (w, b) = (&self.weight_cpu, &self.bias_cpu);
+        if x.len / self.stride >= 4096 {
+            return cpu::conv1d_tiled(&input, w, b, self.kernel, self.stride, self.dilation, elu_first);
+        }
+        let input = if elu_first { cpu::elu(&input) } else { input };
+        cpu::conv1d(&input, w, b, self.kernel, self.stride, self.dilation)
+    }
+
+    /// `x`: `[B, C_in, T]` -> `[B, C_out, ceil(T / stride)]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (left, right) = self.padding(x.dim(2)?);
         let y = match &self.pointwise {
             Some(w) if left == 0 && right == 0 => w.broadcast_matmul(x)?,
             _ => {
@@ -118,6 +145,8 @@ fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor>
 pub struct ConvTranspose1d {
     weight: Tensor,
     bias: Tensor,
+    weight_cpu: Vec<f32>,
+    bias_cpu: Vec<f32>,
     stride: usize,
     kernel: usize,
     causal: bool,
@@ -127,11 +156,13 @@ pub struct ConvTranspose1d {
 impl ConvTranspose1d {
     pub fn load(ck: &Checkpoint, spec: &TransposeSpec, cfg: &EncodecConfig) -> Result<Self> {
         let TransposeSpec { name, c_in, c_out, kernel, stride } = spec.clone();
+        let weight = ck.conv_weight(&format!("{name}.conv"), &[c_in, c_out, kernel])?;
+        let bias = ck.get(&format!("{name}.conv.bias"), &[c_out])?;
         Ok(ConvTranspose1d {
-            weight: ck.conv_weight(&format!("{name}.conv"), &[c_in, c_out, kernel])?,
-            bias: ck
-                .get(&format!("{name}.conv.bias"), &[c_out])?
-                .reshape((c_out, 1))?,
+            weight_cpu: weight.flatten_all()?.to_vec1()?,
+            bias_cpu: bias.to_vec1()?,
+            weight,
+            bias: bias.reshape((c_out, 1))?,
             stride,
             kernel,
             causal: cfg.use_causal_conv,
@@ -139,16 +170,28 @@ impl ConvTranspose1d {
         })
     }
 
-    /// `x`: `[B, C_in, T]` -> `[B, C_out, T * stride]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+    /// Samples trimmed from the (left, right) of the full transposed-convolution output.
+    fn trim(&self) -> (usize, usize) {
         let padding_total = self.kernel - self.stride;
         let right = if self.causal {
             (padding_total as f64 * self.trim_right_ratio).ceil() as usize
         } else {
             padding_total / 2
         };
-        let left = padding_total - right;
+        (padding_total - right, right)
+    }
+
+    /// CPU path of [`ConvTranspose1d::forward`].
+    pub fn forward_cpu(&self, x: &Signal) -> Signal {
+        let (left, right) = self.trim();
+        let (w, b) = (&self.weight_cpu, &self.bias_cpu);
+        cpu::conv_transpose1d_gemm(x, w, b, self.kernel, self.stride, left, right)
+    }
+
+    /// `x`: `[B, C_in, T]` -> `[B, C_out, T * stride]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        let (left, right) = self.trim();
         let len = y.dim(2)?;
         Ok(y.narrow(2, left, len - left - right)?.broadcast_add(&self.bias)?)
     }
@@ -163,6 +206,22 @@ pub struct ResidualUnit {
 impl ResidualUnit {
     pub fn new(conv1: Conv1d, conv2: Conv1d) -> Self {
         ResidualUnit { conv1, conv2 }
+    }
+
+    /// CPU path of [`ResidualUnit::forward`].
+    pub fn forward_cpu(&self, x: &Signal) -> Signal {
+        let (c1, c2) = (&self.conv1, &self.conv2);
+        if x.len >= 4096 && c2.kernel == 1 && c1.stride == 1 {
+            return cpu::residual_tiled(
+                x,
+                &c1.pad_cpu(x),
+                (&c1.weight_cpu, &c1.bias_cpu, c1.kernel, c1.dilation),
+                (&c2.weight_cpu, &c2.bias_cpu),
+            );
+        }
+        let mut h = c2.forward_cpu(&c1.forward_cpu(x, true), true);
+        cpu::add_assign(&mut h, x);
+        h
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -7,6 +7,7 @@
 //! [`decoder_plan`]) and used for loading, random weights and FLOP counts alike.
 
 mod config;
+mod cpu;
 mod layers;
 mod lstm;
 mod quantizer;
@@ -15,10 +16,12 @@ mod weights;
 pub use config::EncodecConfig;
 pub use weights::random_weights;
 
+
 use super::{Progress, Tokenizer, Tokens};
 use crate::audio::Audio;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use cpu::Signal;
 use layers::{Conv1d, ConvTranspose1d, ResidualUnit};
 use lstm::Lstm;
 use quantizer::ResidualVq;
@@ -249,8 +252,46 @@ impl Stage {
     }
 }
 
-fn run(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
-    stages.iter().try_fold(x.clone(), |x, s| s.forward(&x))
+/// Runs the stages with the CPU kernels, fusing each ELU into the convolution after it.
+fn run_cpu(stages: &[Stage], mut x: Signal) -> Signal {
+    let mut i = 0;
+    while i < stages.len() {
+        x = match (&stages[i], stages.get(i + 1)) {
+            (Stage::Elu, Some(Stage::Conv(conv))) => {
+                i += 1;
+                conv.forward_cpu(&x, true)
+            }
+            (Stage::Elu, _) => cpu::elu(&x),
+            (Stage::Conv(m), _) => m.forward_cpu(&x, false),
+            (Stage::ConvTranspose(m), _) => m.forward_cpu(&x),
+            (Stage::Residual(m), _) => m.forward_cpu(&x),
+            (Stage::Lstm(m), _) => m.forward_cpu(&x),
+        };
+        i += 1;
+    }
+    x
+}
+
+/// Runs `stages` on `x` `[1, C, T]`: with the CPU kernels on the CPU, with candle ops elsewhere.
+fn run(stages: &[Stage], x: &Tensor, backend: Backend) -> Result<Tensor> {
+    match backend {
+        Backend::CpuKernels => {
+            let (_, c, t) = x.dims3()?;
+            let data = x.flatten_all()?.to_vec1()?;
+            let y = run_cpu(stages, Signal::new(c, t, data));
+            Ok(Tensor::from_vec(y.data, (1, y.channels, y.len), x.device())?)
+        }
+        Backend::Candle => stages.iter().try_fold(x.clone(), |x, s| s.forward(&x)),
+    }
+}
+
+/// Which implementation runs the convolution stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Strided-GEMM kernels on planar buffers (CPU only; several times faster there).
+    CpuKernels,
+    /// candle tensor ops (any device).
+    Candle,
 }
 
 /// Long inputs are processed in windows of this many frames (30 s at 50 Hz) so memory stays
@@ -267,6 +308,7 @@ pub struct Encodec {
     quantizer: ResidualVq,
     levels: usize,
     device: Device,
+    backend: Backend,
 }
 
 impl Encodec {
@@ -305,6 +347,11 @@ impl Encodec {
             levels,
             cfg,
             device: device.clone(),
+            backend: if device.is_cpu() {
+                Backend::CpuKernels
+            } else {
+                Backend::Candle
+            },
         })
     }
 
@@ -321,6 +368,16 @@ impl Encodec {
             EncodecConfig::encodec_32khz()
         };
         Self::load(weights, cfg, device)
+    }
+
+    /// Chooses the implementation (the CPU kernels need the CPU device).
+    pub fn set_backend(&mut self, backend: Backend) -> Result<()> {
+        anyhow::ensure!(
+            backend == Backend::Candle || self.device.is_cpu(),
+            "the CPU kernels need the CPU device"
+        );
+        self.backend = backend;
+        Ok(())
     }
 
     pub fn config(&self) -> &EncodecConfig {
@@ -352,7 +409,7 @@ impl Encodec {
     /// Encoder output (pre-quantisation latent) `[1, D, T]` for mono samples at the codec rate.
     pub fn embed(&self, samples: &[f32]) -> Result<Tensor> {
         let x = Tensor::from_slice(samples, (1, 1, samples.len()), &self.device)?;
-        run(&self.encoder, &x)
+        run(&self.encoder, &x, self.backend)
     }
 
     /// Codes `[levels][T]` for mono samples at the codec rate, in one pass.
@@ -364,7 +421,7 @@ impl Encodec {
     /// Mono samples at the codec rate for codes `[levels][T]`, in one pass.
     pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<f32>> {
         let latent = self.quantizer.decode(codes)?.t()?.unsqueeze(0)?;
-        let audio = run(&self.decoder, &latent)?;
+        let audio = run(&self.decoder, &latent, self.backend)?;
         Ok(audio.flatten_all()?.to_vec1()?)
     }
 }

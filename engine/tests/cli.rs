@@ -1,0 +1,96 @@
+//! The `stemgen` binary end to end: codec commands on WAV and FLAC, and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stemgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stemgen")).args(args).output().unwrap()
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn roundtrip_wav_and_flac_at_any_rate_and_channel_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("encodec/model.safetensors");
+    // A 48 kHz, 3-channel WAV next to the 44.1 kHz stereo FLAC fixture.
+    let wav = dir.path().join("in.wav");
+    let ch: Vec<f32> = (0..24_000).map(|i| 0.3 * (i as f32 * 0.02).sin()).collect();
+    let a = stemgen::audio::Audio::new(48_000, vec![ch.clone(), ch.clone(), ch]).unwrap();
+    stemgen::audio::write_wav(&wav, &a, stemgen::audio::WavFormat::Int24).unwrap();
+    for input in [wav, fixture("audio/tone.flac")] {
+        let original = stemgen::audio::read_audio(&input).unwrap();
+        let out = dir.path().join("out.wav");
+        let o = stemgen(&[
+            "codec", "roundtrip", input.to_str().unwrap(), out.to_str().unwrap(),
+            "--weights", weights.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let back = stemgen::audio::read_audio(&out).unwrap();
+        assert_eq!(back.sample_rate, original.sample_rate);
+        assert_eq!(back.num_channels(), original.num_channels());
+        assert_eq!(back.num_frames(), original.num_frames());
+    }
+}
+
+#[test]
+fn encode_then_decode_through_a_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("encodec/model.safetensors");
+    let tokens = dir.path().join("tone.tokens.safetensors");
+    let o = stemgen(&[
+        "codec", "encode", fixture("audio/tone.flac").to_str().unwrap(), "-o",
+        tokens.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--levels", "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stemgen::codec::Tokens::load(&tokens).unwrap();
+    assert_eq!(t.levels, 2);
+    assert_eq!(t.frames, (11_025usize * 32_000).div_ceil(44_100).div_ceil(640));
+    let wav = dir.path().join("tone.wav");
+    let o = stemgen(&[
+        "codec", "decode", tokens.to_str().unwrap(), "-o", wav.to_str().unwrap(),
+        "--weights", weights.to_str().unwrap(), "--rate", "48000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stemgen::audio::read_audio(&wav).unwrap().sample_rate, 48_000);
+}
+
+#[test]
+fn failures_exit_non_zero_with_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("encodec/model.safetensors");
+    let bad_weights = dir.path().join("broken.safetensors");
+    std::fs::write(&bad_weights, b"definitely not weights").unwrap();
+    let empty = dir.path().join("empty.flac");
+    std::fs::write(&empty, b"").unwrap();
+    let out = dir.path().join("o.wav");
+    let tone = fixture("audio/tone.flac");
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec!["codec", "roundtrip", tone.to_str().unwrap(), out.to_str().unwrap(), "--weights", bad_weights.to_str().unwrap()],
+            "broken.safetensors",
+        ),
+        (
+            vec!["codec", "roundtrip", empty.to_str().unwrap(), out.to_str().unwrap(), "--weights", weights.to_str().unwrap()],
+            "empty.flac",
+        ),
+        (
+            vec!["codec", "roundtrip", "missing.wav", out.to_str().unwrap(), "--weights", weights.to_str().unwrap()],
+            "missing.wav: file not found",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = stemgen(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
