@@ -85,11 +85,33 @@ pub fn codec(seconds: f64, repeats: usize, model: Option<Encodec>) -> Result<Cod
 
 impl std::fmt::Display for CodecBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "EnCodec bench: {}, {} s of audio, {} threads", self.config, self.audio_seconds, rayon::current_num_threads())?;
-        writeln!(f, "  plain matmul (2048^3, same run): {:.1} GFLOP/s", self.matmul_gflops)?;
+        writeln!(
+            f,
+            "EnCodec bench: {}, {} s of audio, {} threads",
+            self.config,
+            self.audio_seconds,
+            rayon::current_num_threads()
+        )?;
+        writeln!(
+            f,
+            "  plain matmul (2048^3, same run): {:.1} GFLOP/s",
+            self.matmul_gflops
+        )?;
         for (what, s, rtf, gflop, rate) in [
-            ("encode", self.encode_seconds, self.encode_rtf, self.encode_gflop, self.encode_gflops),
-            ("decode", self.decode_seconds, self.decode_rtf, self.decode_gflop, self.decode_gflops),
+            (
+                "encode",
+                self.encode_seconds,
+                self.encode_rtf,
+                self.encode_gflop,
+                self.encode_gflops,
+            ),
+            (
+                "decode",
+                self.decode_seconds,
+                self.decode_rtf,
+                self.decode_gflop,
+                self.decode_gflops,
+            ),
         ] {
             writeln!(
                 f,

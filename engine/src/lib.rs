@@ -4,3 +4,4 @@
 pub mod audio;
 pub mod bench;
 pub mod codec;
+pub mod model;

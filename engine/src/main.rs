@@ -10,7 +10,11 @@ use stemgen::codec::encodec::Encodec;
 use stemgen::codec::{Tokenizer, Tokens};
 
 #[derive(Parser)]
-#[command(name = "stemgen", version, about = "Generate instrument stems that fit the music you already have")]
+#[command(
+    name = "stemgen",
+    version,
+    about = "Generate instrument stems that fit the music you already have"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,7 +133,11 @@ fn encode_file(model: &Encodec, input: &Path) -> Result<(audio::Audio, Tokens)> 
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Codec(CodecCommand::Encode { input, output, codec }) => {
+        Command::Codec(CodecCommand::Encode {
+            input,
+            output,
+            codec,
+        }) => {
             let model = load_codec(&codec)?;
             let (_, tokens) = encode_file(&model, &input)?;
             tokens.save(&output, &model)?;
@@ -142,7 +150,12 @@ fn run(cli: Cli) -> Result<()> {
                 model.frame_rate()
             );
         }
-        Command::Codec(CodecCommand::Decode { input, output, codec, rate }) => {
+        Command::Codec(CodecCommand::Decode {
+            input,
+            output,
+            codec,
+            rate,
+        }) => {
             let model = load_codec(&codec)?;
             let tokens = Tokens::load(&input)?;
             let mut audio = model
@@ -153,7 +166,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             audio::write_wav(&output, &audio, WavFormat::Float32)?;
         }
-        Command::Codec(CodecCommand::Roundtrip { input, output, codec }) => {
+        Command::Codec(CodecCommand::Roundtrip {
+            input,
+            output,
+            codec,
+        }) => {
             let model = load_codec(&codec)?;
             let (original, tokens) = encode_file(&model, &input)?;
             let decoded = model.decode(&tokens, &mut progress_bar("decoding"))?;
@@ -172,8 +189,16 @@ fn run(cli: Cli) -> Result<()> {
                 tokens.frames
             );
         }
-        Command::Bench(BenchCommand::Codec { seconds, repeats, weights, json }) => {
-            anyhow::ensure!(seconds > 0.0 && seconds <= 600.0, "--seconds must be in (0, 600]");
+        Command::Bench(BenchCommand::Codec {
+            seconds,
+            repeats,
+            weights,
+            json,
+        }) => {
+            anyhow::ensure!(
+                seconds > 0.0 && seconds <= 600.0,
+                "--seconds must be in (0, 600]"
+            );
             let model = weights
                 .map(|w| Encodec::load_with_sidecar_config(&w, &Device::Cpu))
                 .transpose()?;

@@ -1,7 +1,7 @@
 //! engine::audio: formats, resampling accuracy, mixing, levels and bad input.
 
-use stemgen::audio::{self, Audio, WavFormat};
 use std::path::Path;
+use stemgen::audio::{self, Audio, WavFormat};
 
 fn sine(rate: u32, freq: f32, secs: f32, amp: f32) -> Vec<f32> {
     let n = (rate as f32 * secs) as usize;
@@ -35,7 +35,9 @@ fn write_int_wav(path: &Path, bits: u16, channels: &[Vec<f32>], rate: u32) {
 #[test]
 fn reads_every_integer_wav_depth_and_any_channel_count() {
     let dir = tempfile::tempdir().unwrap();
-    let chans: Vec<Vec<f32>> = (0..3).map(|c| sine(22_050, 300.0 * (c + 1) as f32, 0.1, 0.5)).collect();
+    let chans: Vec<Vec<f32>> = (0..3)
+        .map(|c| sine(22_050, 300.0 * (c + 1) as f32, 0.1, 0.5))
+        .collect();
     for bits in [8u16, 16, 24, 32] {
         let p = dir.path().join(format!("b{bits}.wav"));
         write_int_wav(&p, bits, &chans, 22_050);
@@ -45,7 +47,11 @@ fn reads_every_integer_wav_depth_and_any_channel_count() {
         assert_eq!(a.num_frames(), chans[0].len());
         let tol = 2.0 / (1u64 << (bits - 1)) as f32;
         for (got, want) in a.channels.iter().zip(&chans) {
-            let err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+            let err = got
+                .iter()
+                .zip(want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0, f32::max);
             assert!(err <= tol, "{bits}-bit error {err} > {tol}");
         }
     }
@@ -54,13 +60,30 @@ fn reads_every_integer_wav_depth_and_any_channel_count() {
 #[test]
 fn float_and_int_wav_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Audio::new(48_000, vec![sine(48_000, 440.0, 0.05, 0.7), sine(48_000, 660.0, 0.05, 0.2)]).unwrap();
-    for (fmt, tol) in [(WavFormat::Float32, 0.0), (WavFormat::Int24, 1e-6), (WavFormat::Int16, 1e-4)] {
+    let a = Audio::new(
+        48_000,
+        vec![
+            sine(48_000, 440.0, 0.05, 0.7),
+            sine(48_000, 660.0, 0.05, 0.2),
+        ],
+    )
+    .unwrap();
+    for (fmt, tol) in [
+        (WavFormat::Float32, 0.0),
+        (WavFormat::Int24, 1e-6),
+        (WavFormat::Int16, 1e-4),
+    ] {
         let p = dir.path().join("x.wav");
         audio::write_wav(&p, &a, fmt).unwrap();
         let b = audio::read_audio(&p).unwrap();
         assert_eq!(b.num_channels(), 2);
-        let err = a.channels.iter().flatten().zip(b.channels.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let err = a
+            .channels
+            .iter()
+            .flatten()
+            .zip(b.channels.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(err <= tol, "{fmt:?}: {err}");
     }
 }
@@ -69,17 +92,29 @@ fn float_and_int_wav_round_trip() {
 fn reads_flac_ogg_and_mp3_fixtures() {
     // Fixtures made by xtask/fixtures/make_audio_fixtures.py: 0.25 s, 440 Hz at 0.5, stereo 44.1 kHz.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio");
-    for (name, tol) in [("tone.flac", 1e-4f32), ("tone.ogg", 0.05), ("tone.mp3", 0.1)] {
+    for (name, tol) in [
+        ("tone.flac", 1e-4f32),
+        ("tone.ogg", 0.05),
+        ("tone.mp3", 0.1),
+    ] {
         let a = audio::read_audio(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.sample_rate, 44_100, "{name}");
         assert_eq!(a.num_channels(), 2, "{name}");
-        assert!(a.num_frames() >= 11_000, "{name}: {} frames", a.num_frames());
+        assert!(
+            a.num_frames() >= 11_000,
+            "{name}: {} frames",
+            a.num_frames()
+        );
         let rms = audio::rms_dbfs(&a.channels);
         let want = 20.0 * (0.5f32 / 2f32.sqrt()).log10();
         assert!((rms - want).abs() < 1.0, "{name}: rms {rms} dB vs {want}");
         if name == "tone.flac" {
             let s = sine(44_100, 440.0, 0.25, 0.5);
-            let err = s.iter().zip(&a.channels[0]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            let err = s
+                .iter()
+                .zip(&a.channels[0])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
             assert!(err < tol, "flac sample error {err}");
         }
     }
@@ -109,7 +144,15 @@ fn bad_files_get_one_line_errors_naming_the_file() {
     assert!(error_of(&txt).contains("unsupported audio format"));
 
     let empty = dir.path().join("empty.wav");
-    audio::write_wav(&empty, &Audio { sample_rate: 32_000, channels: vec![vec![]] }, WavFormat::Int16).unwrap();
+    audio::write_wav(
+        &empty,
+        &Audio {
+            sample_rate: 32_000,
+            channels: vec![vec![]],
+        },
+        WavFormat::Int16,
+    )
+    .unwrap();
     assert!(error_of(&empty).contains("no audio frames"));
 
     let nan = dir.path().join("nan.wav");
@@ -156,15 +199,30 @@ fn sine_survives_44k1_to_32k_and_back_within_minus_60_db() {
 
 #[test]
 fn resamples_between_any_supported_rates() {
-    for (from, to) in [(8_000u32, 192_000u32), (192_000, 32_000), (22_050, 32_000), (96_000, 44_100), (32_000, 11_025)] {
+    for (from, to) in [
+        (8_000u32, 192_000u32),
+        (192_000, 32_000),
+        (22_050, 32_000),
+        (96_000, 44_100),
+        (32_000, 11_025),
+    ] {
         let a = Audio::new(from, vec![sine(from, 500.0, 0.2, 0.3); 2]).unwrap();
         let b = a.resampled(to).unwrap();
-        assert_eq!(b.num_frames(), (a.num_frames() as u64 * to as u64).div_ceil(from as u64) as usize);
+        assert_eq!(
+            b.num_frames(),
+            (a.num_frames() as u64 * to as u64).div_ceil(from as u64) as usize
+        );
         assert_eq!(b.num_channels(), 2);
         let rms = audio::rms_dbfs(&b.channels);
-        assert!((rms - audio::rms_dbfs(&a.channels)).abs() < 0.3, "{from}->{to}: {rms}");
+        assert!(
+            (rms - audio::rms_dbfs(&a.channels)).abs() < 0.3,
+            "{from}->{to}: {rms}"
+        );
     }
-    assert!(Audio::mono(32_000, vec![0.0; 10]).unwrap().resampled(4_000).is_err());
+    assert!(Audio::mono(32_000, vec![0.0; 10])
+        .unwrap()
+        .resampled(4_000)
+        .is_err());
 }
 
 #[test]
@@ -173,7 +231,7 @@ fn mixing_levels_and_silence() {
     let r = vec![0.0f32, 0.5, 1.0];
     let mono = audio::mix_channels(&[l.clone(), r.clone()], 1);
     assert_eq!(mono, vec![vec![0.5, 0.5, 0.5]]);
-    let up = audio::mix_channels(&[l.clone()], 2);
+    let up = audio::mix_channels(std::slice::from_ref(&l), 2);
     assert_eq!(up, vec![l.clone(), l.clone()]);
     let four = audio::mix_channels(&[l.clone(), r.clone()], 4);
     assert_eq!(four[2], l);
@@ -193,5 +251,7 @@ fn mixing_levels_and_silence() {
     assert!(silent[0].iter().all(|s| *s == 0.0));
     let a = Audio::mono(32_000, silent[0].clone()).unwrap();
     assert!(a.is_silent(audio::SILENCE_DBFS));
-    assert!(!Audio::mono(32_000, sine(32_000, 100.0, 0.1, 0.01)).unwrap().is_silent(audio::SILENCE_DBFS));
+    assert!(!Audio::mono(32_000, sine(32_000, 100.0, 0.1, 0.01))
+        .unwrap()
+        .is_silent(audio::SILENCE_DBFS));
 }

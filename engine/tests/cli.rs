@@ -4,11 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn stemgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stemgen")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_stemgen"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 fn stderr(o: &Output) -> String {
@@ -28,8 +33,12 @@ fn roundtrip_wav_and_flac_at_any_rate_and_channel_count() {
         let original = stemgen::audio::read_audio(&input).unwrap();
         let out = dir.path().join("out.wav");
         let o = stemgen(&[
-            "codec", "roundtrip", input.to_str().unwrap(), out.to_str().unwrap(),
-            "--weights", weights.to_str().unwrap(),
+            "codec",
+            "roundtrip",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let back = stemgen::audio::read_audio(&out).unwrap();
@@ -45,20 +54,40 @@ fn encode_then_decode_through_a_token_file() {
     let weights = fixture("encodec/model.safetensors");
     let tokens = dir.path().join("tone.tokens.safetensors");
     let o = stemgen(&[
-        "codec", "encode", fixture("audio/tone.flac").to_str().unwrap(), "-o",
-        tokens.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--levels", "2",
+        "codec",
+        "encode",
+        fixture("audio/tone.flac").to_str().unwrap(),
+        "-o",
+        tokens.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--levels",
+        "2",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t = stemgen::codec::Tokens::load(&tokens).unwrap();
     assert_eq!(t.levels, 2);
-    assert_eq!(t.frames, (11_025usize * 32_000).div_ceil(44_100).div_ceil(640));
+    assert_eq!(
+        t.frames,
+        (11_025usize * 32_000).div_ceil(44_100).div_ceil(640)
+    );
     let wav = dir.path().join("tone.wav");
     let o = stemgen(&[
-        "codec", "decode", tokens.to_str().unwrap(), "-o", wav.to_str().unwrap(),
-        "--weights", weights.to_str().unwrap(), "--rate", "48000",
+        "codec",
+        "decode",
+        tokens.to_str().unwrap(),
+        "-o",
+        wav.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--rate",
+        "48000",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stemgen::audio::read_audio(&wav).unwrap().sample_rate, 48_000);
+    assert_eq!(
+        stemgen::audio::read_audio(&wav).unwrap().sample_rate,
+        48_000
+    );
 }
 
 #[test]
@@ -73,15 +102,36 @@ fn failures_exit_non_zero_with_one_line_naming_the_problem() {
     let tone = fixture("audio/tone.flac");
     let cases: [(Vec<&str>, &str); 3] = [
         (
-            vec!["codec", "roundtrip", tone.to_str().unwrap(), out.to_str().unwrap(), "--weights", bad_weights.to_str().unwrap()],
+            vec![
+                "codec",
+                "roundtrip",
+                tone.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--weights",
+                bad_weights.to_str().unwrap(),
+            ],
             "broken.safetensors",
         ),
         (
-            vec!["codec", "roundtrip", empty.to_str().unwrap(), out.to_str().unwrap(), "--weights", weights.to_str().unwrap()],
+            vec![
+                "codec",
+                "roundtrip",
+                empty.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
+            ],
             "empty.flac",
         ),
         (
-            vec!["codec", "roundtrip", "missing.wav", out.to_str().unwrap(), "--weights", weights.to_str().unwrap()],
+            vec![
+                "codec",
+                "roundtrip",
+                "missing.wav",
+                out.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
+            ],
             "missing.wav: file not found",
         ),
     ];

@@ -10,7 +10,9 @@ use stemgen::codec::encodec::{Encodec, EncodecConfig};
 use stemgen::codec::{no_progress, Tokenizer};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encodec").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/encodec")
+        .join(name)
 }
 
 fn config() -> EncodecConfig {
@@ -39,7 +41,11 @@ fn codes_of(t: &Tensor) -> Vec<Vec<u32>> {
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "length mismatch");
     let peak = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / peak
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / peak
 }
 
 #[test]
@@ -53,7 +59,11 @@ fn codes_match_exactly_and_audio_within_1e4_of_the_reference() {
         assert!(err < 1e-4, "clip {i}: encoder latent error {err}");
 
         let want_codes = codes_of(&exp[&format!("codes_{i}")]);
-        assert_eq!(m.encode_samples(&input).unwrap(), want_codes, "clip {i}: codes differ");
+        assert_eq!(
+            m.encode_samples(&input).unwrap(),
+            want_codes,
+            "clip {i}: codes differ"
+        );
 
         let audio = m.decode_codes(&want_codes).unwrap();
         let err = rel_err(&audio, &vec_f32(&exp[&format!("decoded_{i}")]));
@@ -97,7 +107,15 @@ fn accepts_musicgen_prefix_and_old_weight_norm_names() {
 #[test]
 fn tokenizer_interface_takes_any_rate_and_channels() {
     let m = model();
-    assert_eq!((m.sample_rate(), m.frame_rate(), m.num_levels(), m.codebook_size()), (32_000, 50.0, 4, 256));
+    assert_eq!(
+        (
+            m.sample_rate(),
+            m.frame_rate(),
+            m.num_levels(),
+            m.codebook_size()
+        ),
+        (32_000, 50.0, 4, 256)
+    );
     let n = 44_100; // 1 s of stereo at 44.1 kHz -> 32_000 samples -> 50 frames
     let ch: Vec<f32> = (0..n).map(|i| 0.2 * (i as f32 * 0.05).sin()).collect();
     let audio = Audio::new(44_100, vec![ch.clone(), ch]).unwrap();
@@ -110,23 +128,43 @@ fn tokenizer_interface_takes_any_rate_and_channels() {
 
     let mut bad = tokens.clone();
     bad.codes[3] = 256;
-    assert!(m.decode(&bad, &mut no_progress()).unwrap_err().to_string().contains("out of range"));
+    assert!(m
+        .decode(&bad, &mut no_progress())
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
     let nan = Audio::mono(32_000, vec![f32::NAN; 1000]).unwrap();
-    assert!(m.encode(&nan, &mut no_progress()).unwrap_err().to_string().contains("NaN"));
+    assert!(m
+        .encode(&nan, &mut no_progress())
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
 }
 
 #[test]
 fn long_audio_is_windowed_with_progress_and_stays_close_to_one_pass() {
     let m = model();
     let n: usize = 32_000 * 40 + 123; // 40 s: more than one 30 s window
-    let x: Vec<f32> = (0..n).map(|i| 0.1 * ((i as f32 * 0.013).sin() + (i as f32 * 0.0021).sin())).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| 0.1 * ((i as f32 * 0.013).sin() + (i as f32 * 0.0021).sin()))
+        .collect();
     let mut reports = Vec::new();
-    let tokens = m.encode(&Audio::mono(32_000, x.clone()).unwrap(), &mut |d, t| reports.push((d, t))).unwrap();
+    let tokens = m
+        .encode(&Audio::mono(32_000, x.clone()).unwrap(), &mut |d, t| {
+            reports.push((d, t))
+        })
+        .unwrap();
     assert_eq!(reports, vec![(1, 2), (2, 2)]);
     assert_eq!(tokens.frames, n.div_ceil(640));
     let one_pass = m.encode_samples(&x).unwrap();
-    let same = (0..tokens.frames).filter(|&f| tokens.level(0)[f] == one_pass[0][f]).count();
-    assert!(same as f64 >= 0.99 * tokens.frames as f64, "{same}/{} level-0 codes agree", tokens.frames);
+    let same = (0..tokens.frames)
+        .filter(|&f| tokens.level(0)[f] == one_pass[0][f])
+        .count();
+    assert!(
+        same as f64 >= 0.99 * tokens.frames as f64,
+        "{same}/{} level-0 codes agree",
+        tokens.frames
+    );
     let audio = m.decode(&tokens, &mut no_progress()).unwrap();
     assert_eq!(audio.num_frames(), tokens.frames * 640);
 }
@@ -145,7 +183,10 @@ fn broken_weights_and_mismatched_configs_are_clear_errors() {
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&truncated, config());
-    assert!(e.contains("truncated.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
 
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\0\0\0\0\0\0\0{not json at all").unwrap();
@@ -158,13 +199,22 @@ fn broken_weights_and_mismatched_configs_are_clear_errors() {
     t.remove("decoder.layers.1.lstm.weight_hh_l1");
     let p = save(&t, dir.path(), "missing.safetensors");
     let e = load_err(&p, config());
-    assert!(e.contains("missing.safetensors") && e.contains("decoder.layers.1.lstm.weight_hh_l1"), "{e}");
+    assert!(
+        e.contains("missing.safetensors") && e.contains("decoder.layers.1.lstm.weight_hh_l1"),
+        "{e}"
+    );
 
     let mut t = fixture_tensors();
-    t.insert("encoder.layers.0.conv.bias".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "encoder.layers.0.conv.bias".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
     let p = save(&t, dir.path(), "misshaped.safetensors");
     let e = load_err(&p, config());
-    assert!(e.contains("encoder.layers.0.conv.bias") && e.contains("[3]"), "{e}");
+    assert!(
+        e.contains("encoder.layers.0.conv.bias") && e.contains("[3]"),
+        "{e}"
+    );
 
     let mut wide = config();
     wide.num_filters = 16;
@@ -172,7 +222,10 @@ fn broken_weights_and_mismatched_configs_are_clear_errors() {
     assert!(e.contains("do not match"), "{e}");
 
     let mut t = fixture_tensors();
-    t.insert("quantizer.layers.2.codebook.embed".into(), Tensor::full(f32::NAN, (256, 32), &Device::Cpu).unwrap());
+    t.insert(
+        "quantizer.layers.2.codebook.embed".into(),
+        Tensor::full(f32::NAN, (256, 32), &Device::Cpu).unwrap(),
+    );
     let p = save(&t, dir.path(), "nan.safetensors");
     assert!(load_err(&p, config()).contains("NaN"));
 

@@ -15,9 +15,12 @@ fn to_db(x: f64) -> f32 {
 
 /// RMS level over all channels in dBFS (a full-scale sine reads -3 dBFS).
 pub fn rms_dbfs(channels: &[Vec<f32>]) -> f32 {
-    let (sum, n) = channels.iter().flatten().fold((0.0f64, 0usize), |(s, n), &x| {
-        (s + (x as f64) * (x as f64), n + 1)
-    });
+    let (sum, n) = channels
+        .iter()
+        .flatten()
+        .fold((0.0f64, 0usize), |(s, n), &x| {
+            (s + (x as f64) * (x as f64), n + 1)
+        });
     if n == 0 {
         return MIN_DB;
     }
@@ -26,7 +29,12 @@ pub fn rms_dbfs(channels: &[Vec<f32>]) -> f32 {
 
 /// Sample peak over all channels in dBFS.
 pub fn peak_dbfs(channels: &[Vec<f32>]) -> f32 {
-    to_db(channels.iter().flatten().fold(0.0f32, |m, x| m.max(x.abs())) as f64)
+    to_db(
+        channels
+            .iter()
+            .flatten()
+            .fold(0.0f32, |m, x| m.max(x.abs())) as f64,
+    )
 }
 
 fn apply_gain_db(channels: &mut [Vec<f32>], gain_db: f32) {

@@ -115,17 +115,19 @@ impl Tokens {
         )?;
         let meta = std::collections::HashMap::from([
             ("tokenizer".to_string(), tokenizer.name().to_string()),
-            ("sample_rate".to_string(), tokenizer.sample_rate().to_string()),
+            (
+                "sample_rate".to_string(),
+                tokenizer.sample_rate().to_string(),
+            ),
             ("frame_rate".to_string(), tokenizer.frame_rate().to_string()),
-            ("codebook_size".to_string(), tokenizer.codebook_size().to_string()),
+            (
+                "codebook_size".to_string(),
+                tokenizer.codebook_size().to_string(),
+            ),
         ]);
         let data = [("codes", t)];
-        safetensors::tensor::serialize_to_file(
-            data.iter().map(|(k, v)| (*k, v)),
-            Some(meta),
-            path,
-        )
-        .with_context(|| format!("{}: cannot write tokens", path.display()))
+        safetensors::tensor::serialize_to_file(data.iter().map(|(k, v)| (*k, v)), Some(meta), path)
+            .with_context(|| format!("{}: cannot write tokens", path.display()))
     }
 
     /// Reads a grid written by [`Tokens::save`].

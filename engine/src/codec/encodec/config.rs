@@ -92,8 +92,14 @@ impl EncodecConfig {
 
     /// Rejects configurations this implementation does not cover.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.audio_channels == 1, "only mono EnCodec models are supported");
-        anyhow::ensure!(!self.normalize, "EnCodec models with `normalize` are not supported");
+        anyhow::ensure!(
+            self.audio_channels == 1,
+            "only mono EnCodec models are supported"
+        );
+        anyhow::ensure!(
+            !self.normalize,
+            "EnCodec models with `normalize` are not supported"
+        );
         anyhow::ensure!(
             self.norm_type == "weight_norm",
             "norm_type '{}' is not supported (only weight_norm)",

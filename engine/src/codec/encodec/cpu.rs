@@ -71,7 +71,8 @@ fn parallelism(flops: usize) -> Parallelism {
     }
 }
 
-/// Valid convolution of an already padded `x` with `weight` `[C_out][C_in][K]` plus `bias`.
+/// Valid convolution of an already padded `x` with `weight` `[C_out][C_in][K]` plus `bias`,
+/// one multi-threaded GEMM per tap (for signals too short to split into tiles).
 pub fn conv1d(
     x: &Signal,
     weight: &[f32],
@@ -81,41 +82,18 @@ pub fn conv1d(
     dilation: usize,
 ) -> Signal {
     let c_out = bias.len();
-    let c_in = x.channels;
-    debug_assert_eq!(weight.len(), c_out * c_in * kernel);
     let span = (kernel - 1) * dilation + 1;
     let t_out = (x.len - span) / stride + 1;
     let mut y = vec![0.0f32; c_out * t_out];
-    for (row, b) in y.chunks_exact_mut(t_out).zip(bias) {
-        row.fill(*b);
-    }
-    let par = parallelism(c_out * c_in * t_out);
-    for k in 0..kernel {
-        // y[co, t] += sum_ci W[co, ci, k] * x[ci, t * stride + k * dilation]
-        unsafe {
-            gemm::gemm(
-                c_out,
-                t_out,
-                c_in,
-                y.as_mut_ptr(),
-                1,
-                t_out as isize,
-                true,
-                weight.as_ptr().add(k),
-                kernel as isize,
-                (c_in * kernel) as isize,
-                x.data.as_ptr().add(k * dilation),
-                stride as isize,
-                x.len as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    }
+    let par = parallelism(c_out * x.channels * t_out);
+    let tap = Taps {
+        weight,
+        bias,
+        kernel,
+        stride,
+        dilation,
+    };
+    tap.apply(&x.data, x.channels, x.len, t_out, &mut y, par);
     Signal::new(c_out, t_out, y)
 }
 
@@ -245,63 +223,87 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Output columns per tile: small enough that a tile's input and output stay in L2 cache.
 fn tile_len(channels: usize) -> usize {
     ((1usize << 16) / channels.max(1)).clamp(256, 4096)
 }
 
-/// One tile of a convolution, single-threaded: `out[co][n] = bias + sum_k W_k x[.., k*dil + t*stride]`
-/// where `xin` is `[c_in][in_len]` and `out` is `[c_out][n]`.
-#[allow(clippy::too_many_arguments)]
-fn conv_tile(
-    xin: &[f32],
-    c_in: usize,
-    in_len: usize,
-    weight: &[f32],
-    bias: &[f32],
+/// A convolution's weights and geometry, applied to an input buffer as one GEMM per tap.
+struct Taps<'a> {
+    /// `[C_out][C_in][K]`.
+    weight: &'a [f32],
+    bias: &'a [f32],
     kernel: usize,
     stride: usize,
     dilation: usize,
-    n: usize,
-    out: &mut [f32],
-) {
-    for (row, b) in out.chunks_exact_mut(n).zip(bias) {
-        row.fill(*b);
-    }
-    if bias.len() == 1 && stride == 1 {
-        // A single output channel is a sum of scaled shifted rows; GEMM with m = 1 wastes
-        // most of its micro-kernel.
-        for c in 0..c_in {
-            for k in 0..kernel {
-                let src = &xin[c * in_len + k * dilation..][..n];
-                axpy(weight[c * kernel + k], src, out);
-            }
+}
+
+impl Taps<'_> {
+    /// `out[co][n] = bias + sum_k W_k xin[.., k * dilation + t * stride]` with `xin`
+    /// `[c_in][in_len]` and `out` `[c_out][n]`.
+    fn apply(
+        &self,
+        xin: &[f32],
+        c_in: usize,
+        in_len: usize,
+        n: usize,
+        out: &mut [f32],
+        par: Parallelism,
+    ) {
+        let Taps {
+            weight,
+            bias,
+            kernel,
+            stride,
+            dilation,
+        } = *self;
+        for (row, b) in out.chunks_exact_mut(n).zip(bias) {
+            row.fill(*b);
         }
-        return;
-    }
-    for k in 0..kernel {
-        unsafe {
-            gemm::gemm(
-                bias.len(),
-                n,
-                c_in,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                weight.as_ptr().add(k),
-                kernel as isize,
-                (c_in * kernel) as isize,
-                xin.as_ptr().add(k * dilation),
-                stride as isize,
-                in_len as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+        if bias.len() == 1 && stride == 1 {
+            // A single output channel is a sum of scaled shifted rows; GEMM with m = 1 wastes
+            // most of its micro-kernel.
+            for c in 0..c_in {
+                for k in 0..kernel {
+                    let src = &xin[c * in_len + k * dilation..][..n];
+                    axpy(weight[c * kernel + k], src, out);
+                }
+            }
+            return;
+        }
+        for k in 0..kernel {
+            // Safety: every index the strides reach lies inside `weight`, `xin` and `out`
+            // (`in_len >= (n - 1) * stride + (kernel - 1) * dilation + 1`).
+            unsafe {
+                gemm::gemm(
+                    bias.len(),
+                    n,
+                    c_in,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    true,
+                    weight.as_ptr().add(k),
+                    kernel as isize,
+                    (c_in * kernel) as isize,
+                    xin.as_ptr().add(k * dilation),
+                    stride as isize,
+                    in_len as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
         }
     }
 }
@@ -345,12 +347,18 @@ pub fn conv1d_tiled(
         let in_len = (n - 1) * stride + span;
         let xin = gather(x, t0 * stride, in_len, elu_first);
         let mut out = vec![0.0f32; c_out * n];
-        conv_tile(&xin, x.channels, in_len, weight, bias, kernel, stride, dilation, n, &mut out);
-        let shared = shared;
+        let taps = Taps {
+            weight,
+            bias,
+            kernel,
+            stride,
+            dilation,
+        };
+        taps.apply(&xin, x.channels, in_len, n, &mut out, Parallelism::None);
         for (co, row) in out.chunks_exact(n).enumerate() {
             // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
             unsafe {
-                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.0.add(co * t_out + t0), n);
+                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.ptr().add(co * t_out + t0), n);
             }
         }
     });
@@ -380,20 +388,33 @@ pub fn residual_tiled(
         let in_len = n - 1 + span;
         let xin = gather(x_padded, t0, in_len, true);
         let mut h = vec![0.0f32; hidden * n];
-        conv_tile(&xin, c, in_len, w1, b1, kernel, 1, dilation, n, &mut h);
+        let taps1 = Taps {
+            weight: w1,
+            bias: b1,
+            kernel,
+            stride: 1,
+            dilation,
+        };
+        taps1.apply(&xin, c, in_len, n, &mut h, Parallelism::None);
         let mut h_act = vec![0.0f32; h.len()];
         elu_into(&h, &mut h_act);
         let h = h_act;
         let mut out = vec![0.0f32; c * n];
-        conv_tile(&h, hidden, n, w2, b2, 1, 1, 1, n, &mut out);
-        let shared = shared;
+        let taps2 = Taps {
+            weight: w2,
+            bias: b2,
+            kernel: 1,
+            stride: 1,
+            dilation: 1,
+        };
+        taps2.apply(&h, hidden, n, n, &mut out, Parallelism::None);
         for (ch, row) in out.chunks_exact_mut(n).enumerate() {
             for (o, v) in row.iter_mut().zip(&x.row(ch)[t0..t0 + n]) {
                 *o += v;
             }
             // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
             unsafe {
-                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.0.add(ch * len + t0), n);
+                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.ptr().add(ch * len + t0), n);
             }
         }
     });
@@ -421,16 +442,15 @@ pub fn conv_transpose1d_gemm(
     let mut z = vec![0.0f32; rows * chunk.min(x.len)];
     for t0 in (0..x.len).step_by(chunk) {
         let n = chunk.min(x.len - t0);
-        // z[t][(co, k)] = sum_ci W[ci, co, k] * x[ci, t0 + t]: time-major, so that the
-        // overlap-add below reads and writes K consecutive samples at a time.
+        // z[(co, k)][t] = sum_ci W[ci, co, k] * x[ci, t0 + t]; W viewed as [C_in][C_out * K].
         unsafe {
             gemm::gemm(
                 rows,
                 n,
                 c_in,
                 z.as_mut_ptr(),
-                rows as isize,
                 1,
+                n as isize,
                 false,
                 weight.as_ptr(),
                 rows as isize,
@@ -448,11 +468,11 @@ pub fn conv_transpose1d_gemm(
         }
         let z = &z[..rows * n];
         y.par_chunks_mut(full).enumerate().for_each(|(co, yrow)| {
-            for t in 0..n {
-                let taps = &z[t * rows + co * kernel..][..kernel];
-                let dst = &mut yrow[(t0 + t) * stride..][..kernel];
-                for (d, v) in dst.iter_mut().zip(taps) {
-                    *d += v;
+            for k in 0..kernel {
+                let zrow = &z[(co * kernel + k) * n..][..n];
+                let base = t0 * stride + k;
+                for (t, v) in zrow.iter().enumerate() {
+                    yrow[base + t * stride] += v;
                 }
             }
         });

@@ -2,8 +2,8 @@
 
 use super::config::EncodecConfig;
 use super::cpu::{self, Signal};
-use super::{ConvSpec, TransposeSpec};
 use super::weights::Checkpoint;
+use super::{ConvSpec, TransposeSpec};
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -33,9 +33,18 @@ pub struct Conv1d {
 
 impl Conv1d {
     pub fn load(ck: &Checkpoint, spec: &ConvSpec, cfg: &EncodecConfig) -> Result<Self> {
-        let ConvSpec { name, c_in, c_out, kernel, stride, dilation } = spec.clone();
+        let ConvSpec {
+            name,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            dilation,
+        } = spec.clone();
         let weight = ck.conv_weight(&format!("{name}.conv"), &[c_out, c_in, kernel])?;
-        let bias = ck.get(&format!("{name}.conv.bias"), &[c_out])?.reshape((c_out, 1))?;
+        let bias = ck
+            .get(&format!("{name}.conv.bias"), &[c_out])?
+            .reshape((c_out, 1))?;
         let pointwise = if kernel == 1 {
             Some(weight.reshape((c_out, c_in))?)
         } else {
@@ -84,7 +93,15 @@ impl Conv1d {
         let input = self.pad_cpu(x);
         let (w, b) = (&self.weight_cpu, &self.bias_cpu);
         if x.len / self.stride >= 4096 {
-            return cpu::conv1d_tiled(&input, w, b, self.kernel, self.stride, self.dilation, elu_first);
+            return cpu::conv1d_tiled(
+                &input,
+                w,
+                b,
+                self.kernel,
+                self.stride,
+                self.dilation,
+                elu_first,
+            );
         }
         let input = if elu_first { cpu::elu(&input) } else { input };
         cpu::conv1d(&input, w, b, self.kernel, self.stride, self.dilation)
@@ -155,7 +172,13 @@ pub struct ConvTranspose1d {
 
 impl ConvTranspose1d {
     pub fn load(ck: &Checkpoint, spec: &TransposeSpec, cfg: &EncodecConfig) -> Result<Self> {
-        let TransposeSpec { name, c_in, c_out, kernel, stride } = spec.clone();
+        let TransposeSpec {
+            name,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        } = spec.clone();
         let weight = ck.conv_weight(&format!("{name}.conv"), &[c_in, c_out, kernel])?;
         let bias = ck.get(&format!("{name}.conv.bias"), &[c_out])?;
         Ok(ConvTranspose1d {
@@ -193,7 +216,8 @@ impl ConvTranspose1d {
         let y = x.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
         let (left, right) = self.trim();
         let len = y.dim(2)?;
-        Ok(y.narrow(2, left, len - left - right)?.broadcast_add(&self.bias)?)
+        Ok(y.narrow(2, left, len - left - right)?
+            .broadcast_add(&self.bias)?)
     }
 }
 

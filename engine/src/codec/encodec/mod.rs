@@ -16,7 +16,6 @@ mod weights;
 pub use config::EncodecConfig;
 pub use weights::random_weights;
 
-
 use super::{Progress, Tokenizer, Tokens};
 use crate::audio::Audio;
 use anyhow::{Context, Result};
@@ -140,7 +139,13 @@ pub(crate) fn encoder_plan(cfg: &EncodecConfig) -> Vec<StageSpec> {
         layers: cfg.num_lstm_layers,
     });
     plan.push(StageSpec::Elu);
-    let last = ConvSpec::new(name(plan.len()), dim, cfg.hidden_size, cfg.last_kernel_size, 1);
+    let last = ConvSpec::new(
+        name(plan.len()),
+        dim,
+        cfg.hidden_size,
+        cfg.last_kernel_size,
+        1,
+    );
     plan.push(StageSpec::Conv(last));
     plan
 }
@@ -150,7 +155,13 @@ pub(crate) fn decoder_plan(cfg: &EncodecConfig) -> Vec<StageSpec> {
     let name = |i: usize| format!("decoder.layers.{i}");
     let mut dim = cfg.num_filters << cfg.upsampling_ratios.len();
     let mut plan = vec![
-        StageSpec::Conv(ConvSpec::new(name(0), cfg.hidden_size, dim, cfg.kernel_size, 1)),
+        StageSpec::Conv(ConvSpec::new(
+            name(0),
+            cfg.hidden_size,
+            dim,
+            cfg.kernel_size,
+            1,
+        )),
         StageSpec::Lstm {
             name: name(1),
             dim,
@@ -206,7 +217,9 @@ fn plan_flops(plan: &[StageSpec], cfg: &EncodecConfig, mut len: usize) -> (f64, 
                 total += 2.0 * (c.c_in * c.c_out * c.kernel * len) as f64;
                 len *= c.stride;
             }
-            StageSpec::Residual(r) => total += r.convs(cfg).iter().map(|c| conv(c, len).0).sum::<f64>(),
+            StageSpec::Residual(r) => {
+                total += r.convs(cfg).iter().map(|c| conv(c, len).0).sum::<f64>()
+            }
             StageSpec::Lstm { dim, layers, .. } => {
                 total += (*layers * len * 2 * 2 * 4 * dim * dim) as f64;
             }
@@ -236,7 +249,9 @@ impl Stage {
                     Conv1d::load(ck, &b, cfg)?,
                 ))
             }
-            StageSpec::Lstm { name, dim, layers } => Stage::Lstm(Lstm::load(ck, name, *dim, *layers)?),
+            StageSpec::Lstm { name, dim, layers } => {
+                Stage::Lstm(Lstm::load(ck, name, *dim, *layers)?)
+            }
             StageSpec::Elu => Stage::Elu,
         })
     }
@@ -279,7 +294,11 @@ fn run(stages: &[Stage], x: &Tensor, backend: Backend) -> Result<Tensor> {
             let (_, c, t) = x.dims3()?;
             let data = x.flatten_all()?.to_vec1()?;
             let y = run_cpu(stages, Signal::new(c, t, data));
-            Ok(Tensor::from_vec(y.data, (1, y.channels, y.len), x.device())?)
+            Ok(Tensor::from_vec(
+                y.data,
+                (1, y.channels, y.len),
+                x.device(),
+            )?)
         }
         Backend::Candle => stages.iter().try_fold(x.clone(), |x, s| s.forward(&x)),
     }

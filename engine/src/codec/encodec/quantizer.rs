@@ -14,7 +14,12 @@ pub struct ResidualVq {
 impl ResidualVq {
     pub fn load(ck: &Checkpoint, levels: usize, size: usize, dim: usize) -> Result<Self> {
         let codebooks = (0..levels)
-            .map(|q| ck.get(&format!("quantizer.layers.{q}.codebook.embed"), &[size, dim]))
+            .map(|q| {
+                ck.get(
+                    &format!("quantizer.layers.{q}.codebook.embed"),
+                    &[size, dim],
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let norms = codebooks
             .iter()

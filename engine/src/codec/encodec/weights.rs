@@ -4,11 +4,11 @@
 //! MusicGen's `audio_encoder.` prefix, with weight norm stored as `weight_g`/`weight_v` (old
 //! `torch.nn.utils.weight_norm`) or `parametrizations.weight.original0/1` (new), or folded.
 
+use super::StageSpec;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use super::StageSpec;
 
 pub struct Checkpoint {
     path: PathBuf,
@@ -109,8 +109,14 @@ impl Checkpoint {
             )
         } else {
             (
-                self.get(&format!("{module}.parametrizations.weight.original0"), &g_shape)?,
-                self.get(&format!("{module}.parametrizations.weight.original1"), shape)?,
+                self.get(
+                    &format!("{module}.parametrizations.weight.original0"),
+                    &g_shape,
+                )?,
+                self.get(
+                    &format!("{module}.parametrizations.weight.original1"),
+                    shape,
+                )?,
             )
         };
         let norm = v.sqr()?.sum_keepdim((1, 2))?.sqrt()?;
@@ -130,10 +136,17 @@ pub fn random_weights(
     let mut specs: Vec<(String, Vec<usize>, f32)> = Vec::new();
     let mut conv = |name: &str, shape: [usize; 3], out_ch: usize, fan_in: usize| {
         specs.push((format!("{name}.conv.bias"), vec![out_ch], 0.01));
-        specs.push((format!("{name}.conv.weight"), shape.to_vec(), (fan_in as f32).sqrt().recip()));
+        specs.push((
+            format!("{name}.conv.weight"),
+            shape.to_vec(),
+            (fan_in as f32).sqrt().recip(),
+        ));
     };
     let mut lstms = Vec::new();
-    for spec in super::encoder_plan(cfg).iter().chain(&super::decoder_plan(cfg)) {
+    for spec in super::encoder_plan(cfg)
+        .iter()
+        .chain(&super::decoder_plan(cfg))
+    {
         match spec {
             StageSpec::Conv(c) => conv(&c.name, c.shape(), c.c_out, c.c_in * c.kernel),
             StageSpec::ConvTranspose(c) => conv(&c.name, c.shape(), c.c_out, c.c_in * c.kernel),

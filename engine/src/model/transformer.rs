@@ -1,0 +1,457 @@
+//! The StemGen network: input combiner (DESIGN §3.2), bidirectional LLaMA-style blocks and
+//! one output head per RVQ level.
+//!
+//! Every op here has a backward in candle 0.11: RMSNorm and softmax are the slow generic
+//! versions and rotary embeddings are written from primitives, because the fused candle ops
+//! silently drop gradients (DESIGN §4.1).
+
+use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::ModelConfig;
+
+/// Keeps the RMS normalisation finite on all-zero rows.
+const RMS_EPS: f32 = 1e-5;
+
+/// Output heads start with small logits (std ~0.2), so an untrained model predicts nearly
+/// uniformly (loss ~ ln codebook_size) instead of confidently wrong.
+const HEAD_INIT_SCALE: f64 = 0.2;
+
+/// Linear layer without bias, LeCun-normal init scaled by `scale` (1 for most layers).
+fn linear(in_dim: usize, out_dim: usize, scale: f64, vb: VarBuilder) -> Result<Linear> {
+    let stdev = scale / (in_dim as f64).sqrt();
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0., stdev })?;
+    Ok(Linear::new(weight, None))
+}
+
+/// RMSNorm from primitives (`rms_norm_slow`) so that training sees its gradient.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+}
+
+impl RmsNorm {
+    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm_slow(xs, &self.weight, RMS_EPS)
+    }
+}
+
+/// Rotary position tables, `[max_frames, head_dim / 2]` each (GPT-NeoX half-split layout).
+#[derive(Debug, Clone)]
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    fn new(config: &ModelConfig, device: &Device) -> Result<Self> {
+        let half = config.head_dim() / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                1.0 / config
+                    .rope_theta
+                    .powf(2.0 * i as f64 / config.head_dim() as f64) as f32
+            })
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let positions = Tensor::arange(0u32, config.max_frames as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((config.max_frames, 1))?;
+        let angles = positions.broadcast_mul(&inv_freq)?;
+        Ok(Rotary {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+        })
+    }
+
+    /// Rotates `xs` `[B, H, N, head_dim]` by position; made of differentiable primitives.
+    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        let (_, _, frames, head_dim) = xs.dims4()?;
+        let half = head_dim / 2;
+        let cos = self.cos.narrow(0, 0, frames)?;
+        let sin = self.sin.narrow(0, 0, frames)?;
+        let x1 = xs.narrow(D::Minus1, 0, half)?;
+        let x2 = xs.narrow(D::Minus1, half, half)?;
+        let rotated1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let rotated2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+        Tensor::cat(&[rotated1, rotated2], D::Minus1)
+    }
+}
+
+/// Multi-head self-attention over all frames (no causal mask: the model sees the whole
+/// window in both directions). Q, K and V come from one fused projection: one large matmul
+/// is faster than three small ones on the CPU.
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Linear,
+    out: Linear,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let d = config.d_model;
+        Ok(Attention {
+            qkv: linear(d, 3 * d, 1.0, vb.pp("qkv"))?,
+            out: linear(d, d, residual_scale(config), vb.pp("out"))?,
+            n_heads: config.n_heads,
+            head_dim: config.head_dim(),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, rotary: &Rotary) -> Result<Tensor> {
+        let (batch, frames, d_model) = xs.dims3()?;
+        let qkv = self
+            .qkv
+            .forward(xs)?
+            .reshape((batch, frames, 3, self.n_heads, self.head_dim))?;
+        let heads = |i: usize| -> Result<Tensor> {
+            qkv.i((.., .., i))?.transpose(1, 2)?.contiguous() // [B, H, N, hd]
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = (rotary.apply(&heads(0)?)? * scale)?;
+        let k = rotary.apply(&heads(1)?)?;
+        let v = heads(2)?;
+        let scores = q.matmul(&k.t()?)?;
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let mixed = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, frames, d_model))?;
+        self.out.forward(&mixed)
+    }
+}
+
+/// SwiGLU MLP; gate and up projections fused into one matmul like Q/K/V.
+#[derive(Debug, Clone)]
+struct SwiGlu {
+    gate_up: Linear,
+    down: Linear,
+    hidden: usize,
+}
+
+impl SwiGlu {
+    fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, hidden) = (config.d_model, config.ffn_dim());
+        Ok(SwiGlu {
+            gate_up: linear(d, 2 * hidden, 1.0, vb.pp("gate_up"))?,
+            down: linear(hidden, d, residual_scale(config), vb.pp("down"))?,
+            hidden,
+        })
+    }
+}
+
+impl Module for SwiGlu {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let gate_up = self.gate_up.forward(xs)?;
+        let gate = gate_up.narrow(D::Minus1, 0, self.hidden)?;
+        let up = gate_up.narrow(D::Minus1, self.hidden, self.hidden)?;
+        self.down.forward(&(gate.silu()? * up)?)
+    }
+}
+
+/// Output projections into the residual stream start smaller so that the stream's scale
+/// does not grow with depth (GPT-2's 1/sqrt(2 L) rule).
+fn residual_scale(config: &ModelConfig) -> f64 {
+    1.0 / (2.0 * config.n_layers as f64).sqrt()
+}
+
+/// Pre-norm transformer block.
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: SwiGlu,
+}
+
+impl Block {
+    fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Block {
+            attn_norm: RmsNorm::new(config.d_model, vb.pp("attn_norm"))?,
+            attn: Attention::new(config, vb.pp("attn"))?,
+            mlp_norm: RmsNorm::new(config.d_model, vb.pp("mlp_norm"))?,
+            mlp: SwiGlu::new(config, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, rotary: &Rotary) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.attn_norm.forward(xs)?, rotary)?)?;
+        &xs + self.mlp.forward(&self.mlp_norm.forward(&xs)?)?
+    }
+}
+
+/// The StemGen transformer: predicts target-stem tokens from context tokens, partially
+/// masked target tokens and an instrument category.
+///
+/// Parameter names (the safetensors keys):
+/// `context_embed` / `target_embed` `[Q, codebook_size + 1, d_model / 2]` (row
+/// `codebook_size` of each level is its MASK token), `category_embed`
+/// `[n_categories + 1, d_model / 2]` (last row = NULL category), `null_context`
+/// `[d_model / 2]`, `blocks.{i}.{attn_norm,attn.qkv,attn.out,mlp_norm,mlp.gate_up,mlp.down}`,
+/// `final_norm`, `heads.{q}` `[codebook_size, d_model]`.
+#[derive(Debug, Clone)]
+pub struct StemGenModel {
+    config: ModelConfig,
+    context_embed: Tensor,
+    target_embed: Tensor,
+    category_embed: Tensor,
+    null_context: Tensor,
+    blocks: Vec<Block>,
+    final_norm: RmsNorm,
+    heads: Vec<Linear>,
+    rotary: Rotary,
+    /// `q * (codebook_size + 1)` per level `[1, Q, 1]`: turns per-level ids into rows of the
+    /// flattened `[Q * (codebook_size + 1), d]` embedding tables, so that all levels are
+    /// looked up in one `index_select`.
+    level_offsets: Tensor,
+}
+
+impl StemGenModel {
+    /// Builds the model from a `VarBuilder` (a `VarMap` for training, loaded tensors for
+    /// inference). Fails on an invalid config.
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        if let Err(problem) = config.validate() {
+            bail!("invalid model config: {problem}");
+        }
+        let (q, rows, c) = (
+            config.levels,
+            config.codebook_size + 1,
+            config.channel_dim(),
+        );
+        // Each level's sum of Q embeddings should have about unit scale.
+        let token_init = Init::Randn {
+            mean: 0.,
+            stdev: 1.0 / (q as f64).sqrt(),
+        };
+        let unit_init = Init::Randn {
+            mean: 0.,
+            stdev: 1.0,
+        };
+        let context_embed = vb.get_with_hints((q, rows, c), "context_embed", token_init)?;
+        let target_embed = vb.get_with_hints((q, rows, c), "target_embed", token_init)?;
+        let category_embed =
+            vb.get_with_hints((config.n_categories + 1, c), "category_embed", unit_init)?;
+        let null_context = vb.get_with_hints(c, "null_context", unit_init)?;
+        let blocks = (0..config.n_layers)
+            .map(|i| Block::new(config, vb.pp("blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let final_norm = RmsNorm::new(config.d_model, vb.pp("final_norm"))?;
+        let heads = (0..q)
+            .map(|level| {
+                linear(
+                    config.d_model,
+                    config.codebook_size,
+                    HEAD_INIT_SCALE,
+                    vb.pp("heads").pp(level),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let device = vb.device();
+        let offsets: Vec<u32> = (0..q).map(|level| (level * rows) as u32).collect();
+        Ok(StemGenModel {
+            config: config.clone(),
+            context_embed,
+            target_embed,
+            category_embed,
+            null_context,
+            blocks,
+            final_norm,
+            heads,
+            rotary: Rotary::new(config, device)?,
+            level_offsets: Tensor::from_vec(offsets, (1, q, 1), device)?,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        self.null_context.device()
+    }
+
+    /// Logits for every level: `[B, Q, N, codebook_size]`.
+    ///
+    /// `context` `[B, Q, N]` u32 codes (`< codebook_size`); `target` `[B, Q, N]` u32 codes or
+    /// MASK ids (`== codebook_size`); `category` `[B]` u32 (`n_categories` = NULL);
+    /// `context_dropped[b]` replaces example b's context by the NULL context (its context
+    /// tokens are then ignored, but must still be valid ids).
+    ///
+    /// The sampler decodes one level at a time and should call [`Self::hidden`] once and
+    /// [`Self::level_logits`] for the level it decodes instead.
+    pub fn forward(
+        &self,
+        context: &Tensor,
+        target: &Tensor,
+        category: &Tensor,
+        context_dropped: &[bool],
+    ) -> Result<Tensor> {
+        let hidden = self.hidden(context, target, category, context_dropped)?;
+        let per_level = (0..self.config.levels)
+            .map(|level| self.level_logits(&hidden, level))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&per_level, 1)
+    }
+
+    /// The final-normalised hidden states `[B, N, d_model]`, input to the output heads.
+    pub fn hidden(
+        &self,
+        context: &Tensor,
+        target: &Tensor,
+        category: &Tensor,
+        context_dropped: &[bool],
+    ) -> Result<Tensor> {
+        let mut xs = self.combine_inputs(context, target, category, context_dropped)?;
+        for block in &self.blocks {
+            xs = block.forward(&xs, &self.rotary)?;
+        }
+        self.final_norm.forward(&xs)
+    }
+
+    /// Logits of one level's head for hidden states `[..., d_model]` -> `[..., codebook_size]`.
+    pub fn level_logits(&self, hidden: &Tensor, level: usize) -> Result<Tensor> {
+        match self.heads.get(level) {
+            Some(head) => head.forward(hidden),
+            None => bail!(
+                "level {level} does not exist (the model has {} levels)",
+                self.config.levels
+            ),
+        }
+    }
+
+    /// The input combiner (DESIGN §3.2): `[B, N, d_model]`,
+    /// x[n] = [h_ctx[n] + e_c ; h_tgt[n] + e_c] with h = sum over levels of the embeddings.
+    fn combine_inputs(
+        &self,
+        context: &Tensor,
+        target: &Tensor,
+        category: &Tensor,
+        context_dropped: &[bool],
+    ) -> Result<Tensor> {
+        let (batch, _, _) = self.check_inputs(context, target, category, context_dropped)?;
+        let context_sum = self.sum_level_embeddings(&self.context_embed, context)?;
+        let target_sum = self.sum_level_embeddings(&self.target_embed, target)?;
+
+        // Blend instead of select: 0/1 weights keep one code path, differentiable for both.
+        let dropped: Vec<f32> = context_dropped.iter().map(|&d| f32::from(d)).collect();
+        let dropped = Tensor::from_vec(dropped, (batch, 1, 1), self.device())?;
+        let kept = (1.0 - &dropped)?;
+        let null_context = self
+            .null_context
+            .reshape((1, 1, self.config.channel_dim()))?;
+        let context_sum = context_sum
+            .broadcast_mul(&kept)?
+            .broadcast_add(&null_context.broadcast_mul(&dropped)?)?;
+
+        let category_vec = self
+            .category_embed
+            .index_select(category, 0)?
+            .unsqueeze(1)?;
+        let context_channel = context_sum.broadcast_add(&category_vec)?;
+        let target_channel = target_sum.broadcast_add(&category_vec)?;
+        Tensor::cat(&[context_channel, target_channel], D::Minus1)
+    }
+
+    /// sum_q E_q[tokens[:, q, n]] -> `[B, N, d_model / 2]`.
+    fn sum_level_embeddings(&self, table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+        let (batch, levels, frames) = tokens.dims3()?;
+        let (q, rows, c) = table.dims3()?;
+        let ids = tokens.broadcast_add(&self.level_offsets)?.flatten_all()?;
+        table
+            .reshape((q * rows, c))?
+            .index_select(&ids, 0)?
+            .reshape((batch, levels, frames, c))?
+            .sum(1)
+    }
+
+    /// Shapes, dtypes and id ranges, checked so that bad input is an error, not a panic or
+    /// an out-of-range lookup. Returns (B, Q, N).
+    fn check_inputs(
+        &self,
+        context: &Tensor,
+        target: &Tensor,
+        category: &Tensor,
+        context_dropped: &[bool],
+    ) -> Result<(usize, usize, usize)> {
+        let cfg = &self.config;
+        for (name, tensor) in [
+            ("context", context),
+            ("target", target),
+            ("category", category),
+        ] {
+            if tensor.dtype() != DType::U32 {
+                bail!("{name} tokens must be u32, got {:?}", tensor.dtype());
+            }
+        }
+        let (batch, levels, frames) = context.dims3()?;
+        if target.dims() != context.dims() {
+            bail!(
+                "target tokens {:?} and context tokens {:?} differ in shape",
+                target.dims(),
+                context.dims()
+            );
+        }
+        if levels != cfg.levels {
+            bail!(
+                "tokens have {levels} levels, the model expects {}",
+                cfg.levels
+            );
+        }
+        if batch == 0 || frames == 0 {
+            bail!("empty batch: {batch} examples of {frames} frames");
+        }
+        if frames > cfg.max_frames {
+            bail!(
+                "{frames} frames exceed the model's maximum of {} frames",
+                cfg.max_frames
+            );
+        }
+        if category.dims() != [batch] {
+            bail!(
+                "category must have shape [{batch}], got {:?}",
+                category.dims()
+            );
+        }
+        if context_dropped.len() != batch {
+            bail!(
+                "context_dropped has {} entries for a batch of {batch}",
+                context_dropped.len()
+            );
+        }
+        let max_id = |t: &Tensor| -> Result<u32> { t.flatten_all()?.max(0)?.to_scalar::<u32>() };
+        if max_id(context)? >= cfg.mask_id() {
+            bail!(
+                "context token id {} is out of range (codes are 0..{})",
+                max_id(context)?,
+                cfg.codebook_size
+            );
+        }
+        if max_id(target)? > cfg.mask_id() {
+            bail!(
+                "target token id {} is out of range (codes 0..{}, MASK = {})",
+                max_id(target)?,
+                cfg.codebook_size,
+                cfg.mask_id()
+            );
+        }
+        if max_id(category)? > cfg.null_category() {
+            bail!(
+                "category id {} is out of range (0..{}, NULL = {})",
+                max_id(category)?,
+                cfg.n_categories,
+                cfg.null_category()
+            );
+        }
+        Ok((batch, levels, frames))
+    }
+}
