@@ -71,32 +71,6 @@ fn parallelism(flops: usize) -> Parallelism {
     }
 }
 
-/// Valid convolution of an already padded `x` with `weight` `[C_out][C_in][K]` plus `bias`,
-/// one multi-threaded GEMM per tap (for signals too short to split into tiles).
-pub fn conv1d(
-    x: &Signal,
-    weight: &[f32],
-    bias: &[f32],
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-) -> Signal {
-    let c_out = bias.len();
-    let span = (kernel - 1) * dilation + 1;
-    let t_out = (x.len - span) / stride + 1;
-    let mut y = vec![0.0f32; c_out * t_out];
-    let par = parallelism(c_out * x.channels * t_out);
-    let tap = Taps {
-        weight,
-        bias,
-        kernel,
-        stride,
-        dilation,
-    };
-    tap.apply(&x.data, x.channels, x.len, t_out, &mut y, par);
-    Signal::new(c_out, t_out, y)
-}
-
 /// `x @ w^T + bias` for row-major `x` `[rows][cols]` and `w` `[outs][cols]`: `[rows][outs]`.
 pub fn linear(x: &[f32], rows: usize, cols: usize, w: &[f32], bias: &[f32]) -> Vec<f32> {
     let outs = bias.len();
@@ -236,16 +210,64 @@ fn tile_len(channels: usize) -> usize {
 }
 
 /// A convolution's weights and geometry, applied to an input buffer as one GEMM per tap.
-struct Taps<'a> {
+#[derive(Clone, Copy)]
+pub struct Taps<'a> {
     /// `[C_out][C_in][K]`.
-    weight: &'a [f32],
-    bias: &'a [f32],
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub kernel: usize,
+    pub stride: usize,
+    pub dilation: usize,
 }
 
 impl Taps<'_> {
+    /// Output frames of a valid convolution over `len` (already padded) samples.
+    fn out_len(&self, len: usize) -> usize {
+        (len - ((self.kernel - 1) * self.dilation + 1)) / self.stride + 1
+    }
+
+    /// Valid convolution of an already padded `x`, one multi-threaded GEMM per tap (for
+    /// signals too short to split into tiles).
+    pub fn conv(&self, x: &Signal) -> Signal {
+        let c_out = self.bias.len();
+        let t_out = self.out_len(x.len);
+        let mut y = vec![0.0f32; c_out * t_out];
+        let par = parallelism(c_out * x.channels * t_out);
+        self.apply(&x.data, x.channels, x.len, t_out, &mut y, par);
+        Signal::new(c_out, t_out, y)
+    }
+
+    /// [`Taps::conv`] of `elu(x)` (or `x`) computed tile by tile in parallel: on long signals
+    /// this keeps the working set in cache and fuses the activation, instead of streaming
+    /// whole tensors through memory once per operation.
+    pub fn conv_tiled(&self, x: &Signal, elu_first: bool) -> Signal {
+        let c_out = self.bias.len();
+        let span = (self.kernel - 1) * self.dilation + 1;
+        let t_out = self.out_len(x.len);
+        let tile = tile_len(x.channels.max(c_out) * self.stride);
+        let mut y = vec![0.0f32; c_out * t_out];
+        let shared = SharedOut(y.as_mut_ptr());
+        let starts: Vec<usize> = (0..t_out).step_by(tile).collect();
+        starts.into_par_iter().for_each(|t0| {
+            let n = tile.min(t_out - t0);
+            let in_len = (n - 1) * self.stride + span;
+            let xin = gather(x, t0 * self.stride, in_len, elu_first);
+            let mut out = vec![0.0f32; c_out * n];
+            self.apply(&xin, x.channels, in_len, n, &mut out, Parallelism::None);
+            for (co, row) in out.chunks_exact(n).enumerate() {
+                // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        row.as_ptr(),
+                        shared.ptr().add(co * t_out + t0),
+                        n,
+                    );
+                }
+            }
+        });
+        Signal::new(c_out, t_out, y)
+    }
+
     /// `out[co][n] = bias + sum_k W_k xin[.., k * dilation + t * stride]` with `xin`
     /// `[c_in][in_len]` and `out` `[c_out][n]`.
     fn apply(
@@ -322,62 +344,12 @@ fn gather(x: &Signal, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
     buf
 }
 
-/// [`conv1d`] of `elu(x)` (or `x`) computed tile by tile in parallel: on long signals this keeps
-/// the working set in cache and fuses the activation, instead of streaming whole tensors
-/// through memory once per operation.
-#[allow(clippy::too_many_arguments)]
-pub fn conv1d_tiled(
-    x: &Signal,
-    weight: &[f32],
-    bias: &[f32],
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    elu_first: bool,
-) -> Signal {
-    let c_out = bias.len();
-    let span = (kernel - 1) * dilation + 1;
-    let t_out = (x.len - span) / stride + 1;
-    let tile = tile_len(x.channels.max(c_out) * stride);
-    let mut y = vec![0.0f32; c_out * t_out];
-    let shared = SharedOut(y.as_mut_ptr());
-    let starts: Vec<usize> = (0..t_out).step_by(tile).collect();
-    starts.into_par_iter().for_each(|t0| {
-        let n = tile.min(t_out - t0);
-        let in_len = (n - 1) * stride + span;
-        let xin = gather(x, t0 * stride, in_len, elu_first);
-        let mut out = vec![0.0f32; c_out * n];
-        let taps = Taps {
-            weight,
-            bias,
-            kernel,
-            stride,
-            dilation,
-        };
-        taps.apply(&xin, x.channels, in_len, n, &mut out, Parallelism::None);
-        for (co, row) in out.chunks_exact(n).enumerate() {
-            // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
-            unsafe {
-                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.ptr().add(co * t_out + t0), n);
-            }
-        }
-    });
-    Signal::new(c_out, t_out, y)
-}
-
 /// A residual unit `x + conv2(elu(conv1(elu(x))))` fused per tile; `x_padded` is `x` with
-/// conv1's padding applied, `conv1` is `(weight, bias, kernel, dilation)`, `conv2` is 1x1.
-pub fn residual_tiled(
-    x: &Signal,
-    x_padded: &Signal,
-    conv1: (&[f32], &[f32], usize, usize),
-    conv2: (&[f32], &[f32]),
-) -> Signal {
-    let (w1, b1, kernel, dilation) = conv1;
-    let (w2, b2) = conv2;
-    let hidden = b1.len();
+/// conv1's padding applied; conv1 has stride 1 and conv2 is 1x1.
+pub fn residual_tiled(x: &Signal, x_padded: &Signal, conv1: Taps, conv2: Taps) -> Signal {
+    let hidden = conv1.bias.len();
     let c = x.channels;
-    let span = (kernel - 1) * dilation + 1;
+    let span = (conv1.kernel - 1) * conv1.dilation + 1;
     let len = x.len;
     let tile = tile_len(c);
     let mut y = vec![0.0f32; c * len];
@@ -388,26 +360,12 @@ pub fn residual_tiled(
         let in_len = n - 1 + span;
         let xin = gather(x_padded, t0, in_len, true);
         let mut h = vec![0.0f32; hidden * n];
-        let taps1 = Taps {
-            weight: w1,
-            bias: b1,
-            kernel,
-            stride: 1,
-            dilation,
-        };
-        taps1.apply(&xin, c, in_len, n, &mut h, Parallelism::None);
+        conv1.apply(&xin, c, in_len, n, &mut h, Parallelism::None);
         let mut h_act = vec![0.0f32; h.len()];
         elu_into(&h, &mut h_act);
         let h = h_act;
         let mut out = vec![0.0f32; c * n];
-        let taps2 = Taps {
-            weight: w2,
-            bias: b2,
-            kernel: 1,
-            stride: 1,
-            dilation: 1,
-        };
-        taps2.apply(&h, hidden, n, n, &mut out, Parallelism::None);
+        conv2.apply(&h, hidden, n, n, &mut out, Parallelism::None);
         for (ch, row) in out.chunks_exact_mut(n).enumerate() {
             for (o, v) in row.iter_mut().zip(&x.row(ch)[t0..t0 + n]) {
                 *o += v;

@@ -91,20 +91,21 @@ impl Conv1d {
     /// with padding, so it is fused into the convolution's input read).
     pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
         let input = self.pad_cpu(x);
-        let (w, b) = (&self.weight_cpu, &self.bias_cpu);
         if x.len / self.stride >= 4096 {
-            return cpu::conv1d_tiled(
-                &input,
-                w,
-                b,
-                self.kernel,
-                self.stride,
-                self.dilation,
-                elu_first,
-            );
+            return self.taps().conv_tiled(&input, elu_first);
         }
         let input = if elu_first { cpu::elu(&input) } else { input };
-        cpu::conv1d(&input, w, b, self.kernel, self.stride, self.dilation)
+        self.taps().conv(&input)
+    }
+
+    fn taps(&self) -> cpu::Taps<'_> {
+        cpu::Taps {
+            weight: &self.weight_cpu,
+            bias: &self.bias_cpu,
+            kernel: self.kernel,
+            stride: self.stride,
+            dilation: self.dilation,
+        }
     }
 
     /// `x`: `[B, C_in, T]` -> `[B, C_out, ceil(T / stride)]`.
@@ -236,12 +237,7 @@ impl ResidualUnit {
     pub fn forward_cpu(&self, x: &Signal) -> Signal {
         let (c1, c2) = (&self.conv1, &self.conv2);
         if x.len >= 4096 && c2.kernel == 1 && c1.stride == 1 {
-            return cpu::residual_tiled(
-                x,
-                &c1.pad_cpu(x),
-                (&c1.weight_cpu, &c1.bias_cpu, c1.kernel, c1.dilation),
-                (&c2.weight_cpu, &c2.bias_cpu),
-            );
+            return cpu::residual_tiled(x, &c1.pad_cpu(x), c1.taps(), c2.taps());
         }
         let mut h = c2.forward_cpu(&c1.forward_cpu(x, true), true);
         cpu::add_assign(&mut h, x);
