@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use stemgen::audio::{self, WavFormat};
 use stemgen::codec::encodec::Encodec;
 use stemgen::codec::{Tokenizer, Tokens};
+use stemgen::model::ModelCheckpoint;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,11 @@ enum Command {
     /// Measure speed on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a model directory's configuration and parameter count (checks the weights).
+    Info {
+        /// Directory with config.json and model.safetensors.
+        model_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -187,6 +193,17 @@ fn run(cli: Cli) -> Result<()> {
                 output.display(),
                 tokens.levels,
                 tokens.frames
+            );
+        }
+        Command::Info { model_dir } => {
+            let checkpoint = ModelCheckpoint::load(&model_dir, &Device::Cpu)?;
+            let config = checkpoint.config();
+            println!("{}", serde_json::to_string_pretty(config)?);
+            println!(
+                "parameters: {} ({:.1}M); window {} frames",
+                checkpoint.parameter_count(),
+                checkpoint.parameter_count() as f64 / 1e6,
+                config.max_frames
             );
         }
         Command::Bench(BenchCommand::Codec {

@@ -144,3 +144,41 @@ fn failures_exit_non_zero_with_one_line_naming_the_problem() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn info_prints_the_config_and_parameter_count_or_a_clear_error() {
+    use stemgen::model::{ModelCheckpoint, ModelConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ModelConfig {
+        levels: 2,
+        codebook_size: 16,
+        d_model: 32,
+        n_layers: 1,
+        n_heads: 2,
+        n_categories: 3,
+        max_frames: 64,
+        ffn_multiple_of: 1,
+        rope_theta: 10_000.0,
+        p_ctx: 0.1,
+        p_cat: 0.1,
+    };
+    let ck = ModelCheckpoint::random(&config, &candle_core::Device::Cpu, 1).unwrap();
+    ck.save(dir.path()).unwrap();
+    let o = stemgen(&["info", dir.path().to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("\"d_model\": 32"), "{out}");
+    assert!(
+        out.contains(&format!("parameters: {}", ck.parameter_count())),
+        "{out}"
+    );
+
+    std::fs::write(dir.path().join("model.safetensors"), b"truncated").unwrap();
+    let o = stemgen(&["info", dir.path().to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success() && err.contains("model.safetensors"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
