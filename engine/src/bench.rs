@@ -122,3 +122,77 @@ impl std::fmt::Display for CodecBench {
         Ok(())
     }
 }
+
+/// One guided sampler iteration of the transformer: a forward of the CFG batch of 3 over
+/// `frames` frames plus one level's output head.
+#[derive(Debug, Serialize)]
+pub struct ModelBench {
+    pub name: String,
+    pub params_m: f64,
+    pub frames: usize,
+    pub matmul_gflops: f64,
+    pub iteration_seconds: f64,
+    pub iteration_gflop: f64,
+    pub iteration_gflops: f64,
+}
+
+/// FLOPs of one forward of `batch` sequences of `frames` frames plus one output head.
+pub fn model_flops(cfg: &crate::model::ModelConfig, batch: usize, frames: usize) -> f64 {
+    let (n, d, f) = (frames as f64, cfg.d_model as f64, cfg.ffn_dim() as f64);
+    let per_layer = 2.0 * n * d * (3.0 * d + d + 3.0 * f) + 4.0 * n * n * d;
+    let head = 2.0 * n * d * cfg.codebook_size as f64;
+    batch as f64 * (cfg.n_layers as f64 * per_layer + head)
+}
+
+/// Times one guided iteration (batch 3, as the sampler runs it) with seeded random weights.
+pub fn model_iteration(
+    name: &str,
+    cfg: &crate::model::ModelConfig,
+    frames: usize,
+    repeats: usize,
+) -> Result<ModelBench> {
+    use crate::model::ModelCheckpoint;
+    let device = Device::Cpu;
+    let ck = ModelCheckpoint::random(cfg, &device, 0)?;
+    let q = cfg.levels;
+    let codes: Vec<u32> = (0..3 * q * frames)
+        .map(|i| (i * 7919 % cfg.codebook_size) as u32)
+        .collect();
+    let context = Tensor::from_vec(codes.clone(), (3, q, frames), &device)?;
+    let target = Tensor::from_vec(codes, (3, q, frames), &device)?;
+    let null = cfg.n_categories as u32;
+    let category = Tensor::new(&[0u32, null, 0], &device)?;
+    let dropped = [false, false, true];
+    let matmul = matmul_gflops(2048, repeats)?;
+    let (secs, _) = best_time(repeats, || {
+        let hidden = ck.model.hidden(&context, &target, &category, &dropped)?;
+        Ok(ck.model.level_logits(&hidden, 0)?)
+    })?;
+    let flop = model_flops(cfg, 3, frames) / 1e9;
+    Ok(ModelBench {
+        name: name.to_string(),
+        params_m: ck.parameter_count() as f64 / 1e6,
+        frames,
+        matmul_gflops: matmul,
+        iteration_seconds: secs,
+        iteration_gflop: flop,
+        iteration_gflops: flop / secs,
+    })
+}
+
+impl std::fmt::Display for ModelBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: {:.1}M parameters, {} frames: {:.3} s per guided iteration (batch 3), {:.1} GFLOP, {:.1} GFLOP/s ({:.0}% of the {:.1} GFLOP/s matmul)",
+            self.name,
+            self.params_m,
+            self.frames,
+            self.iteration_seconds,
+            self.iteration_gflop,
+            self.iteration_gflops,
+            100.0 * self.iteration_gflops / self.matmul_gflops,
+            self.matmul_gflops
+        )
+    }
+}

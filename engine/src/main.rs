@@ -80,6 +80,17 @@ enum CodecCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Seconds per guided sampler iteration of the transformer, at the sizes of the PyTorch
+    /// anchor (`small`: 31.5M, 10 s; `paper`: ~250M, 20 s) with seeded random weights.
+    Model {
+        /// Which sizes to time.
+        #[arg(long, value_delimiter = ',', default_value = "small")]
+        sizes: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// EnCodec encode/decode real-time factor and GFLOP/s against a plain matmul.
     Codec {
         /// Seconds of audio to encode and decode.
@@ -95,6 +106,24 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The transformer sizes `../shared/anchors/stemgen_torch_bench.py` times, so the two can be
+/// compared side by side.
+fn anchor_model_size(name: &str) -> Result<(stemgen::model::ModelConfig, usize)> {
+    let mut cfg = stemgen::model::ModelConfig::paper();
+    cfg.ffn_multiple_of = 1; // the anchor's plain 8/3 width
+    match name {
+        "paper" => Ok((cfg, 1000)),
+        "small" => {
+            cfg.d_model = 512;
+            cfg.n_layers = 8;
+            cfg.n_heads = 8;
+            cfg.max_frames = 500;
+            Ok((cfg, 500))
+        }
+        other => anyhow::bail!("unknown model size '{other}' (use small or paper)"),
+    }
 }
 
 fn load_codec(c: &CodecWeights) -> Result<Encodec> {
@@ -205,6 +234,21 @@ fn run(cli: Cli) -> Result<()> {
                 checkpoint.parameter_count() as f64 / 1e6,
                 config.max_frames
             );
+        }
+        Command::Bench(BenchCommand::Model {
+            sizes,
+            repeats,
+            json,
+        }) => {
+            for size in sizes {
+                let (cfg, frames) = anchor_model_size(&size)?;
+                let report = stemgen::bench::model_iteration(&size, &cfg, frames, repeats)?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{report}");
+                }
+            }
         }
         Command::Bench(BenchCommand::Codec {
             seconds,
