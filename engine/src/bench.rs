@@ -163,10 +163,11 @@ pub fn model_iteration(
     let null = cfg.n_categories as u32;
     let category = Tensor::new(&[0u32, null, 0], &device)?;
     let dropped = [false, false, true];
+    let model = ck.model.for_inference();
     let matmul = matmul_gflops(2048, repeats)?;
     let (secs, _) = best_time(repeats, || {
-        let hidden = ck.model.hidden(&context, &target, &category, &dropped)?;
-        Ok(ck.model.level_logits(&hidden, 0)?)
+        let hidden = model.hidden(&context, &target, &category, &dropped)?;
+        Ok(model.level_logits(&hidden, 0)?)
     })?;
     let flop = model_flops(cfg, 3, frames) / 1e9;
     Ok(ModelBench {

@@ -4,4 +4,6 @@
 pub mod audio;
 pub mod bench;
 pub mod codec;
+pub mod data;
 pub mod model;
+pub mod sample;

@@ -1,9 +1,11 @@
 //! The StemGen network: input combiner (DESIGN §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! Every op here has a backward in candle 0.11: RMSNorm and softmax are the slow generic
-//! versions and rotary embeddings are written from primitives, because the fused candle ops
-//! silently drop gradients (DESIGN §4.1).
+//! By default every op here has a backward in candle 0.11: RMSNorm and softmax are the slow
+//! generic versions and rotary embeddings are written from primitives, because the fused
+//! candle ops silently drop gradients (DESIGN §4.1). [`StemGenModel::for_inference`] gives a
+//! copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
+//! weights and the same function up to float rounding, faster, no gradients.
 
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -24,7 +26,8 @@ fn linear(in_dim: usize, out_dim: usize, scale: f64, vb: VarBuilder) -> Result<L
     Ok(Linear::new(weight, None))
 }
 
-/// RMSNorm from primitives (`rms_norm_slow`) so that training sees its gradient.
+/// RMSNorm from primitives (`rms_norm_slow`) so that training sees its gradient; the fused
+/// kernel in inference mode.
 #[derive(Debug, Clone)]
 struct RmsNorm {
     weight: Tensor,
@@ -36,11 +39,13 @@ impl RmsNorm {
             weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
         })
     }
-}
 
-impl Module for RmsNorm {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm_slow(xs, &self.weight, RMS_EPS)
+    fn apply(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
+        if fused {
+            candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, RMS_EPS)
+        } else {
+            candle_nn::ops::rms_norm_slow(xs, &self.weight, RMS_EPS)
+        }
     }
 }
 
@@ -72,8 +77,12 @@ impl Rotary {
         })
     }
 
-    /// Rotates `xs` `[B, H, N, head_dim]` by position; made of differentiable primitives.
-    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Rotates `xs` `[B, H, N, head_dim]` by position; made of differentiable primitives
+    /// unless `fused` (candle's `rope` kernel: the same half-split layout, no backward).
+    fn apply(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
+        if fused {
+            return candle_nn::rotary_emb::rope(&xs.contiguous()?, &self.cos, &self.sin);
+        }
         let (_, _, frames, head_dim) = xs.dims4()?;
         let half = head_dim / 2;
         let cos = self.cos.narrow(0, 0, frames)?;
@@ -108,7 +117,7 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, rotary: &Rotary) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, rotary: &Rotary, fused: bool) -> Result<Tensor> {
         let (batch, frames, d_model) = xs.dims3()?;
         let qkv = self
             .qkv
@@ -118,11 +127,15 @@ impl Attention {
             qkv.i((.., .., i))?.transpose(1, 2)?.contiguous() // [B, H, N, hd]
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = (rotary.apply(&heads(0)?)? * scale)?;
-        let k = rotary.apply(&heads(1)?)?;
+        let q = (rotary.apply(&heads(0)?, fused)? * scale)?;
+        let k = rotary.apply(&heads(1)?, fused)?;
         let v = heads(2)?;
         let scores = q.matmul(&k.t()?)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let weights = if fused {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
         let mixed = weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -184,9 +197,10 @@ impl Block {
         })
     }
 
-    fn forward(&self, xs: &Tensor, rotary: &Rotary) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.attn_norm.forward(xs)?, rotary)?)?;
-        &xs + self.mlp.forward(&self.mlp_norm.forward(&xs)?)?
+    fn forward(&self, xs: &Tensor, rotary: &Rotary, fused: bool) -> Result<Tensor> {
+        let attn_in = self.attn_norm.apply(xs, fused)?;
+        let xs = (xs + self.attn.forward(&attn_in, rotary, fused)?)?;
+        &xs + self.mlp.forward(&self.mlp_norm.apply(&xs, fused)?)?
     }
 }
 
@@ -214,6 +228,8 @@ pub struct StemGenModel {
     /// flattened `[Q * (codebook_size + 1), d]` embedding tables, so that all levels are
     /// looked up in one `index_select`.
     level_offsets: Tensor,
+    /// Inference mode: fused RMSNorm / softmax / rotary kernels without backward.
+    fused: bool,
 }
 
 impl StemGenModel {
@@ -269,7 +285,23 @@ impl StemGenModel {
             heads,
             rotary: Rotary::new(config, device)?,
             level_offsets: Tensor::from_vec(offsets, (1, q, 1), device)?,
+            fused: false,
         })
+    }
+
+    /// A copy for inference (sampling): the same weights (shared, not copied), run with
+    /// candle's fused RMSNorm, softmax and rotary kernels. These have no backward, so the
+    /// copy must not be trained; its outputs equal this model's up to float rounding.
+    pub fn for_inference(&self) -> StemGenModel {
+        StemGenModel {
+            fused: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this copy uses the fused inference kernels (see [`Self::for_inference`]).
+    pub fn is_inference(&self) -> bool {
+        self.fused
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -313,9 +345,9 @@ impl StemGenModel {
     ) -> Result<Tensor> {
         let mut xs = self.combine_inputs(context, target, category, context_dropped)?;
         for block in &self.blocks {
-            xs = block.forward(&xs, &self.rotary)?;
+            xs = block.forward(&xs, &self.rotary, self.fused)?;
         }
-        self.final_norm.forward(&xs)
+        self.final_norm.apply(&xs, self.fused)
     }
 
     /// Logits of one level's head for hidden states `[..., d_model]` -> `[..., codebook_size]`.

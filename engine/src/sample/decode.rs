@@ -1,0 +1,512 @@
+//! Level-by-level iterative decoding with causal-bias ranking and guidance (DESIGN §3.4-3.5),
+//! editing of a frame region and overlapping windows for long stems (§3.7).
+
+use std::cmp::Ordering as CmpOrdering;
+use std::f64::consts::FRAC_PI_2;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::guidance::{combine, log_softmax, GuidanceWeights};
+use super::{SampleError, SamplerSettings};
+use crate::codec::Tokens;
+use crate::model::{ModelConfig, StemGenModel};
+
+/// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
+/// region is returned exactly as it is in `previous`.
+#[derive(Debug, Clone)]
+pub struct Edit<'a> {
+    /// The existing take, `[Q x N]` like the context.
+    pub previous: &'a Tokens,
+    pub region: Range<usize>,
+}
+
+/// What to sample. The output has the context's shape `[Q x N]`.
+#[derive(Debug, Clone)]
+pub struct SampleRequest<'a> {
+    /// Context tokens `[Q x N]`, N >= 1 frames; N is also the output length.
+    pub context: &'a Tokens,
+    /// Instrument category id, `0..n_categories`.
+    pub category: u32,
+    /// Regenerate a region of a previous take instead of the whole stem.
+    pub edit: Option<Edit<'a>>,
+    /// Frames per model window; `None` = the model's `max_frames`. When N is longer, the
+    /// stem is generated in overlapping windows.
+    pub window: Option<usize>,
+    /// Frames each window shares with the previous one (must be below the window length
+    /// when N exceeds it). The overlap is kept fixed in the new window exactly like the
+    /// kept part of an edit, so the new window continues the previous one. The last window
+    /// is aligned to end at N, so its overlap may be longer.
+    pub overlap: usize,
+}
+
+impl<'a> SampleRequest<'a> {
+    /// A full generation of one model window per `max_frames`, no overlap, no edit.
+    pub fn new(context: &'a Tokens, category: u32) -> Self {
+        SampleRequest {
+            context,
+            category,
+            edit: None,
+            window: None,
+            overlap: 0,
+        }
+    }
+}
+
+/// Reported after every model iteration.
+#[derive(Debug, Clone)]
+pub struct StepReport<'a> {
+    /// Index of the current window and the number of windows that have anything to do.
+    pub window: usize,
+    pub windows: usize,
+    /// The current window's frames (global frame indices).
+    pub window_frames: Range<usize>,
+    /// Level being decoded (0 = coarsest).
+    pub level: usize,
+    /// Iterations done in this level (1-based) and the number this level runs
+    /// (`min(steps[level], masked frames)`).
+    pub step: usize,
+    pub steps: usize,
+    /// Iterations done and total over the whole request, for an overall progress bar.
+    pub done: usize,
+    pub total: usize,
+    /// Frames (global indices) unmasked by this iteration, best-ranked first.
+    pub unmasked: &'a [usize],
+}
+
+/// One model window and, per level, how many of its frames are generated.
+struct WindowPlan {
+    frames: Range<usize>,
+    /// Per frame of the window: generated (true) or kept fixed (false).
+    generate: Vec<bool>,
+    /// Iterations per level: `min(steps[q], frames to generate)`.
+    level_steps: Vec<usize>,
+}
+
+/// Samples target tokens for `request`: level by level, coarse to fine; in each level,
+/// iteratively sample every masked frame from the guided distribution and unmask the
+/// best-ranked ones on a cosine schedule (see the module docs of [`crate::sample`]).
+///
+/// `progress` is called after every iteration; `cancel` is checked before every iteration
+/// and stops with [`SampleError::Cancelled`]. The same inputs, settings and seed give the
+/// same tokens. The model is run with its fused inference kernels
+/// ([`StemGenModel::for_inference`]).
+pub fn sample(
+    model: &StemGenModel,
+    request: &SampleRequest,
+    settings: &SamplerSettings,
+    progress: &mut dyn FnMut(&StepReport),
+    cancel: Option<&AtomicBool>,
+) -> Result<Tokens, SampleError> {
+    let config = model.config();
+    let (levels, frames) = check_request(config, request, settings)?;
+    let window_len = request.window.unwrap_or(config.max_frames).min(frames);
+
+    // The output grid: kept tokens (an edit's outside) in place, MASK elsewhere.
+    let mask_id = config.mask_id();
+    let mut grid = vec![mask_id; levels * frames];
+    let mut fixed = vec![false; frames];
+    if let Some(edit) = &request.edit {
+        grid.copy_from_slice(&edit.previous.codes);
+        for (n, keep) in fixed.iter_mut().enumerate() {
+            *keep = !edit.region.contains(&n);
+        }
+        for q in 0..levels {
+            for n in edit.region.clone() {
+                grid[q * frames + n] = mask_id;
+            }
+        }
+    }
+
+    let plans = plan_windows(frames, window_len, request.overlap, &fixed, &settings.steps);
+    let total: usize = plans.iter().flat_map(|p| p.level_steps.iter()).sum();
+    let model = if model.is_inference() {
+        model.clone()
+    } else {
+        model.for_inference()
+    };
+    let mut rng = StdRng::seed_from_u64(settings.seed);
+    let mut done = 0;
+    let rows = guidance_rows(config, request.category, settings);
+
+    for (index, plan) in plans.iter().enumerate() {
+        let mut window = Window {
+            model: &model,
+            plan,
+            rows: &rows,
+            settings,
+            levels,
+            context: window_codes(&request.context.codes, frames, levels, &plan.frames),
+            target: window_codes(&grid, frames, levels, &plan.frames),
+        };
+        let mut report = |level: usize, step: usize, steps: usize, unmasked: &[usize]| {
+            done += 1;
+            progress(&StepReport {
+                window: index,
+                windows: plans.len(),
+                window_frames: plan.frames.clone(),
+                level,
+                step,
+                steps,
+                done,
+                total,
+                unmasked,
+            });
+        };
+        window.decode(&mut rng, &mut report, cancel)?;
+        let len = plan.frames.len();
+        for q in 0..levels {
+            let row = &window.target[q * len..(q + 1) * len];
+            grid[q * frames + plan.frames.start..q * frames + plan.frames.end].copy_from_slice(row);
+        }
+    }
+    if let Some(i) = grid.iter().position(|&t| t == mask_id) {
+        return Err(SampleError::InvalidInput(format!(
+            "internal error: frame {} of level {} was left masked",
+            i % frames,
+            i / frames
+        )));
+    }
+    Ok(Tokens {
+        levels,
+        frames,
+        codes: grid,
+    })
+}
+
+/// Checks everything that could otherwise panic or silently misbehave; returns (Q, N).
+fn check_request(
+    config: &ModelConfig,
+    request: &SampleRequest,
+    settings: &SamplerSettings,
+) -> Result<(usize, usize), SampleError> {
+    fn bad<T>(msg: String) -> Result<T, SampleError> {
+        Err(SampleError::InvalidInput(msg))
+    }
+    settings.validate(config.levels)?;
+    let check_grid = |name: &str, tokens: &Tokens| -> Result<(), SampleError> {
+        if tokens.levels != config.levels {
+            return bad(format!(
+                "{name} tokens have {} levels, the model expects {}",
+                tokens.levels, config.levels
+            ));
+        }
+        if tokens.codes.len() != tokens.levels * tokens.frames {
+            return bad(format!(
+                "{name} token grid is {} x {} but holds {} codes",
+                tokens.levels,
+                tokens.frames,
+                tokens.codes.len()
+            ));
+        }
+        if let Some(&id) = tokens
+            .codes
+            .iter()
+            .find(|&&id| id as usize >= config.codebook_size)
+        {
+            return bad(format!(
+                "{name} token id {id} is out of range (codes are 0..{})",
+                config.codebook_size
+            ));
+        }
+        Ok(())
+    };
+    let context = request.context;
+    check_grid("context", context)?;
+    let frames = context.frames;
+    if frames == 0 {
+        return bad("the context has 0 frames; at least one frame is needed".into());
+    }
+    if request.category as usize >= config.n_categories {
+        return bad(format!(
+            "unknown category id {} (the model has categories 0..{})",
+            request.category, config.n_categories
+        ));
+    }
+    let window = request.window.unwrap_or(config.max_frames);
+    if window == 0 || window > config.max_frames {
+        return bad(format!(
+            "window of {window} frames must be between 1 and the model's maximum of {} frames",
+            config.max_frames
+        ));
+    }
+    if frames > window && request.overlap >= window {
+        return bad(format!(
+            "overlap of {} frames must be shorter than the window of {window} frames",
+            request.overlap
+        ));
+    }
+    if let Some(edit) = &request.edit {
+        check_grid("previous take", edit.previous)?;
+        if edit.previous.frames != frames {
+            return bad(format!(
+                "the previous take has {} frames but the context has {frames}",
+                edit.previous.frames
+            ));
+        }
+        let Range { start, end } = edit.region;
+        if start >= end || end > frames {
+            return bad(format!(
+                "edit region {start}..{end} must be a non-empty range within 0..{frames}"
+            ));
+        }
+    }
+    Ok((config.levels, frames))
+}
+
+/// Windows of `window_len` frames covering 0..frames, each starting `window_len - overlap`
+/// after the previous one, the last aligned to end at `frames`. A frame is generated in
+/// the first window that contains it unless it is `fixed`; windows with nothing to generate
+/// are dropped.
+fn plan_windows(
+    frames: usize,
+    window_len: usize,
+    overlap: usize,
+    fixed: &[bool],
+    steps: &[usize],
+) -> Vec<WindowPlan> {
+    let mut starts = vec![0];
+    while let Some(&last) = starts.last() {
+        if last + window_len >= frames {
+            break;
+        }
+        starts.push((last + window_len - overlap).min(frames - window_len));
+    }
+    let mut covered = 0;
+    let mut plans = Vec::new();
+    for start in starts {
+        let range = start..start + window_len;
+        let generate: Vec<bool> = range.clone().map(|n| n >= covered && !fixed[n]).collect();
+        covered = range.end;
+        let count = generate.iter().filter(|&&g| g).count();
+        if count == 0 {
+            continue;
+        }
+        plans.push(WindowPlan {
+            frames: range,
+            generate,
+            level_steps: steps.iter().map(|&s| s.min(count)).collect(),
+        });
+    }
+    plans
+}
+
+/// Frames `range` of every level of a row-major `[levels][frames]` grid.
+fn window_codes(grid: &[u32], frames: usize, levels: usize, range: &Range<usize>) -> Vec<u32> {
+    (0..levels)
+        .flat_map(|q| {
+            grid[q * frames + range.start..q * frames + range.end]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
+/// One row of the guidance batch: (context dropped, category id, weight in Eq. 3).
+type GuidanceRow = (bool, u32, f64);
+
+/// The batch rows of Eq. 3 in order p(Y | context), p(Y | category), p(Y); rows whose
+/// weight is exactly 0 are left out (their forward would be multiplied by 0).
+fn guidance_rows(
+    config: &ModelConfig,
+    category: u32,
+    settings: &SamplerSettings,
+) -> Vec<GuidanceRow> {
+    let null = config.null_category();
+    let weights = GuidanceWeights::new(settings.lambda_context, settings.lambda_category);
+    let [w_context, w_category, w_uncond] = weights.in_row_order();
+    [
+        (false, null, w_context),
+        (true, category, w_category),
+        (true, null, w_uncond),
+    ]
+    .into_iter()
+    .filter(|row| row.2 != 0.0)
+    .collect()
+}
+
+/// Called after each iteration of a window with (level, step, steps, unmasked frames).
+type IterationReport<'r> = dyn FnMut(usize, usize, usize, &[usize]) + 'r;
+
+/// The state of one window being decoded.
+struct Window<'a> {
+    model: &'a StemGenModel,
+    plan: &'a WindowPlan,
+    rows: &'a [GuidanceRow],
+    settings: &'a SamplerSettings,
+    levels: usize,
+    /// Context codes of the window, `[Q][W]`.
+    context: Vec<u32>,
+    /// Target codes of the window, `[Q][W]`, MASK where not yet decided.
+    target: Vec<u32>,
+}
+
+impl Window<'_> {
+    fn decode(
+        &mut self,
+        rng: &mut StdRng,
+        report: &mut IterationReport,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(), SampleError> {
+        let len = self.plan.frames.len();
+        let device = self.model.device().clone();
+        let batch = self.rows.len();
+        let context = repeat_rows(&self.context, batch, self.levels, len, &device)?;
+        let categories: Vec<u32> = self.rows.iter().map(|r| r.1).collect();
+        let categories = Tensor::from_vec(categories, batch, &device)?;
+        let dropped: Vec<bool> = self.rows.iter().map(|r| r.0).collect();
+        let mask_id = self.model.config().mask_id();
+
+        for level in 0..self.levels {
+            let steps = self.plan.level_steps[level];
+            let mut masked: Vec<usize> = (0..len).filter(|&n| self.plan.generate[n]).collect();
+            for &n in &masked {
+                self.target[level * len + n] = mask_id;
+            }
+            let start_count = masked.len();
+            for step in 1..=steps {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(SampleError::Cancelled);
+                }
+                let target = repeat_rows(&self.target, batch, self.levels, len, &device)?;
+                let hidden = self
+                    .model
+                    .hidden(&context, &target, &categories, &dropped)?;
+                let index: Vec<u32> = masked.iter().map(|&n| n as u32).collect();
+                let index = Tensor::from_vec(index, masked.len(), &device)?;
+                let logits = self
+                    .model
+                    .level_logits(&hidden.index_select(&index, 1)?, level)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let candidates = self.draw_candidates(&logits, &masked, len, rng);
+
+                // Cosine schedule: after step s, floor(cos(pi/2 s/S) M0) frames stay masked;
+                // at least one is unmasked per step and enough stay for the steps left.
+                let goal = if step == steps {
+                    0
+                } else {
+                    ((FRAC_PI_2 * step as f64 / steps as f64).cos() * start_count as f64).floor()
+                        as usize
+                };
+                let remaining = goal.max(steps - step).min(masked.len() - 1);
+                let unmask = masked.len() - remaining;
+
+                let mut order: Vec<usize> = (0..masked.len()).collect();
+                order.sort_by(|&a, &b| {
+                    candidates[b]
+                        .rank
+                        .partial_cmp(&candidates[a].rank)
+                        .unwrap_or(CmpOrdering::Equal)
+                        .then(masked[a].cmp(&masked[b]))
+                });
+                let chosen = &order[..unmask];
+                let mut unmasked_frames = Vec::with_capacity(unmask);
+                for &i in chosen {
+                    let n = masked[i];
+                    self.target[level * len + n] = candidates[i].token;
+                    unmasked_frames.push(self.plan.frames.start + n);
+                }
+                let mut keep = vec![true; masked.len()];
+                for &i in chosen {
+                    keep[i] = false;
+                }
+                let mut i = 0;
+                masked.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+                report(level, step, steps, &unmasked_frames);
+            }
+        }
+        Ok(())
+    }
+
+    /// For each masked frame (in order): a token drawn from the guided distribution at the
+    /// temperature, and its rank rho(n) = w_c p(x_n) + w_s (1 - n/N) + w_r U(0,1), with
+    /// p(x_n) the renormalised guided probability at temperature 1.
+    fn draw_candidates(
+        &self,
+        logits: &[f32],
+        masked: &[usize],
+        len: usize,
+        rng: &mut StdRng,
+    ) -> Vec<Candidate> {
+        let vocab = self.model.config().codebook_size;
+        let count = masked.len();
+        let s = self.settings;
+        let mut guided = vec![0.0f32; vocab];
+        masked
+            .iter()
+            .enumerate()
+            .map(|(m, &n)| {
+                let log_probs: Vec<Vec<f32>> = (0..self.rows.len())
+                    .map(|r| log_softmax(&logits[(r * count + m) * vocab..][..vocab]))
+                    .collect();
+                let terms: Vec<(f64, &[f32])> = self
+                    .rows
+                    .iter()
+                    .zip(&log_probs)
+                    .map(|(row, lp)| (row.2, lp.as_slice()))
+                    .collect();
+                combine(&terms, &mut guided);
+                let (token, probability) = draw_token(&guided, s.temperature, rng);
+                let noise: f64 = rng.gen();
+                let position = 1.0 - n as f64 / len as f64;
+                Candidate {
+                    token: token as u32,
+                    rank: s.w_confidence * probability
+                        + s.w_position * position
+                        + s.w_random * noise,
+                }
+            })
+            .collect()
+    }
+}
+
+struct Candidate {
+    token: u32,
+    rank: f64,
+}
+
+/// Draws from softmax(guided / temperature) (argmax at temperature 0) and returns the token
+/// with its probability under softmax(guided).
+fn draw_token(guided: &[f32], temperature: f64, rng: &mut StdRng) -> (usize, f64) {
+    let max = guided.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let token = if temperature == 0.0 {
+        guided.iter().position(|&g| g as f64 == max).unwrap_or(0)
+    } else {
+        let weights: Vec<f64> = guided
+            .iter()
+            .map(|&g| ((g as f64 - max) / temperature).exp())
+            .collect();
+        let mut target = rng.gen::<f64>() * weights.iter().sum::<f64>();
+        let mut chosen = weights.len() - 1;
+        for (v, w) in weights.iter().enumerate() {
+            if target < *w {
+                chosen = v;
+                break;
+            }
+            target -= w;
+        }
+        chosen
+    };
+    let z: f64 = guided.iter().map(|&g| (g as f64 - max).exp()).sum();
+    let probability = (guided[token] as f64 - max).exp() / z;
+    (token, probability)
+}
+
+/// `[batch, levels, len]` u32 tensor holding `codes` (`[levels][len]`) in every row.
+fn repeat_rows(
+    codes: &[u32],
+    batch: usize,
+    levels: usize,
+    len: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let data: Vec<u32> = (0..batch).flat_map(|_| codes.iter().copied()).collect();
+    Tensor::from_vec(data, (batch, levels, len), device)
+}

@@ -1,0 +1,204 @@
+//! The guided iterative sampler (DESIGN §3.4-3.5) with editing and long-form generation
+//! (§3.7).
+//!
+//! - [`SamplerSettings`]: steps per level ([`Preset`]s `paper`, `normal`, `draft`),
+//!   temperature, causal-bias weights, guidance strengths, seed.
+//! - [`sample`]: context tokens + category -> target tokens, level by level, coarse to fine;
+//!   optionally regenerating only a frame region of a previous take ([`Edit`]) and covering
+//!   stems longer than one model window with overlapping windows.
+//! - [`guided_log_probs`] / [`log_softmax`]: the multi-source classifier-free guidance
+//!   combination (paper Eq. 3) as a pure function on slices.
+//!
+//! Choices the paper leaves open (§3.6), made here:
+//! - Confidence p(x_n) in the ranking is the probability of the sampled token under the
+//!   *guided* distribution, renormalised, at temperature 1. Guided, because that is the
+//!   distribution the token was drawn from; temperature 1, so that the ranking stays
+//!   informative at low temperatures (at tau -> 0 every sampled token has probability 1).
+//! - The cosine schedule counts from the number of frames masked when the level starts
+//!   (fewer than N when editing), and a level never runs more iterations than it has masked
+//!   frames: S_eff = min(S, M0), so each iteration unmasks at least one frame and the last
+//!   one unmasks the rest.
+//! - Position n in the causal term is relative to the current window (n / N with N the
+//!   window length).
+//! - Guidance rows whose weight is exactly 0 are not computed (lambda_context = 1 and
+//!   lambda_category = 0 runs one forward row instead of three).
+
+mod decode;
+mod guidance;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use decode::{sample, Edit, SampleRequest, StepReport};
+pub use guidance::{guided_log_probs, log_softmax, GuidanceWeights};
+
+/// Why sampling stopped without a result.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// The cancel token was set; checked before every model iteration.
+    #[error("generation cancelled")]
+    Cancelled,
+    /// Inputs or settings that cannot be sampled; the message says what is wrong.
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Named step schedules. Values are per RVQ level, coarse to fine, for Q = 4 levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The paper's schedule: 128 / 64 / 32 / 32 iterations (256 guided forwards).
+    Paper,
+    /// 16 / 8 / 4 / 4 (32 forwards, 8x fewer than `paper`): the default for interactive use.
+    Normal,
+    /// 8 / 4 / 2 / 2 (16 forwards): quick previews.
+    Draft,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Paper, Preset::Normal, Preset::Draft];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::Normal => "normal",
+            Preset::Draft => "draft",
+        }
+    }
+
+    /// The schedule for four levels.
+    fn table(self) -> [usize; 4] {
+        match self {
+            Preset::Paper => [128, 64, 32, 32],
+            Preset::Normal => [16, 8, 4, 4],
+            Preset::Draft => [8, 4, 2, 2],
+        }
+    }
+
+    /// Steps for a model with `levels` levels: the four-level table, truncated for fewer
+    /// levels, with its last (finest) value repeated for more.
+    pub fn steps(self, levels: usize) -> Vec<usize> {
+        let table = self.table();
+        (0..levels).map(|q| table[q.min(table.len() - 1)]).collect()
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Preset {
+    type Err = SampleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                SampleError::InvalidInput(format!(
+                    "unknown steps preset '{s}' (valid: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Everything that decides what the sampler draws, apart from the inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerSettings {
+    /// Iterations per level, coarse to fine; one entry per model level, each at least 1.
+    pub steps: Vec<usize>,
+    /// Sampling temperature tau applied to the guided log-probabilities; 0 = greedy (argmax).
+    pub temperature: f64,
+    /// w_c: weight of the sampled token's (guided) probability in the ranking.
+    pub w_confidence: f64,
+    /// w_s: weight of the causal bias (1 - n/N): earlier frames are unmasked first.
+    pub w_position: f64,
+    /// w_r: weight of the U(0,1) noise in the ranking.
+    pub w_random: f64,
+    /// lambda_a: guidance strength of the context (1 = no extra guidance).
+    pub lambda_context: f64,
+    /// lambda_c: guidance strength of the category (1 = no extra guidance).
+    pub lambda_category: f64,
+    pub seed: u64,
+}
+
+impl SamplerSettings {
+    /// A preset's steps for `levels` levels with the paper's other settings: tau = 1,
+    /// w_c = 0.1, w_s = 0.1, w_r = 1.0, lambda_context = lambda_category = 3, seed 0.
+    pub fn preset(preset: Preset, levels: usize) -> Self {
+        SamplerSettings {
+            steps: preset.steps(levels),
+            temperature: 1.0,
+            w_confidence: 0.1,
+            w_position: 0.1,
+            w_random: 1.0,
+            lambda_context: 3.0,
+            lambda_category: 3.0,
+            seed: 0,
+        }
+    }
+
+    /// The paper's settings for four levels (128 / 64 / 32 / 32 steps).
+    pub fn paper() -> Self {
+        Self::preset(Preset::Paper, 4)
+    }
+
+    /// [`Preset::Normal`] steps for four levels, paper settings otherwise.
+    pub fn normal() -> Self {
+        Self::preset(Preset::Normal, 4)
+    }
+
+    /// [`Preset::Draft`] steps for four levels, paper settings otherwise.
+    pub fn draft() -> Self {
+        Self::preset(Preset::Draft, 4)
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Total model iterations for one window (each is one batched guided forward).
+    pub fn total_steps(&self) -> usize {
+        self.steps.iter().sum()
+    }
+
+    /// Checks the settings against a model with `levels` levels.
+    pub fn validate(&self, levels: usize) -> Result<(), SampleError> {
+        let bad = |msg: String| Err(SampleError::InvalidInput(msg));
+        if self.steps.len() != levels {
+            return bad(format!(
+                "steps has {} entries but the model has {levels} levels (one entry per level)",
+                self.steps.len()
+            ));
+        }
+        if let Some(q) = self.steps.iter().position(|&s| s == 0) {
+            return bad(format!(
+                "steps for level {q} is 0; each level needs at least 1"
+            ));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!(
+                "temperature {} must be a finite number >= 0",
+                self.temperature
+            ));
+        }
+        for (name, value) in [
+            ("w_confidence", self.w_confidence),
+            ("w_position", self.w_position),
+            ("w_random", self.w_random),
+            ("lambda_context", self.lambda_context),
+            ("lambda_category", self.lambda_category),
+        ] {
+            if !value.is_finite() {
+                return bad(format!("{name} {value} must be a finite number"));
+            }
+        }
+        Ok(())
+    }
+}
