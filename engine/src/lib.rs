@@ -5,5 +5,6 @@ pub mod audio;
 pub mod bench;
 pub mod codec;
 pub mod data;
+pub mod generate;
 pub mod model;
 pub mod sample;

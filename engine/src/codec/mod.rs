@@ -4,6 +4,8 @@
 //! (for users who own its weights) and the default tokenizer we train are interchangeable.
 
 pub mod encodec;
+pub mod load;
+pub mod magnitude;
 
 use crate::audio::Audio;
 

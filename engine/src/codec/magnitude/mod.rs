@@ -1,0 +1,526 @@
+//! The default tokenizer: log-magnitude STFT frames at 50 Hz, a 6-bit per-frame gain, and a
+//! residual VQ learned with k-means; decoded with fast Griffin-Lim (no decoder training).
+//!
+//! **Tokens** (DESIGN §4: the token definition is separate from the decoder):
+//! 1. mono 32 kHz, centred STFT (n_fft 2048, hop 640, periodic Hann), `ceil(len / 640)`
+//!    frames, EnCodec's grid;
+//! 2. per bin `dB = 20 log10(max(|X| / (sum(w) / 2), 1e-5))` (0 dB = a full-scale sinusoid,
+//!    floor -100 dB). The log is the compression: k-means minimises squared dB error, which is
+//!    exactly what the log-spectral distance and the log-mel metrics score;
+//! 3. gain = the frame's peak dB, quantised uniformly on `[gain_min_db, gain_max_db]` to
+//!    `gain_bits` bits; the shape `max(dB - gain_q, -dynamic_range_db)` (1025 values, ≤ 0 for
+//!    a frame inside the gain range) is what the RVQ codes. Full-resolution bins are kept so
+//!    that harmonics survive; the codebooks learn the band structure themselves;
+//! 4. RVQ with `levels` levels, each by k-means on the previous level's residual.
+//!
+//! **Gain in the `[Q x T]` grid:** level 0 spends `gain_bits` of its `log2(codebook_size)`
+//! bits on the gain: `token0 = gain_index * S0 + shape0` with `S0 = codebook_size >>
+//! gain_bits` (default 2048 = 64 gain steps x 32 shape codes); levels 1.. are plain codebooks
+//! of `codebook_size` codes. Every level stays below `codebook_size`, and the default is
+//! 4 x 11 bits x 50 Hz = 2.2 kbps (DESIGN's budget is 2.5 kbps).
+//!
+//! **Decoder:** codes -> summed codewords + gain -> magnitudes -> fast Griffin-Lim
+//! (`gl_iters` iterations, momentum `gl_momentum`, seeded initial phase) -> window-normalised
+//! overlap-add inverse STFT.
+
+pub mod kmeans;
+pub mod metrics;
+pub mod stft;
+
+use crate::audio::Audio;
+use crate::codec::{Progress, Tokenizer, Tokens};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use stft::Stft;
+
+pub use metrics::{evaluate, evaluate_levels};
+
+/// The name [`Tokenizer::name`] reports and saved configs carry.
+pub const NAME: &str = "magnitude-rvq";
+/// Files of a saved tokenizer directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const CODEBOOKS_FILE: &str = "codebooks.safetensors";
+const FORMAT_VERSION: u32 = 1;
+
+/// Everything that defines the tokens and the decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagnitudeConfig {
+    pub sample_rate: u32,
+    pub n_fft: usize,
+    pub hop: usize,
+    /// RVQ levels `Q`.
+    pub levels: usize,
+    /// Codes per level (level 0: gain steps x shape codes).
+    pub codebook_size: usize,
+    pub gain_bits: u32,
+    pub gain_min_db: f32,
+    pub gain_max_db: f32,
+    /// Absolute floor of the log-magnitudes.
+    pub floor_db: f32,
+    /// Bins more than this below the frame's gain are clamped there.
+    pub dynamic_range_db: f32,
+    /// Lloyd iterations per level.
+    pub kmeans_iters: usize,
+    /// Training frames per level at most (a seeded random subset beyond that).
+    pub max_train_frames: usize,
+    pub gl_iters: usize,
+    pub gl_momentum: f32,
+    pub gl_seed: u64,
+}
+
+impl Default for MagnitudeConfig {
+    fn default() -> Self {
+        MagnitudeConfig {
+            sample_rate: 32_000,
+            n_fft: 2048,
+            hop: 640,
+            levels: 4,
+            codebook_size: 2048,
+            gain_bits: 6,
+            gain_min_db: -90.0,
+            gain_max_db: 6.0,
+            floor_db: -100.0,
+            dynamic_range_db: 80.0,
+            kmeans_iters: 10,
+            max_train_frames: 60_000,
+            gl_iters: 32,
+            gl_momentum: 0.99,
+            gl_seed: 0,
+        }
+    }
+}
+
+impl MagnitudeConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            crate::audio::SUPPORTED_RATES.contains(&self.sample_rate),
+            "sample_rate {} is not supported",
+            self.sample_rate
+        );
+        ensure!(
+            self.n_fft >= 16 && self.n_fft.is_multiple_of(2),
+            "n_fft {} must be even and >= 16",
+            self.n_fft
+        );
+        ensure!(
+            self.hop >= 1 && self.hop <= self.n_fft,
+            "hop {} must be in 1..=n_fft",
+            self.hop
+        );
+        ensure!(self.levels >= 1, "levels must be at least 1");
+        ensure!(
+            self.codebook_size >= 2 && self.codebook_size <= 1 << 20,
+            "codebook_size {} out of range",
+            self.codebook_size
+        );
+        ensure!(
+            self.gain_bits >= 1
+                && self.gain_bits < 20
+                && (1usize << self.gain_bits) < self.codebook_size
+                && self.codebook_size.is_multiple_of(1 << self.gain_bits),
+            "codebook_size {} must be a multiple of 2^gain_bits ({} gain bits) with room for \
+             at least 2 shape codes",
+            self.codebook_size,
+            self.gain_bits
+        );
+        ensure!(
+            self.gain_max_db > self.gain_min_db && self.gain_min_db >= self.floor_db,
+            "gain range [{}, {}] dB is empty or below the floor {} dB",
+            self.gain_min_db,
+            self.gain_max_db,
+            self.floor_db
+        );
+        ensure!(
+            self.dynamic_range_db > 0.0,
+            "dynamic_range_db must be positive"
+        );
+        ensure!(
+            self.max_train_frames >= 1,
+            "max_train_frames must be at least 1"
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.gl_momentum),
+            "gl_momentum must be in [0, 1)"
+        );
+        Ok(())
+    }
+
+    pub fn bins(&self) -> usize {
+        self.n_fft / 2 + 1
+    }
+
+    pub fn gain_steps(&self) -> usize {
+        1 << self.gain_bits
+    }
+
+    /// Shape codes of level 0.
+    pub fn level0_shapes(&self) -> usize {
+        self.codebook_size >> self.gain_bits
+    }
+
+    /// Codewords of level `q`.
+    pub fn level_size(&self, q: usize) -> usize {
+        if q == 0 {
+            self.level0_shapes()
+        } else {
+            self.codebook_size
+        }
+    }
+
+    pub fn frame_rate(&self) -> f64 {
+        self.sample_rate as f64 / self.hop as f64
+    }
+
+    /// Bits per second of the token grid.
+    pub fn bitrate(&self) -> f64 {
+        self.levels as f64 * (self.codebook_size as f64).log2() * self.frame_rate()
+    }
+
+    fn gain_step_db(&self) -> f32 {
+        (self.gain_max_db - self.gain_min_db) / (self.gain_steps() - 1) as f32
+    }
+
+    fn quantise_gain(&self, db: f32) -> usize {
+        let i = ((db - self.gain_min_db) / self.gain_step_db()).round();
+        i.clamp(0.0, (self.gain_steps() - 1) as f32) as usize
+    }
+
+    fn gain_db(&self, index: usize) -> f32 {
+        self.gain_min_db + index as f32 * self.gain_step_db()
+    }
+}
+
+/// Log-magnitude tokens + Griffin-Lim decoder.
+pub struct MagnitudeTokenizer {
+    config: MagnitudeConfig,
+    /// Level `q`: `[config.level_size(q)][bins]`, row-major.
+    codebooks: Vec<Vec<f32>>,
+    stft: Stft,
+}
+
+/// Gain indices and normalised shapes `[frames][bins]` of a mono clip.
+struct Analysis {
+    frames: usize,
+    gains: Vec<usize>,
+    shapes: Vec<f32>,
+}
+
+impl MagnitudeTokenizer {
+    /// Builds a tokenizer from a config and its codebooks, checking their shapes.
+    pub fn from_parts(config: MagnitudeConfig, codebooks: Vec<Vec<f32>>) -> Result<Self> {
+        config.validate()?;
+        ensure!(
+            codebooks.len() == config.levels,
+            "{} codebooks for {} levels",
+            codebooks.len(),
+            config.levels
+        );
+        for (q, cb) in codebooks.iter().enumerate() {
+            let want = config.level_size(q) * config.bins();
+            ensure!(
+                cb.len() == want,
+                "codebook {q} holds {} values, expected {} x {}",
+                cb.len(),
+                config.level_size(q),
+                config.bins()
+            );
+            ensure!(
+                cb.iter().all(|v| v.is_finite()),
+                "codebook {q} holds non-finite values"
+            );
+        }
+        let stft = Stft::new(config.n_fft, config.hop);
+        Ok(MagnitudeTokenizer {
+            config,
+            codebooks,
+            stft,
+        })
+    }
+
+    pub fn config(&self) -> &MagnitudeConfig {
+        &self.config
+    }
+
+    pub fn codebooks(&self) -> &[Vec<f32>] {
+        &self.codebooks
+    }
+
+    /// Trains the RVQ codebooks on `clips` (any rate and channel count; mixed to mono at
+    /// `config.sample_rate`). Deterministic for a given seed.
+    pub fn train(clips: &[Audio], config: MagnitudeConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let stft = Stft::new(config.n_fft, config.hop);
+        let bins = config.bins();
+        let mut data = Vec::new();
+        for clip in clips {
+            let mono = clip.to_mono_at(config.sample_rate)?;
+            let a = analyse(&config, &stft, &mono.channels[0]);
+            data.extend_from_slice(&a.shapes);
+        }
+        let n = data.len() / bins;
+        ensure!(n > 0, "no training audio: the clips hold no frames");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        if n > config.max_train_frames {
+            let mut pick =
+                rand::seq::index::sample(&mut rng, n, config.max_train_frames).into_vec();
+            pick.sort_unstable();
+            data = pick
+                .iter()
+                .flat_map(|&i| data[i * bins..(i + 1) * bins].iter().copied())
+                .collect();
+        }
+        let mut codebooks = Vec::with_capacity(config.levels);
+        for q in 0..config.levels {
+            let cb = kmeans::kmeans(
+                &data,
+                bins,
+                config.level_size(q),
+                config.kmeans_iters,
+                &mut rng,
+            )?;
+            let assign = kmeans::nearest(&data, bins, &cb)?;
+            for (row, &(c, _)) in data.chunks_mut(bins).zip(&assign) {
+                let c = c as usize;
+                for (r, &v) in row.iter_mut().zip(&cb[c * bins..(c + 1) * bins]) {
+                    *r -= v;
+                }
+            }
+            codebooks.push(cb);
+        }
+        Self::from_parts(config, codebooks)
+    }
+
+    /// Saves `config.json` and `codebooks.safetensors` into `dir` (created if missing).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        let json = serde_json::json!({
+            "tokenizer": NAME,
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+        });
+        let path = dir.join(CONFIG_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        let bins = self.config.bins();
+        let mut tensors = HashMap::new();
+        for (q, cb) in self.codebooks.iter().enumerate() {
+            let t = Tensor::from_slice(cb, (cb.len() / bins, bins), &Device::Cpu)?;
+            tensors.insert(format!("level{q}"), t);
+        }
+        let path = dir.join(CODEBOOKS_FILE);
+        candle_core::safetensors::save(&tensors, &path)
+            .with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    /// Loads a directory written by [`MagnitudeTokenizer::save`].
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read tokenizer config", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        match json.get("tokenizer").and_then(|v| v.as_str()) {
+            Some(NAME) => {}
+            other => bail!(
+                "{}: tokenizer is {:?}, expected {NAME:?}",
+                path.display(),
+                other
+            ),
+        }
+        let version = json.get("format_version").and_then(|v| v.as_u64());
+        ensure!(
+            version == Some(FORMAT_VERSION as u64),
+            "{}: format_version {:?} is not supported (expected {FORMAT_VERSION})",
+            path.display(),
+            version
+        );
+        let config: MagnitudeConfig = serde_json::from_value(
+            json.get("config")
+                .cloned()
+                .with_context(|| format!("{}: no 'config' object", path.display()))?,
+        )
+        .with_context(|| format!("{}: invalid config", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("{}: invalid config", path.display()))?;
+
+        let path = dir.join(CODEBOOKS_FILE);
+        ensure!(
+            path.is_file(),
+            "{}: codebook file is missing",
+            path.display()
+        );
+        let map = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", path.display()))?;
+        let mut codebooks = Vec::with_capacity(config.levels);
+        for q in 0..config.levels {
+            let name = format!("level{q}");
+            let t = map
+                .get(&name)
+                .with_context(|| format!("{}: no '{name}' tensor", path.display()))?;
+            let want = (config.level_size(q), config.bins());
+            let dims = t.dims2().ok();
+            ensure!(
+                dims == Some(want),
+                "{}: '{name}' has shape {:?}, the config needs {:?}",
+                path.display(),
+                t.dims(),
+                want
+            );
+            codebooks.push(
+                t.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            );
+        }
+        ensure!(
+            map.len() == config.levels,
+            "{}: holds {} tensors, the config has {} levels",
+            path.display(),
+            map.len(),
+            config.levels
+        );
+        Self::from_parts(config, codebooks).with_context(|| format!("{}", dir.display()))
+    }
+
+    /// Decoded log-magnitudes in dB `[frames][bins]` of a token grid.
+    pub fn decode_db(&self, tokens: &Tokens) -> Result<Vec<f32>> {
+        let c = &self.config;
+        ensure!(
+            tokens.levels >= 1 && tokens.levels <= c.levels,
+            "{NAME}: tokens have {} levels, this tokenizer decodes 1..={}",
+            tokens.levels,
+            c.levels
+        );
+        let bins = c.bins();
+        let s0 = c.level0_shapes();
+        let mut db = vec![0.0f32; tokens.frames * bins];
+        for q in 0..tokens.levels {
+            let limit = if q == 0 {
+                c.codebook_size
+            } else {
+                c.level_size(q)
+            };
+            for (t, &code) in tokens.level(q).iter().enumerate() {
+                let code = code as usize;
+                ensure!(
+                    code < limit,
+                    "{NAME}: code {code} at level {q}, frame {t} is out of range (< {limit})"
+                );
+                let (row, gain) = if q == 0 {
+                    (code % s0, Some(c.gain_db(code / s0)))
+                } else {
+                    (code, None)
+                };
+                let dst = &mut db[t * bins..(t + 1) * bins];
+                for (d, &v) in dst
+                    .iter_mut()
+                    .zip(&self.codebooks[q][row * bins..(row + 1) * bins])
+                {
+                    *d += v + gain.unwrap_or(0.0);
+                }
+            }
+        }
+        Ok(db)
+    }
+}
+
+fn analyse(config: &MagnitudeConfig, stft: &Stft, x: &[f32]) -> Analysis {
+    let (spec, frames) = stft.forward(x);
+    let bins = stft.bins();
+    let inv_scale = 1.0 / stft.amplitude_scale();
+    let floor = 10f32.powf(config.floor_db / 20.0);
+    let mut gains = Vec::with_capacity(frames);
+    let mut shapes = Vec::with_capacity(frames * bins);
+    let mut row = vec![0.0f32; bins];
+    for frame in spec.chunks(bins) {
+        let mut peak = f32::NEG_INFINITY;
+        for (r, c) in row.iter_mut().zip(frame) {
+            *r = 20.0 * (c.norm() * inv_scale).max(floor).log10();
+            peak = peak.max(*r);
+        }
+        let g = config.quantise_gain(peak);
+        let gq = config.gain_db(g);
+        gains.push(g);
+        shapes.extend(row.iter().map(|&v| (v - gq).max(-config.dynamic_range_db)));
+    }
+    Analysis {
+        frames,
+        gains,
+        shapes,
+    }
+}
+
+impl Tokenizer for MagnitudeTokenizer {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
+    fn frame_rate(&self) -> f64 {
+        self.config.frame_rate()
+    }
+
+    fn num_levels(&self) -> usize {
+        self.config.levels
+    }
+
+    fn codebook_size(&self) -> usize {
+        self.config.codebook_size
+    }
+
+    fn encode(&self, audio: &Audio, progress: Progress) -> Result<Tokens> {
+        let mono = audio.to_mono_at(self.config.sample_rate)?;
+        let a = analyse(&self.config, &self.stft, &mono.channels[0]);
+        let bins = self.config.bins();
+        let (q_n, t_n) = (self.config.levels, a.frames);
+        let mut codes = vec![0u32; q_n * t_n];
+        let mut residual = a.shapes;
+        let s0 = self.config.level0_shapes() as u32;
+        for q in 0..q_n {
+            let cb = &self.codebooks[q];
+            let assign = kmeans::nearest(&residual, bins, cb)?;
+            for (t, (row, &(c, _))) in residual.chunks_mut(bins).zip(&assign).enumerate() {
+                let ci = c as usize;
+                for (r, &v) in row.iter_mut().zip(&cb[ci * bins..(ci + 1) * bins]) {
+                    *r -= v;
+                }
+                codes[q * t_n + t] = if q == 0 {
+                    a.gains[t] as u32 * s0 + c
+                } else {
+                    c
+                };
+            }
+            progress(q + 1, q_n);
+        }
+        Tokens::new(q_n, t_n, codes)
+    }
+
+    fn decode(&self, tokens: &Tokens, progress: Progress) -> Result<Audio> {
+        let db = self.decode_db(tokens)?;
+        let scale = self.stft.amplitude_scale();
+        let floor = self.config.floor_db;
+        let mags: Vec<f32> = db
+            .iter()
+            .map(|&v| 10f32.powf(v.max(floor) / 20.0) * scale)
+            .collect();
+        let samples = self.stft.griffin_lim(
+            &mags,
+            tokens.frames,
+            self.config.gl_iters,
+            self.config.gl_momentum,
+            self.config.gl_seed,
+            progress,
+        );
+        Ok(Audio::mono(self.config.sample_rate, samples)?)
+    }
+}

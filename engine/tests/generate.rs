@@ -1,0 +1,501 @@
+//! engine::generate end to end on a tiny seeded model and the tiny EnCodec fixture:
+//! lengths and rates, seeds, metronome grid, editing, cancel, bad inputs, and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Device;
+use stemgen::audio::{read_audio, write_wav, Audio, WavFormat};
+use stemgen::generate::{
+    is_cancelled, metronome, CategoryChoice, ContextSource, EditRequest, GenerateRequest,
+    GeneratedStem, Generator, Length, PreviousTake, Progress,
+};
+use stemgen::model::{ModelCheckpoint, ModelConfig};
+use stemgen::sample::Preset;
+
+/// Levels and codebook size match the fixture EnCodec (4 x 256, 50 frames/s at 32 kHz);
+/// 40-frame windows so a 1.5 s stem (75 frames) needs three overlapping windows.
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        levels: 4,
+        codebook_size: 256,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 2,
+        n_categories: 18,
+        max_frames: 40,
+        ffn_multiple_of: 8,
+        rope_theta: 10_000.0,
+        p_ctx: 0.2,
+        p_cat: 0.2,
+    }
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// A model directory: random tiny model, the fixture EnCodec in `codec/`, tokenizer.json.
+fn model_dir(config: &ModelConfig) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    ModelCheckpoint::random(config, &Device::Cpu, 3)
+        .unwrap()
+        .save(dir.path())
+        .unwrap();
+    let codec = dir.path().join("codec");
+    std::fs::create_dir(&codec).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(fixture(&format!("encodec/{f}")), codec.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"kind": "encodec", "weights": "codec/model.safetensors"}"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// 2 s of a stereo chord with a pulse at 44.1 kHz.
+fn music(seconds: f64, rate: u32) -> Audio {
+    let n = (seconds * rate as f64) as usize;
+    let ch = |detune: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                let pulse = if (t * 4.0).fract() < 0.1 { 1.0 } else { 0.4 };
+                pulse
+                    * (0.3 * (std::f32::consts::TAU * 110.0 * detune * t).sin()
+                        + 0.2 * (std::f32::consts::TAU * 277.0 * t).sin())
+            })
+            .collect()
+    };
+    Audio::new(rate, vec![ch(1.0), ch(1.01)]).unwrap()
+}
+
+fn request(
+    generator: &Generator,
+    context: ContextSource,
+    seconds: f64,
+    seed: u64,
+) -> GenerateRequest {
+    let mut req = GenerateRequest::new(
+        context,
+        CategoryChoice::Name("bass".into()),
+        generator.settings(Preset::Draft).with_seed(seed),
+    );
+    req.length = Some(Length::Seconds(seconds));
+    req
+}
+
+fn run(generator: &Generator, req: &GenerateRequest) -> anyhow::Result<GeneratedStem> {
+    generator.generate(req, &mut |_| {}, &AtomicBool::new(false))
+}
+
+fn err_text<T>(r: anyhow::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn generates_the_requested_length_and_rate_over_several_windows() {
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let mut req = request(&g, ContextSource::Audio(music(2.0, 44_100)), 1.5, 1);
+    req.output_rate = 48_000;
+    req.output_channels = 2;
+    let mut windows = 0;
+    let mut sampling = 0;
+    let stem = g
+        .generate(
+            &req,
+            &mut |p| {
+                if let Progress::Sampling { windows: w, .. } = p {
+                    windows = w;
+                    sampling += 1;
+                }
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(stem.audio.sample_rate, 48_000);
+    assert_eq!(stem.audio.num_channels(), 2);
+    assert_eq!(stem.audio.num_frames(), 72_000);
+    assert!(stem.audio.first_non_finite().is_none());
+    assert_eq!((stem.tokens.levels, stem.tokens.frames), (4, 75));
+    assert_eq!(windows, 3, "75 frames in 40-frame windows with 25% overlap");
+    assert!(sampling > 0);
+    let m = &stem.metadata;
+    assert_eq!((m.seed, m.category.as_str(), m.frames), (1, "bass", 75));
+    assert!((m.seconds - 1.5).abs() < 1e-9);
+    assert!(m.timings.sample_s > 0.0 && m.timings.total_s >= m.timings.sample_s);
+
+    // A context shorter than the request is silence-padded; no length = the context's.
+    let short = request(&g, ContextSource::Audio(music(0.5, 22_050)), 1.0, 1);
+    assert_eq!(run(&g, &short).unwrap().tokens.frames, 50);
+    let mut own = short.clone();
+    own.length = None;
+    assert_eq!(run(&g, &own).unwrap().tokens.frames, 25);
+}
+
+#[test]
+fn same_seed_same_audio_different_seed_different() {
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let ctx = ContextSource::Audio(music(1.0, 32_000));
+    let a = run(&g, &request(&g, ctx.clone(), 1.0, 7)).unwrap();
+    let b = run(&g, &request(&g, ctx.clone(), 1.0, 7)).unwrap();
+    let c = run(&g, &request(&g, ctx, 1.0, 8)).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.audio, b.audio);
+    assert_ne!(a.tokens, c.tokens);
+    assert_ne!(a.audio, c.audio);
+}
+
+/// Sample indices where a click starts: the first sample above a threshold after at least
+/// 50 ms below it.
+fn onsets(samples: &[f32], rate: u32) -> Vec<usize> {
+    let gap = rate as usize / 20;
+    let mut out = Vec::new();
+    let mut quiet = gap;
+    for (i, s) in samples.iter().enumerate() {
+        if s.abs() > 0.02 {
+            if quiet >= gap {
+                out.push(i);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn metronome_clicks_land_on_the_beat_grid_with_accented_downbeats() {
+    for (bpm, beats_per_bar, bars, rate) in [(120.0, 4, 2, 32_000), (97.0, 3, 3, 44_100)] {
+        let click = metronome(bpm, beats_per_bar, bars, rate);
+        assert_eq!(click.sample_rate, rate);
+        let beat_s = 60.0 / bpm;
+        let expected = (bars * beats_per_bar) as usize;
+        let expect_len = (expected as f64 * beat_s * rate as f64).round() as usize;
+        assert_eq!(click.num_frames(), expect_len);
+        let on = onsets(&click.channels[0], rate);
+        assert_eq!(on.len(), expected, "{bpm} BPM");
+        for (k, &i) in on.iter().enumerate() {
+            let err = (i as f64 / rate as f64 - k as f64 * beat_s).abs();
+            assert!(err < 0.001, "beat {k} is {err} s off the grid");
+        }
+        let peak = |i: usize| {
+            click.channels[0][i..i + rate as usize / 50]
+                .iter()
+                .fold(0f32, |m, s| m.max(s.abs()))
+        };
+        for (k, &i) in on.iter().enumerate() {
+            if k % beats_per_bar as usize == 0 {
+                assert!(peak(i) > 1.5 * peak(on[1]), "downbeat {k} is not accented");
+            }
+        }
+    }
+
+    // As a context: length follows the bars when none is given, and metadata the tempo.
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let mut req = request(
+        &g,
+        ContextSource::Metronome {
+            bpm: 240.0,
+            beats_per_bar: 4,
+            bars: 1,
+        },
+        1.0,
+        2,
+    );
+    req.length = None;
+    let stem = run(&g, &req).unwrap();
+    assert_eq!(stem.audio.num_frames(), 44_100);
+    assert_eq!(stem.audio.num_channels(), 2);
+    assert_eq!(stem.metadata.tempo_bpm, Some(240.0));
+    assert_eq!(stem.metadata.context, "metronome");
+    // A length beyond the given bars extends the click track.
+    req.length = Some(Length::Seconds(1.5));
+    assert_eq!(run(&g, &req).unwrap().tokens.frames, 75);
+}
+
+#[test]
+fn edit_keeps_tokens_outside_the_region() {
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let base = request(&g, ContextSource::Audio(music(1.0, 32_000)), 1.0, 4);
+    let take = run(&g, &base).unwrap();
+    let mut edit = base.clone();
+    edit.settings.seed = 5;
+    edit.edit = Some(EditRequest {
+        region: 0.4..0.6,
+        previous: PreviousTake::Tokens(take.tokens.clone()),
+    });
+    let edited = run(&g, &edit).unwrap();
+    let (a, b) = (20, 30); // 0.4..0.6 s at 50 frames/s
+    let mut changed = false;
+    for q in 0..4 {
+        let (old, new) = (take.tokens.level(q), edited.tokens.level(q));
+        assert_eq!(old[..a], new[..a], "level {q} changed before the region");
+        assert_eq!(old[b..], new[b..], "level {q} changed after the region");
+        changed |= old[a..b] != new[a..b];
+    }
+    assert!(changed, "nothing was regenerated inside the region");
+    assert_eq!(edited.metadata.region, Some((0.4, 0.6)));
+
+    // A take given as audio is encoded like the context; the region must lie in the stem.
+    edit.edit = Some(EditRequest {
+        region: 0.2..0.5,
+        previous: PreviousTake::Audio(take.audio.clone()),
+    });
+    let from_audio = run(&g, &edit).unwrap();
+    let encoded = g
+        .tokenizer()
+        .encode(
+            &take.audio.to_mono_at(32_000).unwrap(),
+            &mut stemgen::codec::no_progress(),
+        )
+        .unwrap();
+    assert_eq!(from_audio.tokens.level(0)[30..], encoded.level(0)[30..50]);
+    edit.edit = Some(EditRequest {
+        region: 2.0..3.0,
+        previous: PreviousTake::Tokens(take.tokens.clone()),
+    });
+    assert!(err_text(run(&g, &edit)).contains("region"));
+}
+
+#[test]
+fn cancel_returns_a_cancelled_error() {
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let req = request(&g, ContextSource::Audio(music(1.0, 32_000)), 1.0, 1);
+    let cancel = AtomicBool::new(true);
+    let err = g.generate(&req, &mut |_| {}, &cancel).unwrap_err();
+    assert!(is_cancelled(&err), "{err:#}");
+
+    // Cancelled during sampling: stops within one iteration.
+    let cancel = AtomicBool::new(false);
+    let mut after = 0;
+    let err = g
+        .generate(
+            &req,
+            &mut |p| {
+                if let Progress::Sampling { .. } = p {
+                    if cancel.swap(true, Ordering::Relaxed) {
+                        after += 1;
+                    }
+                }
+            },
+            &cancel,
+        )
+        .unwrap_err();
+    assert!(is_cancelled(&err), "{err:#}");
+    assert_eq!(after, 0);
+    assert_eq!(format!("{err}"), "generation cancelled");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let config = tiny_config();
+    let dir = model_dir(&config);
+    let g = Generator::load(dir.path()).unwrap();
+    let ctx = ContextSource::Audio(music(1.0, 32_000));
+
+    let mut req = request(&g, ctx.clone(), 1.0, 1);
+    req.category = CategoryChoice::Name("kazoo".into());
+    let e = err_text(run(&g, &req));
+    assert!(
+        e.contains("kazoo") && e.contains("bass") && e.contains("drums"),
+        "{e}"
+    );
+
+    let tiny = Audio::mono(32_000, vec![0.5; 100]).unwrap();
+    let e = err_text(run(&g, &request(&g, ContextSource::Audio(tiny), 1.0, 1)));
+    assert!(e.contains("shorter than one token frame"), "{e}");
+
+    let silent = Audio::mono(32_000, vec![0.0; 32_000]).unwrap();
+    let e = err_text(run(&g, &request(&g, ContextSource::Audio(silent), 1.0, 1)));
+    assert!(e.contains("silent"), "{e}");
+
+    let e = err_text(run(&g, &request(&g, ctx.clone(), 700.0, 1)));
+    assert!(e.contains("limit"), "{e}");
+    let click = ContextSource::Metronome {
+        bpm: 120.0,
+        beats_per_bar: 4,
+        bars: 100_000,
+    };
+    let mut req = request(&g, click, 1.0, 1);
+    req.length = None;
+    let e = err_text(run(&g, &req));
+    assert!(e.contains("limit"), "{e}");
+
+    let e = err_text(run(
+        &g,
+        &request(
+            &g,
+            ContextSource::Metronome {
+                bpm: 0.0,
+                beats_per_bar: 4,
+                bars: 2,
+            },
+            1.0,
+            1,
+        ),
+    ));
+    assert!(e.contains("BPM"), "{e}");
+
+    // Model directories.
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let e = err_text(Generator::load(dir.path()));
+    assert!(e.contains("tokenizer.json") && e.contains("missing"), "{e}");
+    std::fs::write(dir.path().join("tokenizer.json"), r#"{"kind": "opus"}"#).unwrap();
+    let e = err_text(Generator::load(dir.path()));
+    assert!(
+        e.contains("unknown tokenizer kind 'opus'") && e.contains("encodec"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"kind": "encodec", "weights": "nope.safetensors"}"#,
+    )
+    .unwrap();
+    let e = err_text(Generator::load(dir.path()));
+    assert!(
+        e.contains("nope.safetensors") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    let mismatched = model_dir(&ModelConfig {
+        codebook_size: 128,
+        ..tiny_config()
+    });
+    let e = err_text(Generator::load(mismatched.path()));
+    assert!(e.contains("256 codes") && e.contains("128 codes"), "{e}");
+
+    let e = err_text(Generator::load(&dir.path().join("missing")));
+    assert!(e.contains("not a model directory"), "{e}");
+}
+
+fn stemgen_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stemgen"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_generates_from_a_context_and_a_metronome() {
+    let dir = model_dir(&tiny_config());
+    let model = dir.path().to_str().unwrap();
+    let ctx = dir.path().join("mix.wav");
+    write_wav(&ctx, &music(1.0, 48_000), WavFormat::Int24).unwrap();
+    let out = dir.path().join("bass.wav");
+    let o = stemgen_cli(&[
+        "generate",
+        "--model",
+        model,
+        "--context",
+        ctx.to_str().unwrap(),
+        "--instrument",
+        "bass",
+        "--seconds",
+        "0.8",
+        "--steps",
+        "draft",
+        "--seed",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("seed 3"), "{stderr}");
+    let a = read_audio(&out).unwrap();
+    assert_eq!(
+        (a.sample_rate, a.num_channels(), a.num_frames()),
+        (48_000, 2, 38_400)
+    );
+
+    // Edit a region of that take.
+    let edited = dir.path().join("bass2.wav");
+    let o = stemgen_cli(&[
+        "generate",
+        "--model",
+        model,
+        "--context",
+        ctx.to_str().unwrap(),
+        "--instrument",
+        "bass",
+        "--steps",
+        "draft",
+        "--region",
+        "0.2..0.4",
+        "--take",
+        out.to_str().unwrap(),
+        "-o",
+        edited.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let click = dir.path().join("drums.wav");
+    let o = stemgen_cli(&[
+        "generate",
+        "--model",
+        model,
+        "--metronome",
+        "--bpm",
+        "240",
+        "--bars",
+        "1",
+        "--instrument",
+        "drums",
+        "--steps",
+        "draft",
+        "-o",
+        click.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = read_audio(&click).unwrap();
+    assert_eq!(
+        (a.sample_rate, a.num_channels(), a.num_frames()),
+        (44_100, 2, 44_100)
+    );
+
+    for (args, needle) in [
+        (
+            vec!["--metronome", "--bpm", "120", "--instrument", "drums"],
+            "--bars",
+        ),
+        (
+            vec![
+                "--metronome",
+                "--bpm",
+                "120",
+                "--bars",
+                "2",
+                "--instrument",
+                "kazoo",
+            ],
+            "valid names",
+        ),
+    ] {
+        let mut full = vec!["generate", "--model", model];
+        full.extend(args);
+        full.extend(["-o", click.to_str().unwrap()]);
+        let o = stemgen_cli(&full);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            stderr.starts_with("error: ") && stderr.trim().lines().count() == 1,
+            "{stderr}"
+        );
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}

@@ -1,0 +1,384 @@
+//! The default magnitude-RVQ tokenizer: STFT round trip, metrics, training on short
+//! synthetic songs (TimGM6mb), RVQ levels improving the reconstruction, determinism,
+//! save/load. `--ignored` runs a bigger measurement and prints its numbers.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use stemgen::audio::Audio;
+use stemgen::codec::magnitude::metrics::{compare, log_spectral_distance, mel_l1};
+use stemgen::codec::magnitude::stft::Stft;
+use stemgen::codec::magnitude::{
+    evaluate, evaluate_levels, MagnitudeConfig, MagnitudeTokenizer, CODEBOOKS_FILE, CONFIG_FILE,
+};
+use stemgen::codec::{no_progress, Tokenizer};
+use stemgen::data::synth::{
+    load_soundfont, plan_song, render_parts, song_frames, PlanOptions, RenderOptions, TIMGM6MB,
+};
+
+fn soundfont() -> Arc<rustysynth::SoundFont> {
+    load_soundfont(Path::new(TIMGM6MB)).expect("apt-get install timgm6mb-soundfont")
+}
+
+/// Mono 32 kHz mixes of seeded synthetic songs of about `secs` seconds.
+fn render_songs(seeds: std::ops::Range<u64>, secs: f64) -> Vec<Audio> {
+    let sf = soundfont();
+    let ro = RenderOptions {
+        stereo: false,
+        tail_secs: 0.5,
+        ..RenderOptions::default()
+    };
+    let po = PlanOptions {
+        target_secs: secs,
+        ..PlanOptions::default()
+    };
+    seeds
+        .map(|seed| {
+            let plan = plan_song(1000 + seed, &po);
+            let parts: Vec<_> = plan.parts.iter().collect();
+            render_parts(&sf, &parts, song_frames(&plan, &ro), &ro).unwrap()
+        })
+        .collect()
+}
+
+/// Four training songs and two held-out songs of ~10 s.
+fn songs() -> &'static (Vec<Audio>, Vec<Audio>) {
+    static SONGS: OnceLock<(Vec<Audio>, Vec<Audio>)> = OnceLock::new();
+    SONGS.get_or_init(|| (render_songs(0..4, 10.0), render_songs(100..102, 10.0)))
+}
+
+fn tiny_config() -> MagnitudeConfig {
+    MagnitudeConfig {
+        codebook_size: 256,
+        kmeans_iters: 6,
+        ..MagnitudeConfig::default()
+    }
+}
+
+fn trained() -> &'static MagnitudeTokenizer {
+    static TOK: OnceLock<MagnitudeTokenizer> = OnceLock::new();
+    TOK.get_or_init(|| MagnitudeTokenizer::train(&songs().0, tiny_config(), 7).unwrap())
+}
+
+fn test_signal(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let t = i as f32 / 32_000.0;
+            0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+                + 0.2 * (2.0 * std::f32::consts::PI * 1234.5 * t).sin() * (3.0 * t).cos()
+        })
+        .collect()
+}
+
+#[test]
+fn stft_frames_and_inverse_round_trip() {
+    let stft = Stft::new(2048, 640);
+    for len in [1, 639, 640, 641, 32_000, 32_123] {
+        let x = test_signal(len);
+        let (spec, frames) = stft.forward(&x);
+        assert_eq!(frames, len.div_ceil(640), "len {len}");
+        assert_eq!(spec.len(), frames * 1025);
+        if len < 2048 {
+            continue; // reflect padding needs more than half a window of signal
+        }
+        let y = stft.inverse(&spec, frames);
+        assert_eq!(y.len(), frames * 640);
+        let err = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-4, "len {len}: round-trip error {err}");
+    }
+}
+
+#[test]
+fn metrics_are_zero_for_identical_audio_and_grow_with_distortion() {
+    // Noise, so that every bin is far above the metrics' floors.
+    let mut state = 12345u32;
+    let x: Vec<f32> = (0..32_000)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect();
+    assert!(log_spectral_distance(&x, &x).abs() < 1e-9);
+    assert!(mel_l1(&x, &x, 32_000).abs() < 1e-9);
+    let quiet: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+    let (lsd, mel) = compare(&x, &quiet, 32_000);
+    // Halving the amplitude is 6.02 dB in every bin above the floor.
+    assert!((lsd - 6.02).abs() < 0.3, "lsd {lsd}");
+    assert!((mel - 0.602).abs() < 0.05, "mel {mel}");
+    let silence = vec![0.0f32; x.len()];
+    let (lsd_s, mel_s) = compare(&x, &silence, 32_000);
+    assert!(lsd_s > lsd && mel_s > mel);
+}
+
+#[test]
+fn griffin_lim_from_true_magnitudes_is_close() {
+    let stft = Stft::new(2048, 640);
+    let x = test_signal(64_000);
+    let (spec, frames) = stft.forward(&x);
+    let mags: Vec<f32> = spec.iter().map(|c| c.norm()).collect();
+    let y = stft.griffin_lim(&mags, frames, 32, 0.99, 0, &mut |_, _| {});
+    let (lsd, mel) = compare(&x, &y, 32_000);
+    assert!(lsd.is_finite() && mel.is_finite());
+    assert!(
+        mel < 0.2,
+        "Griffin-Lim on exact magnitudes: LSD {lsd:.2} dB, mel L1 {mel:.3}"
+    );
+}
+
+#[test]
+fn encode_decode_shapes_ranges_and_speed() {
+    let tok = trained();
+    assert_eq!(tok.name(), "magnitude-rvq");
+    assert_eq!(tok.sample_rate(), 32_000);
+    assert_eq!(tok.frame_rate(), 50.0);
+    assert_eq!(tok.hop_length(), 640);
+    assert_eq!(tok.num_levels(), 4);
+    assert_eq!(tok.codebook_size(), 256);
+    let clip = &songs().1[0];
+    let tokens = tok.encode(clip, &mut no_progress()).unwrap();
+    assert_eq!(tokens.levels, 4);
+    assert_eq!(tokens.frames, clip.num_frames().div_ceil(640));
+    assert!(tokens.codes.iter().all(|&c| c < 256));
+    // Level 0 carries the gain: 64 gain steps x 4 shape codes; many gains are used.
+    let gains: std::collections::HashSet<u32> = tokens.level(0).iter().map(|c| c / 4).collect();
+    assert!(gains.len() > 3, "gains used: {gains:?}");
+
+    // Stereo input at another rate is mixed and resampled.
+    let stereo44 = clip.with_channels(2).resampled(44_100).unwrap();
+    let t2 = tok.encode(&stereo44, &mut no_progress()).unwrap();
+    assert!(t2.frames.abs_diff(tokens.frames) <= 1);
+
+    let t = Instant::now();
+    let mut calls = 0;
+    let audio = tok.decode(&tokens, &mut |_, _| calls += 1).unwrap();
+    let rtf = t.elapsed().as_secs_f64() / clip.duration_secs();
+    assert_eq!(calls, tok.config().gl_iters);
+    assert_eq!(audio.sample_rate, 32_000);
+    assert_eq!(audio.num_channels(), 1);
+    assert_eq!(audio.num_frames(), tokens.frames * 640);
+    assert!(audio.first_non_finite().is_none());
+    println!("decode real-time factor {rtf:.4}");
+    assert!(rtf < 1.0, "decode slower than real time: RTF {rtf}");
+
+    // Fewer levels decode; zero levels and out-of-range codes are refused.
+    assert!(tok.decode(&tokens.truncated(1), &mut no_progress()).is_ok());
+    assert!(tok
+        .decode(&tokens.truncated(0), &mut no_progress())
+        .is_err());
+    let mut bad = tokens.clone();
+    bad.codes[tokens.frames] = 256;
+    let err = tok
+        .decode(&bad, &mut no_progress())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of range"), "{err}");
+    // Empty audio gives an empty grid and decodes to nothing.
+    let empty = Audio::mono(32_000, vec![]).unwrap();
+    let te = tok.encode(&empty, &mut no_progress()).unwrap();
+    assert_eq!(te.frames, 0);
+    assert_eq!(tok.decode(&te, &mut no_progress()).unwrap().num_frames(), 0);
+}
+
+#[test]
+fn more_levels_reconstruct_better_on_held_out_songs() {
+    let tok = trained();
+    let held_out = &songs().1;
+    let mut results = Vec::new();
+    for levels in 1..=4 {
+        let (lsd, mel) = evaluate_levels(tok, held_out, levels).unwrap();
+        println!("tiny 4 x 256, {levels} level(s): LSD {lsd:.2} dB, mel L1 {mel:.3}");
+        assert!(lsd.is_finite() && mel.is_finite());
+        results.push((lsd, mel));
+    }
+    for w in results.windows(2) {
+        assert!(
+            w[1].0 < w[0].0 + 0.05 && w[1].1 < w[0].1 + 0.005,
+            "{results:?}"
+        );
+    }
+    let (first, last) = (results[0], results[3]);
+    assert!(
+        last.0 < first.0 - 0.5 && last.1 < first.1 - 0.02,
+        "{results:?}"
+    );
+    assert_eq!(evaluate(tok, held_out).unwrap(), last);
+    // The training songs themselves fit better than held-out ones (or at least as well).
+    let (lsd_train, _) = evaluate(tok, &songs().0[..1]).unwrap();
+    assert!(lsd_train.is_finite());
+}
+
+#[test]
+fn training_is_deterministic_per_seed() {
+    let clips = &songs().0[..2];
+    let cfg = MagnitudeConfig {
+        codebook_size: 128,
+        kmeans_iters: 3,
+        levels: 2,
+        ..MagnitudeConfig::default()
+    };
+    let a = MagnitudeTokenizer::train(clips, cfg.clone(), 3).unwrap();
+    let b = MagnitudeTokenizer::train(clips, cfg.clone(), 3).unwrap();
+    let c = MagnitudeTokenizer::train(clips, cfg.clone(), 4).unwrap();
+    assert_eq!(a.codebooks(), b.codebooks());
+    assert_ne!(a.codebooks(), c.codebooks());
+    let clip = &songs().1[1];
+    assert_eq!(
+        a.encode(clip, &mut no_progress()).unwrap(),
+        b.encode(clip, &mut no_progress()).unwrap()
+    );
+    let ta = a.encode(clip, &mut no_progress()).unwrap();
+    assert_eq!(
+        a.decode(&ta, &mut no_progress()).unwrap(),
+        b.decode(&ta, &mut no_progress()).unwrap()
+    );
+    assert!(MagnitudeTokenizer::train(&[], cfg.clone(), 0).is_err());
+    let bad = MagnitudeConfig {
+        codebook_size: 100,
+        ..cfg
+    };
+    assert!(MagnitudeTokenizer::train(clips, bad, 0).is_err());
+}
+
+#[test]
+fn save_load_round_trip_and_clear_errors() {
+    let tok = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tok");
+    tok.save(&path).unwrap();
+    let loaded = MagnitudeTokenizer::load(&path).unwrap();
+    assert_eq!(loaded.config(), tok.config());
+    assert_eq!(loaded.codebooks(), tok.codebooks());
+    let clip = &songs().1[0];
+    assert_eq!(
+        loaded.encode(clip, &mut no_progress()).unwrap(),
+        tok.encode(clip, &mut no_progress()).unwrap()
+    );
+
+    let err = |p: &Path| {
+        format!(
+            "{:#}",
+            MagnitudeTokenizer::load(p).err().expect("must fail")
+        )
+    };
+
+    // Missing directory / files.
+    let e = err(&dir.path().join("nope"));
+    assert!(e.contains(CONFIG_FILE) && e.contains("cannot read"), "{e}");
+    let copy = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        for f in [CONFIG_FILE, CODEBOOKS_FILE] {
+            std::fs::copy(path.join(f), p.join(f)).unwrap();
+        }
+        p
+    };
+    let p = copy("no_codebooks");
+    std::fs::remove_file(p.join(CODEBOOKS_FILE)).unwrap();
+    let e = err(&p);
+    assert!(e.contains(CODEBOOKS_FILE) && e.contains("missing"), "{e}");
+
+    // Corrupt files.
+    let p = copy("bad_json");
+    std::fs::write(p.join(CONFIG_FILE), "{ not json").unwrap();
+    let e = err(&p);
+    assert!(e.contains("not valid JSON"), "{e}");
+    let p = copy("bad_tensors");
+    std::fs::write(p.join(CODEBOOKS_FILE), b"garbage bytes").unwrap();
+    let e = err(&p);
+    assert!(e.contains("not a safetensors file"), "{e}");
+
+    // Mismatches between config and codebooks, other tokenizers, bad configs.
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = copy(name);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join(CONFIG_FILE)).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(p.join(CONFIG_FILE), v.to_string()).unwrap();
+        p
+    };
+    let e = err(&edit("size", &|v| {
+        v["config"]["codebook_size"] = 512.into()
+    }));
+    assert!(e.contains("level0") && e.contains("shape"), "{e}");
+    let e = err(&edit("levels", &|v| v["config"]["levels"] = 5.into()));
+    assert!(e.contains("level4"), "{e}");
+    let e = err(&edit("fewer", &|v| v["config"]["levels"] = 3.into()));
+    assert!(e.contains("4 tensors"), "{e}");
+    let e = err(&edit("name", &|v| v["tokenizer"] = "encodec_32khz".into()));
+    assert!(e.contains("expected \"magnitude-rvq\""), "{e}");
+    let e = err(&edit("version", &|v| v["format_version"] = 99.into()));
+    assert!(e.contains("format_version"), "{e}");
+    let e = err(&edit("gain", &|v| v["config"]["gain_bits"] = 9.into()));
+    assert!(e.contains("invalid config"), "{e}");
+}
+
+/// A bigger measurement: 4 x 2048 codebooks trained on ~2 minutes of synthetic songs,
+/// evaluated on held-out songs. Run with `-- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_default_size() {
+    let t = Instant::now();
+    let train = render_songs(0..6, 20.0);
+    let held_out = render_songs(100..104, 15.0);
+    let train_secs: f64 = train.iter().map(|c| c.duration_secs()).sum();
+    let test_secs: f64 = held_out.iter().map(|c| c.duration_secs()).sum();
+    println!(
+        "rendered {train_secs:.0} s train, {test_secs:.0} s held-out in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let cfg = MagnitudeConfig::default();
+    println!("bitrate {:.0} bps", cfg.bitrate());
+    let t = Instant::now();
+    let tok = MagnitudeTokenizer::train(&train, cfg, 1).unwrap();
+    println!("trained 4 x 2048 in {:.1} s", t.elapsed().as_secs_f64());
+    for levels in 1..=4 {
+        let t = Instant::now();
+        let (lsd, mel) = evaluate_levels(&tok, &held_out, levels).unwrap();
+        println!(
+            "held-out, {levels} level(s): LSD {lsd:.2} dB, mel L1 {mel:.3} ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let (lsd, mel) = evaluate(&tok, &train[..2]).unwrap();
+    println!("training songs (first 2): LSD {lsd:.2} dB, mel L1 {mel:.3}");
+    let tokens = tok.encode(&held_out[0], &mut no_progress()).unwrap();
+    let t = Instant::now();
+    tok.decode(&tokens, &mut no_progress()).unwrap();
+    println!(
+        "decode RTF {:.4}",
+        t.elapsed().as_secs_f64() / held_out[0].duration_secs()
+    );
+}
+
+#[test]
+fn model_directories_can_name_the_magnitude_tokenizer() {
+    use stemgen::codec::load::load_tokenizer;
+    let dir = tempfile::tempdir().unwrap();
+    trained().save(&dir.path().join("tokenizer")).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"kind": "magnitude-rvq", "dir": "tokenizer"}"#,
+    )
+    .unwrap();
+    let loaded = load_tokenizer(dir.path()).unwrap();
+    assert_eq!(loaded.name(), "magnitude-rvq");
+    let clip = &songs().1[0];
+    let a = loaded.encode(clip, &mut |_, _| {}).unwrap();
+    let b = trained().encode(clip, &mut |_, _| {}).unwrap();
+    assert_eq!(a, b);
+
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"kind": "magnitude-rvq", "dir": "nowhere"}"#,
+    )
+    .unwrap();
+    let err = format!("{:#}", load_tokenizer(dir.path()).err().unwrap());
+    assert!(
+        err.contains("tokenizer.json") && err.contains("nowhere"),
+        "{err}"
+    );
+}
