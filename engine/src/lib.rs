@@ -8,3 +8,4 @@ pub mod data;
 pub mod generate;
 pub mod model;
 pub mod sample;
+pub mod train;

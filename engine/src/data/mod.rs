@@ -1,7 +1,9 @@
 //! Training data: the instrument category set, and synthetic multi-stem songs rendered with
 //! General MIDI SoundFonts (see DESIGN §3.1).
 
+pub mod cache;
 pub mod categories;
+pub mod pairs;
 pub mod synth;
 
 pub use categories::{Category, UnknownCategory};

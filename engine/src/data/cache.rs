@@ -1,0 +1,597 @@
+//! The pre-tokenised token cache: pairs ([`crate::data::pairs`]) drawn once, tokenised once,
+//! and stored as safetensors shards, so training never runs the codec.
+//!
+//! Shard `i` of `n` (`--shard i/n`) handles the songs whose index in the sorted song list is
+//! congruent to `i` mod `n`, and is written as `cache-{i}-of-{n}.safetensors` with u32 tensors
+//! `context [P, Q, T]`, `target [P, Q, T]`, `category [P]`, `song_index [P]`, `crop_start [P]`
+//! (samples) and the cache parameters in the header metadata. The pairs of a song are drawn
+//! from an RNG seeded with the cache seed mixed with the song's index, so a song gets the same
+//! pairs whatever the shard count, and shards can be made on different machines independently.
+//!
+//! [`TokenCache::open`] loads every shard of a folder, checks that they agree (tokenizer,
+//! rates, levels, codebook size, frames, shard count) and that no shard is missing, and serves
+//! random batches as candle tensors ready for the training objective.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::audio::Audio;
+use crate::codec::{no_progress, Tokenizer};
+use crate::data::pairs::{draw_pair, list_song_dirs, load_song, PairConfig};
+use crate::data::Category;
+
+/// Value of the `format` metadata key of every shard.
+pub const CACHE_FORMAT: &str = "stemgen-token-cache";
+/// Version of the shard layout.
+pub const CACHE_VERSION: u32 = 1;
+
+/// Which part of the dataset a run tokenises: songs with `index % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl ShardSpec {
+    /// The whole dataset in one shard.
+    pub const ALL: ShardSpec = ShardSpec { index: 0, count: 1 };
+
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 || index >= count {
+            bail!("invalid shard {index}/{count}: need 0 <= i < n");
+        }
+        Ok(ShardSpec { index, count })
+    }
+
+    /// Whether song number `song_index` (in the sorted song list) belongs to this shard.
+    pub fn contains(&self, song_index: usize) -> bool {
+        song_index % self.count == self.index
+    }
+
+    /// `cache-{i}-of-{n}.safetensors`.
+    pub fn file_name(&self) -> String {
+        format!("cache-{}-of-{}.safetensors", self.index, self.count)
+    }
+}
+
+impl FromStr for ShardSpec {
+    type Err = anyhow::Error;
+
+    /// Parses `i/n`, e.g. `0/4`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| anyhow!("invalid shard '{s}': expected i/n, e.g. 0/4"))?;
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow!("invalid shard '{s}': expected i/n, e.g. 0/4"))
+        };
+        ShardSpec::new(parse(i)?, parse(n)?)
+    }
+}
+
+impl std::fmt::Display for ShardSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// How a cache is drawn.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Pair drawing; its `sample_rate` is replaced by the tokenizer's.
+    pub pairs: PairConfig,
+    /// Pairs drawn per song (rejected draws are not retried beyond the pair config's attempts).
+    pub pairs_per_song: usize,
+    pub seed: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            pairs: PairConfig::default(),
+            pairs_per_song: 8,
+            seed: 0,
+        }
+    }
+}
+
+/// What [`write_shard`] did.
+#[derive(Debug, Clone)]
+pub struct ShardSummary {
+    pub path: PathBuf,
+    /// Songs in this shard.
+    pub songs: usize,
+    /// Pairs written.
+    pub pairs: usize,
+    /// Draws that gave no pair (silence), per song id.
+    pub rejected: Vec<(String, usize)>,
+    /// Stem files that were not used, with the reason.
+    pub skipped_files: Vec<(PathBuf, String)>,
+}
+
+/// SplitMix64 finaliser: decorrelates the per-song seeds.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The RNG seed for the pairs of song number `song_index`.
+pub fn song_seed(seed: u64, song_index: usize) -> u64 {
+    mix64(seed ^ mix64(song_index as u64))
+}
+
+/// Draws, tokenises and writes shard `shard` of the songs under `dataset` into `out_dir`.
+/// `progress(done, total)` is called after each song.
+pub fn write_shard(
+    dataset: &Path,
+    tokenizer: &dyn Tokenizer,
+    config: &CacheConfig,
+    shard: ShardSpec,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ShardSummary> {
+    let pairs_cfg = PairConfig {
+        sample_rate: tokenizer.sample_rate(),
+        ..config.pairs.clone()
+    };
+    pairs_cfg.validate()?;
+    let songs = list_song_dirs(dataset)?;
+    let mine: Vec<(usize, &PathBuf)> = songs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shard.contains(*i))
+        .collect();
+    let levels = tokenizer.num_levels();
+    let mut frames: Option<usize> = None;
+    let (mut context, mut target) = (Vec::new(), Vec::new());
+    let (mut category, mut song_index, mut crop_start) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rejected = Vec::new();
+    let mut skipped_files = Vec::new();
+    for (done, (i, dir)) in mine.iter().enumerate() {
+        let song = load_song(dir, pairs_cfg.sample_rate)?;
+        skipped_files.extend(song.skipped.iter().cloned());
+        let mut rng = StdRng::seed_from_u64(song_seed(config.seed, *i));
+        let mut misses = 0;
+        for _ in 0..config.pairs_per_song {
+            let Some(pair) = draw_pair(&song, &pairs_cfg, &mut rng) else {
+                misses += 1;
+                continue;
+            };
+            for (audio, out) in [(&pair.context, &mut context), (&pair.target, &mut target)] {
+                let tokens = tokenizer
+                    .encode(audio, &mut no_progress())
+                    .with_context(|| format!("{}: cannot tokenise a pair", dir.display()))?;
+                if tokens.levels != levels {
+                    bail!(
+                        "tokenizer returned {} levels, declared {levels}",
+                        tokens.levels
+                    );
+                }
+                match frames {
+                    None => frames = Some(tokens.frames),
+                    Some(t) if t != tokens.frames => {
+                        bail!(
+                            "tokenizer returned {} frames for a crop, earlier {t}",
+                            tokens.frames
+                        )
+                    }
+                    Some(_) => {}
+                }
+                out.extend_from_slice(&tokens.codes);
+            }
+            category.push(pair.category.id());
+            song_index.push(*i as u32);
+            crop_start.push(pair.crop_start as u32);
+        }
+        if misses > 0 {
+            rejected.push((song.id.clone(), misses));
+        }
+        progress(done + 1, mine.len());
+    }
+    let frames = match frames {
+        Some(t) => t,
+        // No pair at all: learn the grid length from a silent crop so the header is complete.
+        None => {
+            let silence = Audio::mono(pairs_cfg.sample_rate, vec![0.0; pairs_cfg.crop_samples()])?;
+            tokenizer.encode(&silence, &mut no_progress())?.frames
+        }
+    };
+    let p = category.len();
+    let dev = Device::Cpu;
+    let tensors = [
+        (
+            "context",
+            Tensor::from_vec(context, (p, levels, frames), &dev)?,
+        ),
+        (
+            "target",
+            Tensor::from_vec(target, (p, levels, frames), &dev)?,
+        ),
+        ("category", Tensor::from_vec(category, p, &dev)?),
+        ("song_index", Tensor::from_vec(song_index, p, &dev)?),
+        ("crop_start", Tensor::from_vec(crop_start, p, &dev)?),
+    ];
+    let meta = HashMap::from(
+        [
+            ("format", CACHE_FORMAT.to_string()),
+            ("version", CACHE_VERSION.to_string()),
+            ("tokenizer", tokenizer.name().to_string()),
+            ("sample_rate", tokenizer.sample_rate().to_string()),
+            ("frame_rate", tokenizer.frame_rate().to_string()),
+            ("levels", levels.to_string()),
+            ("codebook_size", tokenizer.codebook_size().to_string()),
+            ("crop_frames", frames.to_string()),
+            ("crop_seconds", pairs_cfg.crop_seconds.to_string()),
+            ("seed", config.seed.to_string()),
+            ("pairs_per_song", config.pairs_per_song.to_string()),
+            ("shard_index", shard.index.to_string()),
+            ("shard_count", shard.count.to_string()),
+            ("dataset_songs", songs.len().to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create cache folder", out_dir.display()))?;
+    let path = out_dir.join(shard.file_name());
+    let tmp = out_dir.join(format!(".{}.tmp", shard.file_name()));
+    safetensors::tensor::serialize_to_file(tensors.iter().map(|(k, v)| (*k, v)), Some(meta), &tmp)
+        .with_context(|| format!("{}: cannot write cache shard", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("{}: cannot write cache shard", path.display()))?;
+    Ok(ShardSummary {
+        path,
+        songs: mine.len(),
+        pairs: p,
+        rejected,
+        skipped_files,
+    })
+}
+
+/// The parameters every shard of a cache must share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheInfo {
+    pub tokenizer: String,
+    pub sample_rate: u32,
+    pub frame_rate: f64,
+    pub levels: usize,
+    pub codebook_size: usize,
+    /// T: frames per pair.
+    pub frames: usize,
+    pub shard_count: usize,
+}
+
+/// A batch for the training objective.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, Q, T]` u32.
+    pub context: Tensor,
+    /// `[B, Q, T]` u32.
+    pub target: Tensor,
+    /// `[B]` u32 category ids.
+    pub category: Tensor,
+}
+
+/// All shards of a cache folder, in memory.
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    pub info: CacheInfo,
+    context: Vec<u32>,
+    target: Vec<u32>,
+    category: Vec<u32>,
+    song_index: Vec<u32>,
+}
+
+fn u32_tensor(
+    st: &safetensors::SafeTensors,
+    name: &str,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<u32>)> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| anyhow!("{}: cache shard has no '{name}' tensor", path.display()))?;
+    if view.dtype() != safetensors::Dtype::U32 {
+        bail!(
+            "{}: '{name}' is {:?}, expected U32",
+            path.display(),
+            view.dtype()
+        );
+    }
+    let data = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((view.shape().to_vec(), data))
+}
+
+impl TokenCache {
+    /// Loads every `cache-*-of-*.safetensors` in `dir`. Errors name the folder or shard when
+    /// there are none, a file is not a cache shard, shards disagree, or a shard is missing.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot read token cache folder", dir.display()))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("{}: cannot read token cache folder", dir.display()))?
+                .path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with("cache-") && name.ends_with(".safetensors") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            bail!(
+                "{}: no token cache shards (cache-I-of-N.safetensors) in this folder",
+                dir.display()
+            );
+        }
+        let mut info: Option<(CacheInfo, PathBuf)> = None;
+        let mut seen: BTreeMap<usize, PathBuf> = BTreeMap::new();
+        let mut cache = TokenCache {
+            info: CacheInfo {
+                tokenizer: String::new(),
+                sample_rate: 0,
+                frame_rate: 0.0,
+                levels: 0,
+                codebook_size: 0,
+                frames: 0,
+                shard_count: 0,
+            },
+            context: Vec::new(),
+            target: Vec::new(),
+            category: Vec::new(),
+            song_index: Vec::new(),
+        };
+        for path in &paths {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("{}: cannot read cache shard", path.display()))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| anyhow!("{}: not a safetensors file ({e})", path.display()))?;
+            let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+                .map_err(|e| anyhow!("{}: not a safetensors file ({e})", path.display()))?;
+            let meta = header.metadata().clone().unwrap_or_default();
+            let get = |k: &str| -> Result<&str> {
+                meta.get(k).map(String::as_str).ok_or_else(|| {
+                    anyhow!(
+                        "{}: not a token cache shard (no '{k}' metadata)",
+                        path.display()
+                    )
+                })
+            };
+            if get("format")? != CACHE_FORMAT {
+                bail!("{}: not a token cache shard", path.display());
+            }
+            let num = |k: &str| -> Result<usize> {
+                get(k)?
+                    .parse()
+                    .map_err(|_| anyhow!("{}: bad '{k}' metadata", path.display()))
+            };
+            let this = CacheInfo {
+                tokenizer: get("tokenizer")?.to_string(),
+                sample_rate: num("sample_rate")? as u32,
+                frame_rate: get("frame_rate")?
+                    .parse()
+                    .map_err(|_| anyhow!("{}: bad 'frame_rate' metadata", path.display()))?,
+                levels: num("levels")?,
+                codebook_size: num("codebook_size")?,
+                frames: num("crop_frames")?,
+                shard_count: num("shard_count")?,
+            };
+            let index = num("shard_index")?;
+            match &info {
+                None => info = Some((this.clone(), path.clone())),
+                Some((first, first_path)) if *first != this => bail!(
+                    "token cache shards disagree: {} has tokenizer '{}' at {} Hz, {} frames/s, \
+                     {} levels x {} codes, {} frames, {} shards; {} has tokenizer '{}' at {} Hz, \
+                     {} frames/s, {} levels x {} codes, {} frames, {} shards (rebuild them with \
+                     one tokenizer and crop length)",
+                    first_path.display(),
+                    first.tokenizer,
+                    first.sample_rate,
+                    first.frame_rate,
+                    first.levels,
+                    first.codebook_size,
+                    first.frames,
+                    first.shard_count,
+                    path.display(),
+                    this.tokenizer,
+                    this.sample_rate,
+                    this.frame_rate,
+                    this.levels,
+                    this.codebook_size,
+                    this.frames,
+                    this.shard_count,
+                ),
+                Some(_) => {}
+            }
+            if let Some(prev) = seen.insert(index, path.clone()) {
+                bail!(
+                    "{} and {}: both are shard {index}",
+                    prev.display(),
+                    path.display()
+                );
+            }
+            let (q, t) = (this.levels, this.frames);
+            let (shape, ctx) = u32_tensor(&st, "context", path)?;
+            let p = shape.first().copied().unwrap_or(0);
+            if shape != [p, q, t] {
+                bail!(
+                    "{}: 'context' has shape {shape:?}, expected [P, {q}, {t}]",
+                    path.display()
+                );
+            }
+            let (tshape, tgt) = u32_tensor(&st, "target", path)?;
+            if tshape != shape {
+                bail!(
+                    "{}: 'target' has shape {tshape:?}, expected {shape:?}",
+                    path.display()
+                );
+            }
+            let (cshape, cat) = u32_tensor(&st, "category", path)?;
+            let (sshape, song) = u32_tensor(&st, "song_index", path)?;
+            if cshape != [p] || sshape != [p] {
+                bail!(
+                    "{}: 'category'/'song_index' do not have {p} entries",
+                    path.display()
+                );
+            }
+            if let Some(bad) = cat.iter().find(|&&c| Category::from_id(c).is_none()) {
+                bail!("{}: unknown category id {bad}", path.display());
+            }
+            if let Some(bad) = ctx
+                .iter()
+                .chain(&tgt)
+                .find(|&&c| c as usize >= this.codebook_size)
+            {
+                bail!(
+                    "{}: token {bad} is outside the codebook (size {})",
+                    path.display(),
+                    this.codebook_size
+                );
+            }
+            cache.context.extend(ctx);
+            cache.target.extend(tgt);
+            cache.category.extend(cat);
+            cache.song_index.extend(song);
+        }
+        let (info, _) = info.expect("at least one shard");
+        let missing: Vec<String> = (0..info.shard_count)
+            .filter(|i| !seen.contains_key(i))
+            .map(|i| {
+                ShardSpec {
+                    index: i,
+                    count: info.shard_count,
+                }
+                .file_name()
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{}: token cache is incomplete, missing {}",
+                dir.display(),
+                missing.join(", ")
+            );
+        }
+        if let Some(extra) = seen.keys().find(|&&i| i >= info.shard_count) {
+            bail!("{}: shard index {extra} is out of range", dir.display());
+        }
+        cache.info = info;
+        Ok(cache)
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.category.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.category.is_empty()
+    }
+
+    /// The category of pair `i`.
+    pub fn category(&self, i: usize) -> Option<Category> {
+        self.category.get(i).and_then(|&c| Category::from_id(c))
+    }
+
+    /// The song (index in the sorted dataset) pair `i` came from; useful for splitting off
+    /// validation songs.
+    pub fn song_index(&self, i: usize) -> Option<usize> {
+        self.song_index.get(i).map(|&s| s as usize)
+    }
+
+    /// Context and target codes of pair `i`, each `[Q * T]` row-major.
+    pub fn pair_codes(&self, i: usize) -> Option<(&[u32], &[u32])> {
+        let n = self.info.levels * self.info.frames;
+        (i < self.len()).then(|| {
+            (
+                &self.context[i * n..(i + 1) * n],
+                &self.target[i * n..(i + 1) * n],
+            )
+        })
+    }
+
+    /// The pairs at `indices` as a batch on `device`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
+        let (q, t) = (self.info.levels, self.info.frames);
+        let b = indices.len();
+        let mut ctx = Vec::with_capacity(b * q * t);
+        let mut tgt = Vec::with_capacity(b * q * t);
+        let mut cat = Vec::with_capacity(b);
+        for &i in indices {
+            let (c, g) = self
+                .pair_codes(i)
+                .ok_or_else(|| anyhow!("pair {i} is out of range ({} pairs)", self.len()))?;
+            ctx.extend_from_slice(c);
+            tgt.extend_from_slice(g);
+            cat.push(self.category[i]);
+        }
+        Ok(Batch {
+            context: Tensor::from_vec(ctx, (b, q, t), device)?,
+            target: Tensor::from_vec(tgt, (b, q, t), device)?,
+            category: Tensor::from_vec(cat, b, device)?,
+        })
+    }
+
+    /// Random batches: each epoch visits every pair once in an order shuffled by `seed`.
+    pub fn sampler(&self, seed: u64) -> BatchSampler<'_> {
+        BatchSampler {
+            cache: self,
+            indices: (0..self.len()).collect(),
+            rng: StdRng::seed_from_u64(seed),
+            pos: usize::MAX,
+        }
+    }
+}
+
+/// Endless shuffled batches from a [`TokenCache`] (see [`TokenCache::sampler`]).
+pub struct BatchSampler<'a> {
+    cache: &'a TokenCache,
+    indices: Vec<usize>,
+    rng: StdRng,
+    pos: usize,
+}
+
+impl BatchSampler<'_> {
+    /// Restricts sampling to these pairs (e.g. the training songs).
+    pub fn with_indices(mut self, indices: Vec<usize>) -> Self {
+        self.indices = indices;
+        self.pos = usize::MAX;
+        self
+    }
+
+    /// The next `batch_size` pair indices, reshuffling at each epoch's end.
+    pub fn next_indices(&mut self, batch_size: usize) -> Result<Vec<usize>> {
+        if self.indices.is_empty() {
+            bail!("the token cache has no pairs to sample");
+        }
+        let mut out = Vec::with_capacity(batch_size);
+        while out.len() < batch_size {
+            if self.pos >= self.indices.len() {
+                self.indices.shuffle(&mut self.rng);
+                self.pos = 0;
+            }
+            out.push(self.indices[self.pos]);
+            self.pos += 1;
+        }
+        Ok(out)
+    }
+
+    /// The next batch on `device`.
+    pub fn next_batch(&mut self, batch_size: usize, device: &Device) -> Result<Batch> {
+        let idx = self.next_indices(batch_size)?;
+        self.cache.batch(&idx, device)
+    }
+}

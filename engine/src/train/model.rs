@@ -1,0 +1,317 @@
+//! `stemgen train model`: the StemGen objective (DESIGN §3.3) on a token cache with AdamW,
+//! the warm-up/hold/decay schedule, gradient clipping, per-level validation accuracy,
+//! periodic checkpoints and resume.
+
+use super::schedule::{clip_grad_norm, LrSchedule};
+use crate::data::cache::TokenCache;
+use crate::model::{
+    draw_mask, objective_with_masks, training_objective, ModelCheckpoint, ModelConfig,
+};
+use anyhow::{Context, Result};
+use candle_core::Device;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelTrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub schedule: LrSchedule,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+    /// Validate (and log per-level accuracy) every this many steps.
+    pub validate_every: usize,
+    /// Save a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Batches per level in each validation.
+    pub validation_batches: usize,
+    pub seed: u64,
+}
+
+impl Default for ModelTrainConfig {
+    fn default() -> Self {
+        ModelTrainConfig {
+            steps: 10_000,
+            batch_size: 16,
+            schedule: LrSchedule {
+                peak: 5e-4,
+                warmup: 500,
+                hold: 5_000,
+                half_life: 10_000,
+            },
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            validate_every: 500,
+            checkpoint_every: 250,
+            validation_batches: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// Where training ended and how well it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub step: usize,
+    pub last_loss: f32,
+    /// Conditional masked-token accuracy per level on the validation songs.
+    pub validation_accuracy: Vec<f32>,
+    /// Accuracy of always predicting each level's most frequent training code.
+    pub unigram_accuracy: Vec<f32>,
+    pub tokens_per_second: f64,
+}
+
+/// State saved next to the checkpoint so that a resumed run continues its schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    config: ModelTrainConfig,
+}
+
+/// Songs whose index is a multiple of this are held out for validation.
+const VALIDATION_EVERY_NTH_SONG: usize = 10;
+
+fn split(cache: &TokenCache) -> (Vec<usize>, Vec<usize>) {
+    (0..cache.len()).partition(|&i| {
+        !cache
+            .song_index(i)
+            .unwrap_or(0)
+            .is_multiple_of(VALIDATION_EVERY_NTH_SONG)
+    })
+}
+
+/// Per level, the share of targets equal to that level's most frequent code in `pairs`.
+fn unigram_accuracy(cache: &TokenCache, train: &[usize], eval: &[usize]) -> Vec<f32> {
+    let (levels, frames, size) = (
+        cache.info.levels,
+        cache.info.frames,
+        cache.info.codebook_size,
+    );
+    (0..levels)
+        .map(|q| {
+            let mut counts = vec![0usize; size];
+            for &i in train {
+                let (_, tgt) = cache.pair_codes(i).expect("index in range");
+                tgt[q * frames..(q + 1) * frames]
+                    .iter()
+                    .for_each(|&c| counts[c as usize] += 1);
+            }
+            let best = (0..size).max_by_key(|&c| counts[c]).unwrap_or(0) as u32;
+            let (mut hit, mut total) = (0usize, 0usize);
+            for &i in eval {
+                let (_, tgt) = cache.pair_codes(i).expect("index in range");
+                let row = &tgt[q * frames..(q + 1) * frames];
+                hit += row.iter().filter(|&&c| c == best).count();
+                total += row.len();
+            }
+            hit as f32 / total.max(1) as f32
+        })
+        .collect()
+}
+
+/// Conditional accuracy (context and category kept) per level on `indices`.
+fn validate(
+    model: &crate::model::StemGenModel,
+    cache: &TokenCache,
+    indices: &[usize],
+    batches: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let config = model.config();
+    let mut rng = StdRng::seed_from_u64(12345);
+    let mut sampler = cache.sampler(777).with_indices(indices.to_vec());
+    (0..config.levels)
+        .map(|q| {
+            let (mut hits, mut total) = (0f64, 0usize);
+            for _ in 0..batches {
+                let batch = sampler.next_batch(batch_size, device)?;
+                let masks = (0..batch_size)
+                    .map(|_| {
+                        let mut m = draw_mask(config, cache.info.frames, &mut rng);
+                        m.level = q;
+                        m.context_dropped = false;
+                        m.category_dropped = false;
+                        m
+                    })
+                    .collect();
+                let out = objective_with_masks(
+                    model,
+                    &batch.context,
+                    &batch.target,
+                    &batch.category,
+                    masks,
+                )?;
+                hits += out.accuracy as f64 * out.masked_tokens as f64;
+                total += out.masked_tokens;
+            }
+            Ok((hits / total.max(1) as f64) as f32)
+        })
+        .collect()
+}
+
+/// Trains (or resumes, when `out_dir/checkpoint` exists) a model on `cache`.
+///
+/// Writes `out_dir/checkpoint/` (a model directory + `train_state.json`) every
+/// `checkpoint_every` steps and at the end, and appends to `out_dir/log.csv`. The optimiser's
+/// moments are not saved: a resumed run restarts them, which costs a few hundred steps of
+/// warm-up-like noise but keeps checkpoints to the model's own size.
+pub fn train_model(
+    cache: &TokenCache,
+    model_config: &ModelConfig,
+    config: &ModelTrainConfig,
+    out_dir: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize, f32, f32),
+) -> Result<TrainReport> {
+    anyhow::ensure!(
+        cache.info.levels == model_config.levels
+            && cache.info.codebook_size == model_config.codebook_size,
+        "the token cache has {} levels x {} codes but the model expects {} x {}",
+        cache.info.levels,
+        cache.info.codebook_size,
+        model_config.levels,
+        model_config.codebook_size
+    );
+    anyhow::ensure!(
+        cache.info.frames <= model_config.max_frames,
+        "cache pairs have {} frames, more than the model's max_frames {}",
+        cache.info.frames,
+        model_config.max_frames
+    );
+    anyhow::ensure!(
+        config.batch_size > 0 && config.steps > 0,
+        "steps and batch size must be > 0"
+    );
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create the output folder", out_dir.display()))?;
+    let ckpt_dir = out_dir.join("checkpoint");
+    let state_path = ckpt_dir.join("train_state.json");
+    let (checkpoint, start) = if state_path.is_file() {
+        let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
+            .with_context(|| format!("{}: unreadable training state", state_path.display()))?;
+        (ModelCheckpoint::load(&ckpt_dir, device)?, state.step)
+    } else {
+        (
+            ModelCheckpoint::random(model_config, device, config.seed)?,
+            0,
+        )
+    };
+    let vars = checkpoint.vars.all_vars();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: config.schedule.at(start),
+            weight_decay: config.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let (train_idx, val_idx) = split(cache);
+    anyhow::ensure!(
+        !train_idx.is_empty(),
+        "the token cache has no training pairs"
+    );
+    let unigram = unigram_accuracy(
+        cache,
+        &train_idx,
+        if val_idx.is_empty() {
+            &train_idx
+        } else {
+            &val_idx
+        },
+    );
+    let log_path = out_dir.join("log.csv");
+    let new_log = !log_path.exists();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}: cannot open the log", log_path.display()))?;
+    if new_log {
+        writeln!(
+            log,
+            "step,lr,loss,accuracy,grad_norm,tokens_per_s,validation_accuracy"
+        )?;
+    }
+    // The batch order continues where it stopped: the sampler and mask RNG are seeded by step.
+    let mut sampler = cache
+        .sampler(config.seed ^ start as u64)
+        .with_indices(train_idx);
+    let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(start as u64 * 7919));
+    let save = |step: usize| -> Result<()> {
+        checkpoint.save(&ckpt_dir)?;
+        let state = TrainState {
+            step,
+            config: config.clone(),
+        };
+        let tmp = ckpt_dir.join("train_state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
+        std::fs::rename(&tmp, &state_path)?;
+        Ok(())
+    };
+    let tokens_per_batch = config.batch_size * cache.info.frames * cache.info.levels;
+    let (mut last_loss, mut val_acc, mut tps) = (f32::NAN, Vec::new(), 0.0);
+    for step in start..config.steps {
+        let t0 = Instant::now();
+        let lr = config.schedule.at(step);
+        opt.set_learning_rate(lr);
+        let batch = sampler.next_batch(config.batch_size, device)?;
+        let out = training_objective(
+            &checkpoint.model,
+            &batch.context,
+            &batch.target,
+            &batch.category,
+            &mut rng,
+        )?;
+        let mut grads = out.loss.backward()?;
+        let norm = clip_grad_norm(&mut grads, &vars, config.clip_norm)?;
+        opt.step(&grads)?;
+        last_loss = out.loss.to_scalar::<f32>()?;
+        anyhow::ensure!(
+            last_loss.is_finite(),
+            "training diverged at step {step} (loss {last_loss})"
+        );
+        tps = tokens_per_batch as f64 / t0.elapsed().as_secs_f64();
+        let done = step + 1;
+        let mut val_field = String::new();
+        let validate_now = done.is_multiple_of(config.validate_every) || done == config.steps;
+        if validate_now && !val_idx.is_empty() {
+            {
+                val_acc = validate(
+                    &checkpoint.model,
+                    cache,
+                    &val_idx,
+                    config.validation_batches,
+                    config.batch_size,
+                    device,
+                )?;
+                val_field = val_acc
+                    .iter()
+                    .map(|a| format!("{a:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+        }
+        writeln!(
+            log,
+            "{done},{lr:.3e},{last_loss:.4},{:.4},{norm:.3},{tps:.0},{val_field}",
+            out.accuracy
+        )?;
+        if done.is_multiple_of(config.checkpoint_every) || done == config.steps {
+            save(done)?;
+        }
+        progress(done, config.steps, last_loss, out.accuracy);
+    }
+    Ok(TrainReport {
+        step: config.steps,
+        last_loss,
+        validation_accuracy: val_acc,
+        unigram_accuracy: unigram,
+        tokens_per_second: tps,
+    })
+}

@@ -1,0 +1,195 @@
+//! `train::train_model` end to end on a tiny token cache: the loss falls, checkpoints are
+//! written, and an interrupted run resumes where its checkpoint stopped.
+
+use candle_core::Device;
+use std::path::Path;
+use stemgen::audio::{write_wav, Audio, WavFormat};
+use stemgen::codec::encodec::Encodec;
+use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec, TokenCache};
+use stemgen::data::pairs::PairConfig;
+use stemgen::model::{ModelCheckpoint, ModelConfig};
+use stemgen::train::{train_model, LrSchedule, ModelTrainConfig};
+
+const SR: u32 = 32_000;
+
+/// Songs of three stems: a bass pulse on the beat, a chord pad and a hat on the off-beats,
+/// at a tempo that varies per song, so the target is predictable from the context.
+fn write_dataset(root: &Path, songs: usize) {
+    for s in 0..songs {
+        let dir = root.join(format!("song-{s:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let beat = 0.35 + 0.05 * s as f32;
+        let n = SR as usize * 2;
+        let stem = |f: &dyn Fn(f32) -> f32| -> Audio {
+            Audio::mono(SR, (0..n).map(|i| f(i as f32 / SR as f32)).collect()).unwrap()
+        };
+        let env = |t: f32, offset: f32| (-((t + offset) % beat) * 20.0).exp();
+        let bass = stem(&|t| 0.4 * env(t, 0.0) * (6.283 * 110.0 * t).sin());
+        let pad = stem(&|t| 0.1 * ((6.283 * 440.0 * t).sin() + (6.283 * 554.0 * t).sin()));
+        let hat = stem(&|t| 0.2 * env(t, beat / 2.0) * (6.283 * 5000.0 * t).sin());
+        for (name, audio) in [("bass", bass), ("strings", pad), ("drums", hat)] {
+            write_wav(&dir.join(format!("{name}.wav")), &audio, WavFormat::Float32).unwrap();
+        }
+    }
+}
+
+fn tiny_model() -> ModelConfig {
+    ModelConfig {
+        levels: 4,
+        codebook_size: 256,
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_categories: 18,
+        max_frames: 64,
+        ffn_multiple_of: 1,
+        rope_theta: 10_000.0,
+        p_ctx: 0.1,
+        p_cat: 0.1,
+    }
+}
+
+fn train_config(steps: usize) -> ModelTrainConfig {
+    ModelTrainConfig {
+        steps,
+        batch_size: 4,
+        schedule: LrSchedule {
+            peak: 3e-3,
+            warmup: 5,
+            hold: 100,
+            half_life: 100,
+        },
+        weight_decay: 0.0,
+        clip_norm: 1.0,
+        validate_every: 10,
+        checkpoint_every: 10,
+        validation_batches: 1,
+        seed: 3,
+    }
+}
+
+#[test]
+fn trains_checkpoints_and_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path(), 11);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encodec/model.safetensors");
+    let codec = Encodec::load_with_sidecar_config(&fixture, &Device::Cpu).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        pairs: PairConfig {
+            crop_seconds: 1.0,
+            ..PairConfig::default()
+        },
+        pairs_per_song: 4,
+        seed: 1,
+    };
+    write_shard(
+        data.path(),
+        &codec,
+        &config,
+        ShardSpec::ALL,
+        cache_dir.path(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let cache = TokenCache::open(cache_dir.path()).unwrap();
+    assert_eq!(cache.info.frames, 50);
+
+    let out = tempfile::tempdir().unwrap();
+    let mut losses = Vec::new();
+    // Interrupted after 20 steps...
+    train_model(
+        &cache,
+        &tiny_model(),
+        &train_config(20),
+        out.path(),
+        &Device::Cpu,
+        &mut |_, _, l, _| losses.push(l),
+    )
+    .unwrap();
+    assert!(out.path().join("checkpoint/model.safetensors").is_file());
+    let state = std::fs::read_to_string(out.path().join("checkpoint/train_state.json")).unwrap();
+    assert!(state.contains("\"step\": 20"), "{state}");
+    // ...and resumed to 60: the progress continues from step 21.
+    let mut steps_seen = Vec::new();
+    let report = train_model(
+        &cache,
+        &tiny_model(),
+        &train_config(60),
+        out.path(),
+        &Device::Cpu,
+        &mut |s, _, l, _| {
+            steps_seen.push(s);
+            losses.push(l);
+        },
+    )
+    .unwrap();
+    assert_eq!(steps_seen.first(), Some(&21));
+    assert_eq!(report.step, 60);
+    let log = std::fs::read_to_string(out.path().join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 61, "header + one line per step");
+    assert_eq!(report.validation_accuracy.len(), 4);
+    assert_eq!(report.unigram_accuracy.len(), 4);
+    assert!(report.tokens_per_second > 0.0);
+    let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let last: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");
+    // The checkpoint is an ordinary model directory.
+    ModelCheckpoint::load(&out.path().join("checkpoint"), &Device::Cpu).unwrap();
+}
+
+#[test]
+fn schedule_warms_up_holds_and_halves() {
+    let s = LrSchedule {
+        peak: 1e-3,
+        warmup: 10,
+        hold: 20,
+        half_life: 5,
+    };
+    assert!((s.at(0) - 1e-4).abs() < 1e-12);
+    assert!((s.at(9) - 1e-3).abs() < 1e-12);
+    assert_eq!(s.at(29), 1e-3);
+    assert!((s.at(35) - 5e-4).abs() < 1e-12);
+}
+
+#[test]
+fn mismatched_cache_and_model_is_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path(), 2);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encodec/model.safetensors");
+    let codec = Encodec::load_with_sidecar_config(&fixture, &Device::Cpu).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig {
+        pairs: PairConfig {
+            crop_seconds: 1.0,
+            ..PairConfig::default()
+        },
+        pairs_per_song: 1,
+        seed: 1,
+    };
+    write_shard(
+        data.path(),
+        &codec,
+        &config,
+        ShardSpec::ALL,
+        cache_dir.path(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let cache = TokenCache::open(cache_dir.path()).unwrap();
+    let mut model = tiny_model();
+    model.codebook_size = 2048;
+    let out = tempfile::tempdir().unwrap();
+    let err = train_model(
+        &cache,
+        &model,
+        &train_config(2),
+        out.path(),
+        &Device::Cpu,
+        &mut |_, _, _, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("256"), "{err}");
+}
