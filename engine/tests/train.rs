@@ -10,6 +10,8 @@ use stemgen::data::pairs::PairConfig;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
 use stemgen::train::{train_model, LrSchedule, ModelTrainConfig};
 
+use std::f32::consts::TAU;
+
 const SR: u32 = 32_000;
 
 /// Songs of three stems: a bass pulse on the beat, a chord pad and a hat on the off-beats,
@@ -24,9 +26,9 @@ fn write_dataset(root: &Path, songs: usize) {
             Audio::mono(SR, (0..n).map(|i| f(i as f32 / SR as f32)).collect()).unwrap()
         };
         let env = |t: f32, offset: f32| (-((t + offset) % beat) * 20.0).exp();
-        let bass = stem(&|t| 0.4 * env(t, 0.0) * (6.283 * 110.0 * t).sin());
-        let pad = stem(&|t| 0.1 * ((6.283 * 440.0 * t).sin() + (6.283 * 554.0 * t).sin()));
-        let hat = stem(&|t| 0.2 * env(t, beat / 2.0) * (6.283 * 5000.0 * t).sin());
+        let bass = stem(&|t| 0.4 * env(t, 0.0) * (TAU * 110.0 * t).sin());
+        let pad = stem(&|t| 0.1 * ((TAU * 440.0 * t).sin() + (TAU * 554.0 * t).sin()));
+        let hat = stem(&|t| 0.2 * env(t, beat / 2.0) * (TAU * 5000.0 * t).sin());
         for (name, audio) in [("bass", bass), ("strings", pad), ("drums", hat)] {
             write_wav(&dir.join(format!("{name}.wav")), &audio, WavFormat::Float32).unwrap();
         }
