@@ -7,5 +7,6 @@ pub mod codec;
 pub mod data;
 pub mod generate;
 pub mod model;
+pub mod pipeline;
 pub mod sample;
 pub mod train;

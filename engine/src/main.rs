@@ -36,6 +36,97 @@ enum Command {
     },
     /// Generate one instrument stem that fits a context (a mix, or a metronome click).
     Generate(GenerateArgs),
+    /// Prepare training data.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train the tokenizer or the model.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Render seeded synthetic multi-stem songs (one folder per song, one WAV per stem).
+    Synth {
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        songs: usize,
+        /// Approximate length of each song.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// General MIDI SoundFont (.sf2); default: FluidR3 or TimGM6mb from Debian.
+        #[arg(long)]
+        soundfont: Option<PathBuf>,
+    },
+    /// Draw context/target pairs from song folders and tokenize them into a cache shard.
+    Cache {
+        /// Folder of song folders (one audio file per stem, named by category).
+        #[arg(long, value_name = "DIR")]
+        songs: PathBuf,
+        /// A folder with tokenizer.json (a trained tokenizer or a model directory).
+        #[arg(long, value_name = "DIR")]
+        tokenizer: PathBuf,
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        /// This machine's share of the songs: i/n.
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+        #[arg(long, default_value_t = 8)]
+        pairs_per_song: usize,
+        #[arg(long, default_value_t = 10.0)]
+        crop_seconds: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Learn the magnitude-RVQ tokenizer's codebooks from song mixes; reports LSD and mel
+    /// distance on held-out songs.
+    Tokenizer {
+        #[arg(long, value_name = "DIR")]
+        songs: PathBuf,
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        levels: usize,
+        #[arg(long, default_value_t = 2048)]
+        codebook_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Train the StemGen model on a token cache (resumes from OUT/checkpoint if present).
+    Model {
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// The tokenizer the cache was made with; copied into the checkpoint so it is a
+        /// complete model directory for `stemgen generate`.
+        #[arg(long, value_name = "DIR")]
+        tokenizer: PathBuf,
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        /// Model config JSON (default: a small CPU-sized model).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 10_000)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 5e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: usize,
+        #[arg(long, default_value_t = 500)]
+        validate_every: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args)]
@@ -136,7 +227,8 @@ enum CodecCommand {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Seconds per guided sampler iteration of the transformer, at the sizes of the PyTorch
-    /// anchor (`small`: 31.5M, 10 s; `paper`: ~250M, 20 s) with seeded random weights.
+    /// anchor (`small`: 31.5M, 10 s; `paper`: ~250M, 20 s) or the CPU default (`cpu`), with
+    /// seeded random weights.
     Model {
         /// Which sizes to time.
         #[arg(long, value_delimiter = ',', default_value = "small")]
@@ -177,7 +269,8 @@ fn anchor_model_size(name: &str) -> Result<(stemgen::model::ModelConfig, usize)>
             cfg.max_frames = 500;
             Ok((cfg, 500))
         }
-        other => anyhow::bail!("unknown model size '{other}' (use small or paper)"),
+        "cpu" => Ok((stemgen::model::ModelConfig::cpu_default(), 500)),
+        other => anyhow::bail!("unknown model size '{other}' (use cpu, small or paper)"),
     }
 }
 
@@ -279,6 +372,8 @@ fn run(cli: Cli) -> Result<()> {
                 tokens.frames
             );
         }
+        Command::Data(cmd) => data_command(cmd)?,
+        Command::Train(cmd) => train_command(cmd)?,
         Command::Info { model_dir } => {
             let checkpoint = ModelCheckpoint::load(&model_dir, &Device::Cpu)?;
             let config = checkpoint.config();
@@ -325,6 +420,176 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{report}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn counting_bar(total: u64, what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}, {eta} left")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
+fn data_command(cmd: DataCommand) -> Result<()> {
+    use stemgen::data::synth;
+    match cmd {
+        DataCommand::Synth {
+            out,
+            songs,
+            seconds,
+            seed,
+            soundfont,
+        } => {
+            let path = synth::find_soundfont(soundfont.as_deref())?;
+            let font = synth::load_soundfont(&path)?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut options = synth::GenerateOptions::default();
+            options.plan.target_secs = seconds;
+            let bar = counting_bar(songs as u64, "rendering songs");
+            let t = std::time::Instant::now();
+            synth::generate_songs(&out, &font, &name, seed, songs, &options, &|_| bar.inc(1))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{songs} songs in {} with {name} ({:.0} s)",
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        DataCommand::Cache {
+            songs,
+            tokenizer,
+            out,
+            shard,
+            pairs_per_song,
+            crop_seconds,
+            seed,
+        } => {
+            use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec};
+            let shard: ShardSpec = shard.parse()?;
+            let tokenizer = stemgen::codec::load::load_tokenizer(&tokenizer)?;
+            let mut config = CacheConfig {
+                pairs_per_song,
+                seed,
+                ..CacheConfig::default()
+            };
+            config.pairs.crop_seconds = crop_seconds;
+            let bar = counting_bar(0, "tokenizing songs");
+            let summary = write_shard(
+                &songs,
+                tokenizer.as_ref(),
+                &config,
+                shard,
+                &out,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{}: {} pairs from {} songs ({} draws rejected as silent, {} files skipped)",
+                summary.path.display(),
+                summary.pairs,
+                summary.songs,
+                summary.rejected.iter().map(|(_, n)| n).sum::<usize>(),
+                summary.skipped_files.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn train_command(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Tokenizer {
+            songs,
+            out,
+            levels,
+            codebook_size,
+            seed,
+        } => {
+            let config = stemgen::codec::magnitude::MagnitudeConfig {
+                levels,
+                codebook_size,
+                ..Default::default()
+            };
+            let report = stemgen::pipeline::train_tokenizer(&songs, &out, config, seed)?;
+            eprintln!(
+                "trained on {} songs in {:.0} s; held-out songs: {}",
+                report.train_songs, report.train_seconds, report.held_out_songs
+            );
+            for (levels, lsd, mel) in &report.held_out {
+                println!("levels {levels}: LSD {lsd:.2} dB, mel L1 {mel:.3}");
+            }
+            std::fs::write(
+                out.join("report.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+        }
+        TrainCommand::Model {
+            cache,
+            tokenizer,
+            out,
+            config,
+            steps,
+            batch_size,
+            lr,
+            warmup,
+            checkpoint_every,
+            validate_every,
+            seed,
+        } => {
+            use stemgen::train::{LrSchedule, ModelTrainConfig};
+            let model_config = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("{}: cannot read", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a model config", path.display()))?
+                }
+                None => stemgen::model::ModelConfig::cpu_default(),
+            };
+            let cache = stemgen::data::cache::TokenCache::open(&cache)?;
+            let train = ModelTrainConfig {
+                steps,
+                batch_size,
+                schedule: LrSchedule {
+                    peak: lr,
+                    warmup,
+                    hold: steps / 2,
+                    half_life: (steps / 4).max(1),
+                },
+                checkpoint_every,
+                validate_every,
+                seed,
+                ..Default::default()
+            };
+            let ckpt = out.join("checkpoint");
+            std::fs::create_dir_all(&ckpt)?;
+            stemgen::pipeline::attach_tokenizer(&ckpt, &tokenizer)?;
+            let bar = counting_bar(steps as u64, "training");
+            let report = stemgen::train::train_model(
+                &cache,
+                &model_config,
+                &train,
+                &out,
+                &Device::Cpu,
+                &mut |step, _, loss, acc| {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!("loss {loss:.3} acc {acc:.3}"));
+                },
+            )?;
+            bar.finish_and_clear();
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(())

@@ -52,6 +52,26 @@ impl ModelConfig {
         }
     }
 
+    /// The starting size for a model trained and run on an ordinary 2-core CPU: 10 s windows
+    /// (500 frames at 50 Hz), d_model 256 x 6 layers (~8M parameters, about a fifth of the
+    /// PyTorch anchor's 31.5M per iteration). The budget is a 10 s stem in ~5 s with
+    /// the `normal` preset (32 iterations); `stemgen bench model` is how to check a size.
+    pub fn cpu_default() -> Self {
+        ModelConfig {
+            levels: 4,
+            codebook_size: 2048,
+            d_model: 256,
+            n_layers: 6,
+            n_heads: 4,
+            n_categories: 18,
+            max_frames: 500,
+            ffn_multiple_of: 64,
+            rope_theta: 10_000.0,
+            p_ctx: 0.2,
+            p_cat: 0.2,
+        }
+    }
+
     /// The id that marks a masked (unknown) target token at any level.
     pub fn mask_id(&self) -> u32 {
         self.codebook_size as u32

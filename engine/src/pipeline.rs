@@ -1,0 +1,129 @@
+//! The training pipeline's commands, as functions the CLI calls: synthetic songs ->
+//! tokenizer -> token cache -> model. Each step reads the previous step's folder.
+
+use crate::audio::Audio;
+use crate::codec::load::{load_tokenizer, TOKENIZER_FILE};
+use crate::codec::magnitude::{metrics, MagnitudeConfig, MagnitudeTokenizer};
+use crate::data::pairs::{list_song_dirs, load_song};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Songs whose index is a multiple of this are held out (tokenizer evaluation, model
+/// validation), matching the training loop's split.
+pub const HELD_OUT_EVERY_NTH_SONG: usize = 10;
+
+/// The full mix (sum of the stems) of every song under `songs_dir`, at `sample_rate`, split
+/// into (training, held-out) songs.
+pub fn song_mixes(songs_dir: &Path, sample_rate: u32) -> Result<(Vec<Audio>, Vec<Audio>)> {
+    let dirs = list_song_dirs(songs_dir)?;
+    let mut train = Vec::new();
+    let mut held_out = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let song = load_song(dir, sample_rate)?;
+        let mut mix = vec![0.0f32; song.len];
+        for stem in &song.stems {
+            for (m, s) in mix.iter_mut().zip(&stem.samples) {
+                *m += s;
+            }
+        }
+        let audio = Audio::mono(sample_rate, mix)?;
+        if i % HELD_OUT_EVERY_NTH_SONG == 0 && dirs.len() > 1 {
+            held_out.push(audio);
+        } else {
+            train.push(audio);
+        }
+    }
+    Ok((train, held_out))
+}
+
+/// What `train tokenizer` measured on the held-out songs, per number of levels decoded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenizerReport {
+    pub train_songs: usize,
+    pub held_out_songs: usize,
+    /// (levels, LSD dB, mel L1).
+    pub held_out: Vec<(usize, f64, f64)>,
+    pub train_seconds: f64,
+}
+
+/// Trains the magnitude-RVQ tokenizer on the song mixes and writes it to `out_dir` with a
+/// `tokenizer.json`, so the folder can be given wherever a tokenizer is expected.
+pub fn train_tokenizer(
+    songs_dir: &Path,
+    out_dir: &Path,
+    config: MagnitudeConfig,
+    seed: u64,
+) -> Result<TokenizerReport> {
+    let (train, held_out) = song_mixes(songs_dir, config.sample_rate)?;
+    anyhow::ensure!(
+        !train.is_empty(),
+        "{}: no training songs",
+        songs_dir.display()
+    );
+    let started = std::time::Instant::now();
+    let tokenizer = MagnitudeTokenizer::train(&train, config, seed)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    tokenizer.save(out_dir)?;
+    std::fs::write(
+        out_dir.join(TOKENIZER_FILE),
+        r#"{"kind": "magnitude-rvq", "dir": "."}"#,
+    )
+    .with_context(|| format!("{}: cannot write {TOKENIZER_FILE}", out_dir.display()))?;
+    let mut report = TokenizerReport {
+        train_songs: train.len(),
+        held_out_songs: held_out.len(),
+        held_out: Vec::new(),
+        train_seconds,
+    };
+    if !held_out.is_empty() {
+        use crate::codec::Tokenizer;
+        for levels in 1..=tokenizer.num_levels() {
+            let (lsd, mel) = metrics::evaluate_levels(&tokenizer, &held_out, levels)?;
+            report.held_out.push((levels, lsd, mel));
+        }
+    }
+    Ok(report)
+}
+
+/// Makes `model_dir` a complete model directory for `generate`: copies the tokenizer folder
+/// `tokenizer_dir` into `model_dir/tokenizer/` and writes a `tokenizer.json` pointing at it.
+pub fn attach_tokenizer(model_dir: &Path, tokenizer_dir: &Path) -> Result<()> {
+    // Loading first checks that the tokenizer folder is usable at all.
+    load_tokenizer(tokenizer_dir)?;
+    let dest = model_dir.join("tokenizer");
+    std::fs::create_dir_all(&dest).with_context(|| format!("{}: cannot create", dest.display()))?;
+    for entry in std::fs::read_dir(tokenizer_dir)
+        .with_context(|| format!("{}: cannot read", tokenizer_dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_file() {
+            let name = path.file_name().expect("a file has a name");
+            std::fs::copy(&path, dest.join(name))
+                .with_context(|| format!("{}: cannot copy", path.display()))?;
+        }
+    }
+    // The copied tokenizer.json points at "."; the model directory's points at the copy.
+    let spec = std::fs::read_to_string(dest.join(TOKENIZER_FILE))?;
+    let mut spec: serde_json::Value = serde_json::from_str(&spec)?;
+    if let Some(dir) = spec.get_mut("dir") {
+        *dir = serde_json::Value::String("tokenizer".into());
+    }
+    if let Some(w) = spec
+        .get("weights")
+        .and_then(|w| w.as_str())
+        .map(str::to_owned)
+    {
+        spec["weights"] = serde_json::Value::String(format!("tokenizer/{w}"));
+    }
+    std::fs::write(
+        model_dir.join(TOKENIZER_FILE),
+        serde_json::to_string_pretty(&spec)?,
+    )?;
+    load_tokenizer(model_dir).with_context(|| {
+        format!(
+            "{}: the attached tokenizer does not load",
+            model_dir.display()
+        )
+    })?;
+    Ok(())
+}
