@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod categories;
+pub mod datasets;
 pub mod pairs;
 pub mod synth;
 

@@ -127,6 +127,19 @@ impl Attention {
             qkv.i((.., .., i))?.transpose(1, 2)?.contiguous() // [B, H, N, hd]
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        if fused && xs.device().is_cpu() {
+            let q = rotary.apply(&heads(0)?, fused)?;
+            let k = rotary.apply(&heads(1)?, fused)?;
+            let v = heads(2)?;
+            let mixed = q.apply_op3_no_bwd(
+                &k,
+                &v,
+                &CpuAttention {
+                    scale: scale as f32,
+                },
+            )?;
+            return self.out.forward(&mixed);
+        }
         let q = (rotary.apply(&heads(0)?, fused)? * scale)?;
         let k = rotary.apply(&heads(1)?, fused)?;
         let v = heads(2)?;
@@ -141,6 +154,129 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((batch, frames, d_model))?;
         self.out.forward(&mixed)
+    }
+}
+
+/// Bidirectional attention for contiguous f32 `q, k, v` `[B, H, N, hd]` -> `[B, N, H * hd]`,
+/// one (batch, head) pair per task: each task's score matrix stays in cache, every product is
+/// single-threaded (no per-call thread start-up on small matrices) and the result is written
+/// straight into the layout the output projection reads. Inference only (no backward).
+struct CpuAttention {
+    scale: f32,
+}
+
+impl candle_core::CustomOp3 for CpuAttention {
+    fn name(&self) -> &'static str {
+        "cpu-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &candle_core::CpuStorage,
+        q_l: &candle_core::Layout,
+        k: &candle_core::CpuStorage,
+        k_l: &candle_core::Layout,
+        v: &candle_core::CpuStorage,
+        v_l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage::F32;
+        use rayon::prelude::*;
+        let slice = |s: &candle_core::CpuStorage, l: &candle_core::Layout| -> Result<Vec<f32>> {
+            match (s, l.contiguous_offsets()) {
+                (F32(data), Some((a, b))) => Ok(data[a..b].to_vec()),
+                _ => bail!("cpu-attention needs contiguous f32 inputs"),
+            }
+        };
+        let (q, k, v) = (slice(q, q_l)?, slice(k, k_l)?, slice(v, v_l)?);
+        let (b, h, n, d) = q_l.shape().dims4()?;
+        if k_l.shape() != q_l.shape() || v_l.shape() != q_l.shape() {
+            bail!("cpu-attention: q, k and v shapes differ");
+        }
+        let mut out = vec![0f32; b * n * h * d];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..b * h).into_par_iter().for_each(|bh| {
+            let (bi, hi) = (bh / h, bh % h);
+            let base = bh * n * d;
+            let (qs, ks, vs) = (
+                &q[base..base + n * d],
+                &k[base..base + n * d],
+                &v[base..base + n * d],
+            );
+            let mut scores = vec![0f32; n * n];
+            // Safety: all strides address inside the slices above; each task writes a
+            // disjoint column block (head hi) of batch bi's rows in `out`.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    qs.as_ptr(),
+                    1,
+                    d as isize,
+                    ks.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    self.scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in scores.chunks_exact_mut(n) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            let dst = out_ptr;
+            unsafe {
+                gemm::gemm(
+                    n,
+                    d,
+                    n,
+                    dst.get().add(bi * n * h * d + hi * d),
+                    1,
+                    (h * d) as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    vs.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((F32(out), (b, n, h * d).into()))
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
+    fn get(&self) -> *mut f32 {
+        self.0
     }
 }
 
