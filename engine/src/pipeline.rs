@@ -4,7 +4,7 @@
 use crate::audio::Audio;
 use crate::codec::load::{load_tokenizer, TOKENIZER_FILE};
 use crate::codec::magnitude::{metrics, MagnitudeConfig, MagnitudeTokenizer};
-use crate::data::pairs::{list_song_dirs, load_song};
+use crate::data::datasets::{list_dataset, load_song_source};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -12,14 +12,14 @@ use std::path::Path;
 /// validation), matching the training loop's split.
 pub const HELD_OUT_EVERY_NTH_SONG: usize = 10;
 
-/// The full mix (sum of the stems) of every song under `songs_dir`, at `sample_rate`, split
-/// into (training, held-out) songs.
+/// The full mix (sum of the stems) of every song of the dataset at `songs_dir` (any layout
+/// `data::datasets` recognises), at `sample_rate`, split into (training, held-out) songs.
 pub fn song_mixes(songs_dir: &Path, sample_rate: u32) -> Result<(Vec<Audio>, Vec<Audio>)> {
-    let dirs = list_song_dirs(songs_dir)?;
+    let (_, sources) = list_dataset(songs_dir)?;
     let mut train = Vec::new();
     let mut held_out = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let song = load_song(dir, sample_rate)?;
+    for (i, source) in sources.iter().enumerate() {
+        let song = load_song_source(source, sample_rate)?;
         let mut mix = vec![0.0f32; song.len];
         for stem in &song.stems {
             for (m, s) in mix.iter_mut().zip(&stem.samples) {
@@ -27,7 +27,7 @@ pub fn song_mixes(songs_dir: &Path, sample_rate: u32) -> Result<(Vec<Audio>, Vec
             }
         }
         let audio = Audio::mono(sample_rate, mix)?;
-        if i % HELD_OUT_EVERY_NTH_SONG == 0 && dirs.len() > 1 {
+        if i % HELD_OUT_EVERY_NTH_SONG == 0 && sources.len() > 1 {
             held_out.push(audio);
         } else {
             train.push(audio);

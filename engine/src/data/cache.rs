@@ -24,7 +24,8 @@ use rand::SeedableRng;
 
 use crate::audio::Audio;
 use crate::codec::{no_progress, Tokenizer};
-use crate::data::pairs::{draw_pair, list_song_dirs, load_song, PairConfig};
+use crate::data::datasets::{list_dataset, load_song_source, SongSource};
+use crate::data::pairs::{draw_pair, PairConfig};
 use crate::data::Category;
 
 /// Value of the `format` metadata key of every shard.
@@ -146,8 +147,9 @@ pub fn write_shard(
         ..config.pairs.clone()
     };
     pairs_cfg.validate()?;
-    let songs = list_song_dirs(dataset)?;
-    let mine: Vec<(usize, &PathBuf)> = songs
+    // Any layout `datasets` recognises (Slakh2100, MUSDB18-HQ, MoisesDB, song folders).
+    let (_, songs) = list_dataset(dataset)?;
+    let mine: Vec<(usize, &SongSource)> = songs
         .iter()
         .enumerate()
         .filter(|(i, _)| shard.contains(*i))
@@ -158,8 +160,9 @@ pub fn write_shard(
     let (mut category, mut song_index, mut crop_start) = (Vec::new(), Vec::new(), Vec::new());
     let mut rejected = Vec::new();
     let mut skipped_files = Vec::new();
-    for (done, (i, dir)) in mine.iter().enumerate() {
-        let song = load_song(dir, pairs_cfg.sample_rate)?;
+    for (done, (i, source)) in mine.iter().enumerate() {
+        let dir = &source.dir;
+        let song = load_song_source(source, pairs_cfg.sample_rate)?;
         skipped_files.extend(song.skipped.iter().cloned());
         let mut rng = StdRng::seed_from_u64(song_seed(config.seed, *i));
         let mut misses = 0;
