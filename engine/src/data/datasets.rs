@@ -35,8 +35,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::audio::read_audio;
-use crate::data::pairs::{category_of_stem_name, Song, SongStem};
+use crate::data::pairs::{add_stem, category_of_stem_name, Song, SongStem};
 use crate::data::Category;
 
 /// Audio file extensions the loaders read (everything [`read_audio`] decodes).
@@ -244,28 +243,7 @@ pub fn load_song_source(source: &SongSource, sample_rate: u32) -> Result<Song> {
     }
     let mut stems: Vec<SongStem> = Vec::new();
     for (category, path) in &source.stems {
-        let audio = read_audio(path)
-            .with_context(|| format!("{}: cannot read stem", path.display()))?
-            .to_mono_at(sample_rate)
-            .with_context(|| format!("{}: cannot resample stem", path.display()))?;
-        let samples = audio.channels.into_iter().next().unwrap_or_default();
-        match stems.iter_mut().find(|s| s.category == *category) {
-            Some(stem) => {
-                if stem.samples.len() < samples.len() {
-                    stem.samples.resize(samples.len(), 0.0);
-                }
-                stem.samples
-                    .iter_mut()
-                    .zip(&samples)
-                    .for_each(|(a, b)| *a += b);
-                stem.paths.push(path.clone());
-            }
-            None => stems.push(SongStem {
-                category: *category,
-                paths: vec![path.clone()],
-                samples,
-            }),
-        }
+        add_stem(&mut stems, *category, path, sample_rate)?;
     }
     stems.sort_by_key(|s| s.category.id());
     let len = stems.iter().map(|s| s.samples.len()).max().unwrap_or(0);
@@ -291,28 +269,22 @@ pub fn load_dataset(root: &Path, sample_rate: u32) -> Result<Vec<Song>> {
 // Folder helpers
 
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
-        let path = entry.path();
-        if path.is_dir() {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
+    entries_where(dir, Path::is_dir)
 }
 
 fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    entries_where(dir, Path::is_file)
+}
+
+/// The sorted entries of `dir` that pass `keep`.
+fn entries_where(dir: &Path, keep: fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
         let path = entry.path();
-        if path.is_file() {
+        if keep(&path) {
             out.push(path);
         }
     }

@@ -202,28 +202,7 @@ pub fn load_song(dir: &Path, sample_rate: u32) -> Result<Song> {
             ));
             continue;
         };
-        let audio = read_audio(&path)
-            .with_context(|| format!("{}: cannot read stem", path.display()))?
-            .to_mono_at(sample_rate)
-            .with_context(|| format!("{}: cannot resample stem", path.display()))?;
-        let samples = audio.channels.into_iter().next().unwrap_or_default();
-        match stems.iter_mut().find(|s| s.category == category) {
-            Some(stem) => {
-                if stem.samples.len() < samples.len() {
-                    stem.samples.resize(samples.len(), 0.0);
-                }
-                stem.samples
-                    .iter_mut()
-                    .zip(&samples)
-                    .for_each(|(a, b)| *a += b);
-                stem.paths.push(path);
-            }
-            None => stems.push(SongStem {
-                category,
-                paths: vec![path],
-                samples,
-            }),
-        }
+        add_stem(&mut stems, category, &path, sample_rate)?;
     }
     if stems.is_empty() {
         bail!(
@@ -360,4 +339,37 @@ pub fn load_songs(root: &Path, sample_rate: u32) -> Result<Vec<Song>> {
         .iter()
         .map(|d| load_song(d, sample_rate))
         .collect()
+}
+
+/// Reads the stem file `path` as mono at `sample_rate` and adds it to `stems`: summed into the
+/// stem of the same category if there is one (so a category appears once per song).
+pub(crate) fn add_stem(
+    stems: &mut Vec<SongStem>,
+    category: Category,
+    path: &Path,
+    sample_rate: u32,
+) -> Result<()> {
+    let audio = read_audio(path)
+        .with_context(|| format!("{}: cannot read stem", path.display()))?
+        .to_mono_at(sample_rate)
+        .with_context(|| format!("{}: cannot resample stem", path.display()))?;
+    let samples = audio.channels.into_iter().next().unwrap_or_default();
+    match stems.iter_mut().find(|s| s.category == category) {
+        Some(stem) => {
+            if stem.samples.len() < samples.len() {
+                stem.samples.resize(samples.len(), 0.0);
+            }
+            stem.samples
+                .iter_mut()
+                .zip(&samples)
+                .for_each(|(a, b)| *a += b);
+            stem.paths.push(path.to_path_buf());
+        }
+        None => stems.push(SongStem {
+            category,
+            paths: vec![path.to_path_buf()],
+            samples,
+        }),
+    }
+    Ok(())
 }

@@ -158,37 +158,11 @@ pub struct Timings {
     pub total_s: f64,
 }
 
-/// The sampler settings as stored with a take.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettingsRecord {
-    pub steps: Vec<usize>,
-    pub temperature: f64,
-    pub w_confidence: f64,
-    pub w_position: f64,
-    pub w_random: f64,
-    pub lambda_context: f64,
-    pub lambda_category: f64,
-}
-
-impl From<&SamplerSettings> for SettingsRecord {
-    fn from(s: &SamplerSettings) -> Self {
-        SettingsRecord {
-            steps: s.steps.clone(),
-            temperature: s.temperature,
-            w_confidence: s.w_confidence,
-            w_position: s.w_position,
-            w_random: s.w_random,
-            lambda_context: s.lambda_context,
-            lambda_category: s.lambda_category,
-        }
-    }
-}
-
 /// What a take was made with (written next to it by callers that keep takes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StemMetadata {
     pub seed: u64,
-    pub settings: SettingsRecord,
+    pub settings: SamplerSettings,
     pub category_id: u32,
     pub category: String,
     /// `"audio"` or `"metronome"`.
@@ -480,7 +454,7 @@ impl Generator {
 
         let metadata = StemMetadata {
             seed: request.settings.seed,
-            settings: SettingsRecord::from(&request.settings),
+            settings: request.settings.clone(),
             category_id,
             category: category_name,
             context: context_kind.into(),

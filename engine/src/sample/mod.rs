@@ -107,8 +107,9 @@ impl FromStr for Preset {
     }
 }
 
-/// Everything that decides what the sampler draws, apart from the inputs.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything that decides what the sampler draws, apart from the inputs (also stored with
+/// each take's metadata).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SamplerSettings {
     /// Iterations per level, coarse to fine; one entry per model level, each at least 1.
     pub steps: Vec<usize>,
