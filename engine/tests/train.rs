@@ -70,10 +70,11 @@ fn train_config(steps: usize) -> ModelTrainConfig {
     }
 }
 
-#[test]
-fn trains_checkpoints_and_resumes() {
+/// A token cache of `songs` songs with `pairs_per_song` 1 s pairs, tokenised by the tiny
+/// fixture EnCodec.
+fn tiny_cache(songs: usize, pairs_per_song: usize) -> TokenCache {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 11);
+    write_dataset(data.path(), songs);
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encodec/model.safetensors");
     let codec = Encodec::load_with_sidecar_config(&fixture, &Device::Cpu).unwrap();
@@ -83,7 +84,7 @@ fn trains_checkpoints_and_resumes() {
             crop_seconds: 1.0,
             ..PairConfig::default()
         },
-        pairs_per_song: 4,
+        pairs_per_song: pairs_per_song,
         seed: 1,
     };
     write_shard(
@@ -95,7 +96,12 @@ fn trains_checkpoints_and_resumes() {
         &mut |_, _| {},
     )
     .unwrap();
-    let cache = TokenCache::open(cache_dir.path()).unwrap();
+    TokenCache::open(cache_dir.path()).unwrap()
+}
+
+#[test]
+fn trains_checkpoints_and_resumes() {
+    let cache = tiny_cache(11, 4);
     assert_eq!(cache.info.frames, 50);
 
     let out = tempfile::tempdir().unwrap();
@@ -157,30 +163,7 @@ fn schedule_warms_up_holds_and_halves() {
 
 #[test]
 fn mismatched_cache_and_model_is_an_error() {
-    let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 2);
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encodec/model.safetensors");
-    let codec = Encodec::load_with_sidecar_config(&fixture, &Device::Cpu).unwrap();
-    let cache_dir = tempfile::tempdir().unwrap();
-    let config = CacheConfig {
-        pairs: PairConfig {
-            crop_seconds: 1.0,
-            ..PairConfig::default()
-        },
-        pairs_per_song: 1,
-        seed: 1,
-    };
-    write_shard(
-        data.path(),
-        &codec,
-        &config,
-        ShardSpec::ALL,
-        cache_dir.path(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let cache = TokenCache::open(cache_dir.path()).unwrap();
+    let cache = tiny_cache(2, 1);
     let mut model = tiny_model();
     model.codebook_size = 2048;
     let out = tempfile::tempdir().unwrap();
