@@ -84,7 +84,7 @@ fn tiny_cache(songs: usize, pairs_per_song: usize) -> TokenCache {
             crop_seconds: 1.0,
             ..PairConfig::default()
         },
-        pairs_per_song: pairs_per_song,
+        pairs_per_song,
         seed: 1,
     };
     write_shard(
