@@ -5,6 +5,7 @@ pub mod audio;
 pub mod bench;
 pub mod codec;
 pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod pipeline;

@@ -97,6 +97,19 @@ impl Stft {
         (self.analyse_padded(&padded, frames), frames)
     }
 
+    /// Complex STFT `[frames][bins]` on librosa's frame grid (`stft(center=True,
+    /// pad_mode="constant")`): the clip zero-padded by `n_fft / 2` on both sides, giving
+    /// `1 + len / hop` frames. `eval` uses it so its features match librosa frame for frame;
+    /// the tokenizer keeps [`Stft::forward`].
+    pub fn forward_zero_padded(&self, x: &[f32]) -> (Vec<Complex32>, usize) {
+        let frames = 1 + x.len() / self.hop;
+        let half = self.n_fft / 2;
+        let mut padded = vec![0.0f32; self.padded_len(frames)];
+        let n = x.len().min(padded.len() - half);
+        padded[half..half + n].copy_from_slice(&x[..n]);
+        (self.analyse_padded(&padded, frames), frames)
+    }
+
     /// STFT of an already padded buffer: frame `t` is `padded[t * hop .. t * hop + n_fft]`.
     fn analyse_padded(&self, padded: &[f32], frames: usize) -> Vec<Complex32> {
         let (n_fft, hop, bins) = (self.n_fft, self.hop, self.bins());
