@@ -89,6 +89,10 @@ pub fn multi_resolution_stft_distance(reference: &[f32], estimate: &[f32]) -> f6
     total / MRSTFT_RESOLUTIONS.len() as f64
 }
 
+/// Log-spectral distance in dB, the tokenizer's own metric, re-exported so codec reports
+/// take every number from here.
+pub use crate::codec::magnitude::metrics::log_spectral_distance;
+
 /// 80-band log-mel L1 distance: the tokenizer's own metric
 /// ([`crate::codec::magnitude::metrics::mel_l1`]), so codec numbers stay comparable.
 pub fn mel_distance(reference: &[f32], estimate: &[f32], sample_rate: u32) -> f64 {
