@@ -197,3 +197,165 @@ impl std::fmt::Display for ModelBench {
         )
     }
 }
+
+/// One timed generation of [`generation`].
+#[derive(Debug, Serialize)]
+pub struct GenerationRun {
+    pub preset: String,
+    pub seconds: f64,
+    /// Guided model iterations (each a forward of up to 3 rows) over all windows.
+    pub iterations: usize,
+    pub total_s: f64,
+    pub encode_s: f64,
+    pub sample_s: f64,
+    pub decode_s: f64,
+    /// Seconds per guided iteration of the transformer (sampling time / iterations).
+    pub iteration_s: f64,
+    /// Achieved GFLOP/s of the forward passes (analytic FLOPs / sampling time).
+    pub forward_gflops: f64,
+    /// Wall time per second of audio (below 1: faster than real time).
+    pub rtf: f64,
+}
+
+/// What `stemgen bench generate` measures for one model directory.
+#[derive(Debug, Serialize)]
+pub struct GenerationBench {
+    pub model_dir: String,
+    pub params_m: f64,
+    pub tokenizer: String,
+    pub load_s: f64,
+    pub matmul_gflops: f64,
+    /// Tokenizer encode and decode real-time factors on 10 s of the benchmark context.
+    pub encode_rtf: f64,
+    pub decode_rtf: f64,
+    pub runs: Vec<GenerationRun>,
+    /// Peak resident memory of this process (Linux `VmHWM`), if known.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Peak resident set size of this process in MB (Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Loads the model directory and generates a `bass` stem against a 120 BPM metronome context
+/// for every preset and length (seed 0), timing each stage end to end as a user would see it.
+pub fn generation(
+    model_dir: &std::path::Path,
+    presets: &[crate::sample::Preset],
+    lengths: &[f64],
+) -> Result<GenerationBench> {
+    use crate::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
+    use std::sync::atomic::AtomicBool;
+    let t = Instant::now();
+    let generator = Generator::load(model_dir)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let cfg = generator.config().clone();
+    let params_m = cfg.parameter_count() as f64 / 1e6;
+    let matmul = matmul_gflops(2048, 2)?;
+    let tok = generator.tokenizer();
+
+    // The tokenizer alone, on 10 s of the same click context.
+    let click = crate::generate::metronome(120.0, 4, 5, tok.sample_rate());
+    let (enc_s, tokens) = best_time(1, || tok.encode(&click, &mut no_progress()))?;
+    let (dec_s, _) = best_time(1, || tok.decode(&tokens, &mut no_progress()))?;
+    let click_s = click.duration_secs();
+
+    let cancel = AtomicBool::new(false);
+    let mut runs = Vec::new();
+    for &preset in presets {
+        for &seconds in lengths {
+            let mut request = GenerateRequest::new(
+                ContextSource::Metronome {
+                    bpm: 120.0,
+                    beats_per_bar: 4,
+                    bars: 1,
+                },
+                CategoryChoice::Name("bass".into()),
+                generator.settings(preset),
+            );
+            request.length = Some(Length::Seconds(seconds));
+            let mut iterations = 0;
+            let stem = generator.generate(
+                &request,
+                &mut |p| {
+                    if let crate::generate::Progress::Sampling { total, .. } = p {
+                        iterations = total;
+                    }
+                },
+                &cancel,
+            )?;
+            let tm = &stem.metadata.timings;
+            let frames = stem.tokens.frames.min(cfg.max_frames);
+            let flop = model_flops(&cfg, 3, frames) * iterations as f64 / 1e9;
+            runs.push(GenerationRun {
+                preset: preset.name().to_string(),
+                seconds,
+                iterations,
+                total_s: tm.total_s,
+                encode_s: tm.encode_s,
+                sample_s: tm.sample_s,
+                decode_s: tm.decode_s,
+                iteration_s: tm.sample_s / iterations.max(1) as f64,
+                forward_gflops: flop / tm.sample_s,
+                rtf: tm.total_s / seconds,
+            });
+        }
+    }
+    Ok(GenerationBench {
+        model_dir: model_dir.display().to_string(),
+        params_m,
+        tokenizer: tok.name().to_string(),
+        load_s,
+        matmul_gflops: matmul,
+        encode_rtf: enc_s / click_s,
+        decode_rtf: dec_s / click_s,
+        runs,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+impl std::fmt::Display for GenerationBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}: {:.1}M parameters, tokenizer {}; loaded in {:.2} s; tokenizer RTF encode {:.3}, decode {:.3}; matmul {:.0} GFLOP/s",
+            self.model_dir,
+            self.params_m,
+            self.tokenizer,
+            self.load_s,
+            self.encode_rtf,
+            self.decode_rtf,
+            self.matmul_gflops
+        )?;
+        writeln!(
+            f,
+            "| preset | stem s | iterations | total s | encode s | sample s | decode s | s/iteration | forward GFLOP/s | RTF |"
+        )?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|")?;
+        for r in &self.runs {
+            writeln!(
+                f,
+                "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} ({:.0}% of matmul) | {:.3} |",
+                r.preset,
+                r.seconds,
+                r.iterations,
+                r.total_s,
+                r.encode_s,
+                r.sample_s,
+                r.decode_s,
+                r.iteration_s,
+                r.forward_gflops,
+                100.0 * r.forward_gflops / self.matmul_gflops,
+                r.rtf
+            )?;
+        }
+        if let Some(mb) = self.peak_rss_mb {
+            writeln!(f, "peak memory: {mb:.0} MB")?;
+        }
+        Ok(())
+    }
+}

@@ -34,6 +34,17 @@ enum Command {
         /// Directory with config.json and model.safetensors.
         model_dir: PathBuf,
     },
+    /// Copy a model directory (e.g. a training checkpoint) for shipping, weights and codebooks
+    /// as f16, without the training state; the copy is loaded once as a check.
+    Export {
+        /// Model directory to copy (config.json, model.safetensors, tokenizer.json, tokenizer/).
+        from: PathBuf,
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        /// Keep f32 weights instead of storing f16.
+        #[arg(long)]
+        full_precision: bool,
+    },
     /// Generate one instrument stem that fits a context (a mix, or a metronome click).
     Generate(GenerateArgs),
     /// Prepare training data.
@@ -222,6 +233,22 @@ enum CodecCommand {
         #[command(flatten)]
         codec: CodecWeights,
     },
+    /// Held-out quality of a magnitude-RVQ tokenizer on songs (every 10th song of the folder,
+    /// as `train tokenizer` holds out): LSD and mel L1 per number of levels, and the LSD of the
+    /// decoded magnitudes before phase reconstruction.
+    Eval {
+        /// Tokenizer folder (or model directory's `tokenizer/`).
+        #[arg(long, value_name = "DIR")]
+        tokenizer: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        songs: PathBuf,
+        /// Griffin-Lim iterations to decode with (default: the tokenizer's own setting).
+        #[arg(long)]
+        gl_iters: Option<usize>,
+        /// Griffin-Lim momentum (default: the tokenizer's own setting).
+        #[arg(long)]
+        gl_momentum: Option<f32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +262,20 @@ enum BenchCommand {
         sizes: Vec<String>,
         #[arg(long, default_value_t = 2)]
         repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End-to-end generation time of a model directory per preset and stem length (metronome
+    /// context, `bass`), tokenizer real-time factors, load time and peak memory.
+    Generate {
+        /// Model directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long, value_name = "DIR", default_value = "assets/default")]
+        model: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "draft,normal")]
+        presets: Vec<stemgen::sample::Preset>,
+        /// Stem lengths in seconds.
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20,30")]
+        seconds: Vec<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -316,6 +357,36 @@ fn encode_file(model: &Encodec, input: &Path) -> Result<(audio::Audio, Tokens)> 
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Codec(CodecCommand::Eval {
+            tokenizer,
+            songs,
+            gl_iters,
+            gl_momentum,
+        }) => {
+            use stemgen::codec::magnitude::{metrics, MagnitudeTokenizer};
+            let tok = MagnitudeTokenizer::load(&tokenizer)?;
+            let (iters, momentum) = (
+                gl_iters.unwrap_or(tok.config().gl_iters),
+                gl_momentum.unwrap_or(tok.config().gl_momentum),
+            );
+            let tok = tok.with_griffin_lim(iters, momentum)?;
+            let (_, held_out) = stemgen::pipeline::song_mixes(&songs, tok.config().sample_rate)?;
+            let t = std::time::Instant::now();
+            let report = metrics::evaluate_report(&tok, &held_out)?;
+            println!(
+                "{} held-out songs, Griffin-Lim {iters} iterations (momentum {momentum}), {:.0} s",
+                held_out.len(),
+                t.elapsed().as_secs_f64()
+            );
+            println!("| levels | LSD dB | mel L1 | LSD of the decoded magnitudes dB |");
+            println!("|---|---|---|---|");
+            for r in report {
+                println!(
+                    "| {} | {:.2} | {:.3} | {:.2} |",
+                    r.levels, r.lsd_db, r.mel_l1, r.token_lsd_db
+                );
+            }
+        }
         Command::Codec(CodecCommand::Encode {
             input,
             output,
@@ -374,6 +445,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Data(cmd) => data_command(cmd)?,
         Command::Train(cmd) => train_command(cmd)?,
+        Command::Export {
+            from,
+            out,
+            full_precision,
+        } => {
+            stemgen::pipeline::export_model_dir(&from, &out, !full_precision)?;
+            println!("{} -> {}", from.display(), out.display());
+        }
         Command::Info { model_dir } => {
             let checkpoint = ModelCheckpoint::load(&model_dir, &Device::Cpu)?;
             let config = checkpoint.config();
@@ -399,6 +478,26 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     print!("{report}");
                 }
+            }
+        }
+        Command::Bench(BenchCommand::Generate {
+            model,
+            presets,
+            seconds,
+            json,
+        }) => {
+            for &s in &seconds {
+                anyhow::ensure!(
+                    s > 0.0 && s <= stemgen::generate::MAX_SECONDS,
+                    "--seconds {s} must be in (0, {}]",
+                    stemgen::generate::MAX_SECONDS
+                );
+            }
+            let report = stemgen::bench::generation(&model, &presets, &seconds)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
             }
         }
         Command::Bench(BenchCommand::Codec {

@@ -127,3 +127,56 @@ pub fn attach_tokenizer(model_dir: &Path, tokenizer_dir: &Path) -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Copies a model directory (e.g. a training checkpoint) to `dst` for shipping: JSON files as
+/// they are, every safetensors file (the model's weights, the tokenizer's codebooks) with its
+/// f32 tensors stored as f16 when `half` — half the size in git, and the loaders widen them
+/// to f32 — and the training state left behind. The result is loaded once as a check.
+pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
+    use candle_core::DType;
+    fn copy_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
+        std::fs::create_dir_all(dst)
+            .with_context(|| format!("{}: cannot create", dst.display()))?;
+        for entry in
+            std::fs::read_dir(src).with_context(|| format!("{}: cannot read", src.display()))?
+        {
+            let path = entry?.path();
+            let name = path.file_name().expect("a directory entry has a name");
+            let out = dst.join(name);
+            if path.is_dir() {
+                copy_dir(&path, &out, half)?;
+            } else if name == "train_state.json" || name.to_string_lossy().ends_with(".tmp") {
+                continue;
+            } else if half && path.extension().is_some_and(|e| e == "safetensors") {
+                let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+                    .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+                let converted = tensors
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let t = if t.dtype() == DType::F32 {
+                            t.to_dtype(DType::F16)?
+                        } else {
+                            t
+                        };
+                        Ok((k, t))
+                    })
+                    .collect::<Result<std::collections::HashMap<_, _>>>()?;
+                candle_core::safetensors::save(&converted, &out)
+                    .with_context(|| format!("{}: cannot write", out.display()))?;
+            } else {
+                std::fs::copy(&path, &out)
+                    .with_context(|| format!("{}: cannot copy", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+    anyhow::ensure!(
+        src != dst,
+        "{}: export needs a different destination",
+        src.display()
+    );
+    copy_dir(src, dst, half)?;
+    crate::generate::Generator::load(dst)
+        .with_context(|| format!("{}: the exported model does not load", dst.display()))?;
+    Ok(())
+}

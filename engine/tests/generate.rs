@@ -499,3 +499,72 @@ fn cli_generates_from_a_context_and_a_metronome() {
         assert!(stderr.contains(needle), "{stderr}");
     }
 }
+
+#[test]
+fn export_stores_half_precision_weights_that_load_and_generate() {
+    let dir = model_dir(&tiny_config());
+    std::fs::write(dir.path().join("train_state.json"), "{}").unwrap();
+    let out = dir.path().join("exported");
+    stemgen::pipeline::export_model_dir(dir.path(), &out, true).unwrap();
+    assert!(!out.join("train_state.json").exists());
+
+    let original =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    let halved =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(original.len(), halved.len());
+    for (name, t) in &original {
+        let h = &halved[name];
+        assert_eq!(h.dtype(), candle_core::DType::F16, "{name}");
+        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = h
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs().max(1e-2),
+                "{name}: {x} vs {y}"
+            );
+        }
+    }
+    let generator = Generator::load(&out).unwrap();
+    let stem = run(
+        &generator,
+        &request(&generator, ContextSource::Audio(music(1.0, 32_000)), 0.5, 1),
+    )
+    .unwrap();
+    assert!(stem.audio.first_non_finite().is_none());
+
+    // Exporting over its own source is refused rather than corrupting it.
+    assert!(stemgen::pipeline::export_model_dir(&out, &out, true).is_err());
+}
+
+#[test]
+fn bench_generate_reports_every_preset_and_length() {
+    let dir = model_dir(&tiny_config());
+    let o = stemgen_cli(&[
+        "bench",
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--presets",
+        "draft",
+        "--seconds",
+        "0.5,1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, seconds) in runs.iter().zip([0.5, 1.0]) {
+        assert_eq!(run["preset"], "draft");
+        assert_eq!(run["seconds"].as_f64().unwrap(), seconds);
+        assert!(run["iterations"].as_u64().unwrap() >= 4, "{run}");
+        assert!(run["total_s"].as_f64().unwrap() > 0.0);
+    }
+}

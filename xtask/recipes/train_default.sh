@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Recipe for the default model: synthetic FluidR3 songs -> magnitude-RVQ tokenizer -> token
-# cache -> StemGen model. Every step resumes or skips what is already done, so the script can
-# be re-run after an interruption. Data and checkpoints live in work-data/ (ignored by git).
+# Recipe for the shipped default model (assets/default): synthetic FluidR3 songs ->
+# magnitude-RVQ tokenizer -> token cache -> StemGen model -> f16 export. Every step resumes or
+# skips what is already done, so the script can be re-run after an interruption (the model
+# resumes from its last checkpoint). Data and checkpoints live in work-data/ (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data/default}
-SONGS=${SONGS:-150}
-STEPS=${STEPS:-20000}
+STEPS=${STEPS:-3000}
 BIN=target/release/stemgen
-cargo build --release -p stemgen-engine
+cargo build --release -p stemgen-engine --bin stemgen
 SF=/usr/share/sounds/sf2/FluidR3_GM.sf2   # apt-get install fluid-soundfont-gm
-[ -d "$W/songs" ] || $BIN data synth --out "$W/songs" --songs "$SONGS" --seconds 60 --seed 1000 --soundfont "$SF"
+# 600 one-minute songs in two seeded batches; the tokenizer learns from the first 200 mixes.
+[ -d "$W/songs" ] || $BIN data synth --out "$W/songs" --songs 200 --seconds 60 --seed 1000 --soundfont "$SF"
+[ -d "$W/songs-b" ] || $BIN data synth --out "$W/songs-b" --songs 400 --seconds 60 --seed 5000 --soundfont "$SF"
+if [ ! -d "$W/all" ]; then
+    mkdir -p "$W/all"
+    for d in "$W"/songs/song-*; do ln -s "../songs/$(basename "$d")" "$W/all/a-$(basename "$d")"; done
+    for d in "$W"/songs-b/song-*; do ln -s "../songs-b/$(basename "$d")" "$W/all/b-$(basename "$d")"; done
+fi
 [ -f "$W/tokenizer/tokenizer.json" ] || $BIN train tokenizer --songs "$W/songs" --out "$W/tokenizer" --seed 0
-[ -n "$(ls "$W"/cache/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/songs" --tokenizer "$W/tokenizer" --out "$W/cache" --pairs-per-song 8 --crop-seconds 10 --seed 0
+[ -n "$(ls "$W"/cache/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/all" --tokenizer "$W/tokenizer" --out "$W/cache" --pairs-per-song 8 --crop-seconds 10 --seed 0
+# ModelConfig::cpu_default (d_model 256, 4 layers); every 10th song is held out for validation.
 $BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model" --steps "$STEPS" \
-    --batch-size 16 --lr 5e-4 --warmup 500 --checkpoint-every 50 --validate-every 250 --seed 0
+    --batch-size 8 --lr 7e-4 --warmup 200 --checkpoint-every 50 --validate-every 250 --seed 0
+$BIN export "$W/model/checkpoint" --out assets/default
+# The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
+python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings
+python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-bass.wav 4 8 bass

@@ -52,16 +52,18 @@ impl ModelConfig {
         }
     }
 
-    /// The starting size for a model trained and run on an ordinary 2-core CPU: 10 s windows
-    /// (500 frames at 50 Hz), d_model 256 x 6 layers (~8M parameters, about a fifth of the
-    /// PyTorch anchor's 31.5M per iteration). The budget is a 10 s stem in ~5 s with
-    /// the `normal` preset (32 iterations); `stemgen bench model` is how to check a size.
+    /// The size of the shipped default model, trained and run on an ordinary 2-core CPU: 10 s
+    /// windows (500 frames at 50 Hz), d_model 256 x 4 layers (~7.4M parameters, half of them
+    /// the level embeddings and output heads). Chosen by compute: a CPU-hour of training is
+    /// ~1-2e14 FLOP, for which a few million non-embedding parameters is about the
+    /// compute-optimal size; and 32 guided iterations (`normal`) of it must fit the 5 s budget
+    /// for a 10 s stem (`stemgen bench generate` measures it).
     pub fn cpu_default() -> Self {
         ModelConfig {
             levels: 4,
             codebook_size: 2048,
             d_model: 256,
-            n_layers: 6,
+            n_layers: 4,
             n_heads: 4,
             n_categories: 18,
             max_frames: 500,

@@ -250,6 +250,26 @@ impl MagnitudeTokenizer {
         &self.codebooks
     }
 
+    /// The same tokens with another Griffin-Lim setting: the decoder is not part of the token
+    /// definition, so this never changes what `encode` returns.
+    pub fn with_griffin_lim(mut self, iters: usize, momentum: f32) -> Result<Self> {
+        self.config.gl_iters = iters;
+        self.config.gl_momentum = momentum;
+        self.config.validate()?;
+        Ok(self)
+    }
+
+    /// Log-magnitudes in dB `[frames][bins]` of a mono clip at the tokenizer's rate, on the
+    /// scale and floor that [`Self::decode_db`] uses (the target the tokens approximate).
+    pub fn analyse_db(&self, samples: &[f32]) -> Vec<f32> {
+        let (spec, _) = self.stft.forward(samples);
+        let inv_scale = 1.0 / self.stft.amplitude_scale();
+        let floor = 10f32.powf(self.config.floor_db / 20.0);
+        spec.iter()
+            .map(|c| 20.0 * (c.norm() * inv_scale).max(floor).log10())
+            .collect()
+    }
+
     /// Trains the RVQ codebooks on `clips` (any rate and channel count; mixed to mono at
     /// `config.sample_rate`). Deterministic for a given seed.
     pub fn train(clips: &[Audio], config: MagnitudeConfig, seed: u64) -> Result<Self> {
