@@ -137,6 +137,9 @@ enum TrainCommand {
         validate_every: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where to train: cpu, cuda or metal (the last two need a build with that feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -145,6 +148,9 @@ struct GenerateArgs {
     /// Model directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
+    /// Where the model runs: cpu, cuda or metal (the last two need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// The music to listen to (WAV/FLAC/OGG/MP3, any rate and channel count); the stem comes
     /// out at its rate and channel count.
     #[arg(long, value_name = "FILE", conflicts_with = "metronome")]
@@ -378,12 +384,12 @@ fn run(cli: Cli) -> Result<()> {
                 held_out.len(),
                 t.elapsed().as_secs_f64()
             );
-            println!("| levels | LSD dB | mel L1 | LSD of the decoded magnitudes dB |");
-            println!("|---|---|---|---|");
+            println!("| levels | LSD dB | mel L1 | LSD of the decoded magnitudes dB | SI-SDR dB |");
+            println!("|---|---|---|---|---|");
             for r in report {
                 println!(
-                    "| {} | {:.2} | {:.3} | {:.2} |",
-                    r.levels, r.lsd_db, r.mel_l1, r.token_lsd_db
+                    "| {} | {:.2} | {:.3} | {:.2} | {:.1} |",
+                    r.levels, r.lsd_db, r.mel_l1, r.token_lsd_db, r.si_sdr_db
                 );
             }
         }
@@ -524,6 +530,20 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `cpu`, `cuda` or `metal` (GPU 0). candle answers a GPU request in a build without that
+/// feature with an error, which is passed on with the flag to rebuild with.
+fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).context(
+            "--device cuda: no usable CUDA GPU (build with `--features cuda` on a machine with the CUDA toolkit)",
+        ),
+        "metal" => Device::new_metal(0)
+            .context("--device metal: no usable Metal GPU (build with `--features metal` on macOS)"),
+        other => anyhow::bail!("--device '{other}' is not one of cpu, cuda, metal"),
+    }
+}
+
 fn counting_bar(total: u64, what: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -646,8 +666,10 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             checkpoint_every,
             validate_every,
             seed,
+            device,
         } => {
             use stemgen::train::{LrSchedule, ModelTrainConfig};
+            let device = parse_device(&device)?;
             let model_config = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -681,7 +703,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 &model_config,
                 &train,
                 &out,
-                &Device::Cpu,
+                &device,
                 &mut |step, _, loss, acc| {
                     bar.set_position(step as u64);
                     bar.set_message(format!("loss {loss:.3} acc {acc:.3}"));
@@ -763,7 +785,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         _ => None,
     };
 
-    let generator = Generator::load(&args.model)?;
+    let generator = Generator::load_on(&args.model, &parse_device(&args.device)?)?;
     let mut settings = generator.settings(preset);
     settings.lambda_context = args.cfg_context;
     settings.lambda_category = args.cfg_instrument;

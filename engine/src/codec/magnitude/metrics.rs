@@ -192,6 +192,9 @@ pub struct LevelReport {
     pub mel_l1: f64,
     /// LSD of the decoded magnitudes before phase reconstruction (the tokens' own error).
     pub token_lsd_db: f64,
+    /// Scale-invariant SDR of the waveform; low for any magnitude codec, whose phase is
+    /// re-estimated (DESIGN §6), so reported but not a quality target.
+    pub si_sdr_db: f64,
 }
 
 /// [`LevelReport`] for every number of levels `1..=Q`, frame-weighted over `clips`.
@@ -203,7 +206,7 @@ pub fn evaluate_report(
     let floor = LSD_FLOOR_DB as f32;
     let bins = tokenizer.config().bins();
     let levels = tokenizer.num_levels();
-    let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); levels];
+    let mut sums = vec![(0.0f64, 0.0f64, 0.0f64, 0.0f64); levels];
     let mut weight = 0.0;
     for clip in clips {
         let reference = clip.to_mono_at(sr)?;
@@ -234,6 +237,7 @@ pub fn evaluate_report(
             sum.0 += l * w;
             sum.1 += m * w;
             sum.2 += token_lsd * w;
+            sum.3 += crate::eval::metrics::si_sdr(x, &decoded.channels[0]) * w;
         }
         weight += w;
     }
@@ -246,6 +250,7 @@ pub fn evaluate_report(
             lsd_db: s.0 / weight,
             mel_l1: s.1 / weight,
             token_lsd_db: s.2 / weight,
+            si_sdr_db: s.3 / weight,
         })
         .collect())
 }
