@@ -9,7 +9,10 @@
 //! - [`Analysis`]: all of them for one clip;
 //! - [`metrics`]: codec metrics and the coherence of a stem with its context;
 //! - [`distribution`]: distances between sets of clips on classical features (labelled as
-//!   such: not VGGish FAD, not the paper's MIRDD).
+//!   such: not VGGish FAD, not the paper's MIRDD);
+//! - [`suite`], [`report`], [`plot`]: `stemgen eval`, every metric for generated stems,
+//!   ablations and real/shuffled anchors on the same held-out clips, written as JSON, Markdown
+//!   and PNG charts.
 
 mod analysis;
 pub mod chroma;
@@ -17,8 +20,11 @@ pub mod distribution;
 pub mod key;
 pub mod metrics;
 pub mod onset;
+pub mod plot;
+pub mod report;
 pub mod rhythm;
 pub mod spectrum;
+pub mod suite;
 
 pub use analysis::{Analysis, ANALYSIS_RATE};
 pub use key::{Key, Mode};

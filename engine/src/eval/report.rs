@@ -1,0 +1,371 @@
+//! Writes a [`SuiteReport`] as `report.json` (everything), `report.md` (tables a person
+//! reads: populations as rows, metrics as columns) and PNG bar charts.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use super::plot::BarChart;
+use super::suite::{Role, SuiteReport};
+
+/// File names written by [`write_all`].
+pub const REPORT_JSON: &str = "report.json";
+pub const REPORT_MD: &str = "report.md";
+pub const PLOT_NORMALISED: &str = "coherence_normalised.png";
+pub const PLOT_RAW: &str = "coherence_raw.png";
+pub const PLOT_DISTANCES: &str = "classical_distances.png";
+
+/// Short column titles of the coherence metrics, in [`super::suite::COHERENCE_METRICS`] order.
+pub const METRIC_TITLES: [&str; 6] = [
+    "onset on grid",
+    "beat F1",
+    "tempo agree",
+    "key score",
+    "beat chroma cos",
+    "in-key share",
+];
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Ceiling => "ceiling",
+        Role::Floor => "floor",
+        Role::Model => "model",
+        Role::Ablation => "ablation",
+        Role::Reference => "reference",
+    }
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "n/a".into(),
+    }
+}
+
+/// The Markdown report.
+pub fn markdown(r: &SuiteReport) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# StemGen evaluation\n");
+    let _ = writeln!(
+        w,
+        "- model: `{}` ({} levels x {} codes, d_model {}, {} layers), tokenizer `{}`",
+        r.model_dir.display(),
+        r.model.levels,
+        r.model.codebook_size,
+        r.model.d_model,
+        r.model.n_layers,
+        r.tokenizer
+    );
+    let _ = writeln!(
+        w,
+        "- clips: {} of {:.2} s ({} frames at {} Hz, {:.1} frames/s) from {} songs in `{}` ({} layout){}",
+        r.clips.len(),
+        r.window_seconds,
+        r.window_frames,
+        r.sample_rate,
+        r.frame_rate,
+        r.songs_available,
+        r.songs_dir.display(),
+        r.songs_layout,
+        match &r.synthesized {
+            Some(s) => format!(
+                ", synthesized with seeds {}..{} ({:.0} s songs, {}{})",
+                s.base_seed,
+                s.base_seed + s.count as u64 - 1,
+                s.song_seconds,
+                s.soundfont,
+                if s.rendered { "" } else { ", reused" }
+            ),
+            None => String::new(),
+        }
+    );
+    let s = &r.settings;
+    let _ = writeln!(
+        w,
+        "- sampler: preset `{}` (steps {:?}), temperature {}, w_c {}, w_s {}, w_r {}, \
+         lambda_context {}, lambda_category {}; seed of clip i = {} + i{}",
+        r.preset,
+        s.steps,
+        s.temperature,
+        s.w_confidence,
+        s.w_position,
+        s.w_random,
+        s.lambda_context,
+        s.lambda_category,
+        r.seed,
+        if r.quick { " (`--quick`)" } else { "" }
+    );
+    let _ = writeln!(
+        w,
+        "- time: {:.0} s in all (model load {:.1} s, songs {:.1} s, clips and codec round \
+         trip {:.1} s, populations {:.1} s)\n",
+        r.timings.total_s,
+        r.timings.load_model_s,
+        r.timings.songs_s,
+        r.timings.clips_s,
+        r.timings.populations_s
+    );
+
+    let failing: Vec<&str> = r
+        .ceiling_above_floor
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if failing.is_empty() {
+        let _ = writeln!(
+            w,
+            "Ceiling (real) above floor (shuffled) on every coherence metric.\n"
+        );
+    } else {
+        let _ = writeln!(
+            w,
+            "**Ceiling not above floor on: {}** (on this test set these metrics do not \
+             measure coherence).\n",
+            failing.join(", ")
+        );
+    }
+
+    let header = |w: &mut String, first: &str| {
+        let _ = write!(w, "| population | role | {first}");
+        for t in METRIC_TITLES {
+            let _ = write!(w, " {t} |");
+        }
+        let _ = writeln!(w);
+        let _ = write!(w, "|---|---|---|");
+        for _ in METRIC_TITLES {
+            let _ = write!(w, "---:|");
+        }
+        let _ = writeln!(w);
+    };
+
+    let _ = writeln!(w, "## Coherence (mean over clips)\n");
+    let _ = writeln!(
+        w,
+        "Each cell: mean over the clips where the metric is defined (in brackets when that is \
+         fewer than all {}).\n",
+        r.clips.len()
+    );
+    header(w, "time s |");
+    for p in &r.populations {
+        let _ = write!(
+            w,
+            "| {} | {} | {:.0} |",
+            p.population.name,
+            role_name(p.population.role),
+            p.seconds
+        );
+        for m in &p.coherence {
+            let cell = num(m.mean, 3);
+            if m.defined < r.clips.len() {
+                let _ = write!(w, " {cell} ({}) |", m.defined);
+            } else {
+                let _ = write!(w, " {cell} |");
+            }
+        }
+        let _ = writeln!(w);
+    }
+
+    let _ = writeln!(
+        w,
+        "\n## Coherence normalised: floor (shuffled) = 0, ceiling (real) = 1\n"
+    );
+    header(w, "mean |");
+    for p in &r.populations {
+        let defined: Vec<f64> = p.coherence.iter().filter_map(|m| m.normalised).collect();
+        let avg = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
+        let _ = write!(
+            w,
+            "| {} | {} | {} |",
+            p.population.name,
+            role_name(p.population.role),
+            num(avg, 2)
+        );
+        for m in &p.coherence {
+            let _ = write!(w, " {} |", num(m.normalised, 2));
+        }
+        let _ = writeln!(w);
+    }
+
+    let _ = writeln!(
+        w,
+        "\n## Classical-feature distribution distances to the real (tokenized) targets\n"
+    );
+    let _ = writeln!(
+        w,
+        "Classical-feature metrics (librosa-style features, standardised by the real targets): \
+         not VGGish FAD, not the paper's MIRDD. Lower is closer to the real stems.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| population | classical Fréchet | classical KAD | MIRDD-classical (mean KL) |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|");
+    for p in &r.populations {
+        let d = &p.classical_distances;
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            p.population.name,
+            num(d.classical_frechet, 3),
+            num(d.classical_kad, 4),
+            num(d.mirdd_classical, 3)
+        );
+    }
+
+    let c = &r.codec;
+    let _ = writeln!(
+        w,
+        "\n## Tokenizer round trip of the real targets\n\n`{}`: mel distance {:.3}, \
+         log-spectral distance {:.2} dB, multi-resolution STFT distance {:.3} (means over \
+         the clips).\n",
+        c.tokenizer, c.mel_distance, c.log_spectral_distance_db, c.multi_resolution_stft_distance
+    );
+
+    let _ = writeln!(w, "## Populations\n");
+    for p in &r.populations {
+        let _ = writeln!(
+            w,
+            "- `{}` ({}): {}",
+            p.population.name,
+            role_name(p.population.role),
+            p.population.description
+        );
+    }
+
+    let _ = writeln!(w, "\n## Clips\n");
+    let _ = writeln!(
+        w,
+        "| # | song | target | crop start s | context stems | shuffled partner | seed |"
+    );
+    let _ = writeln!(w, "|---:|---|---|---:|---|---:|---:|");
+    for clip in &r.clips {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.2} | {} | {} | {} |",
+            clip.index,
+            clip.song,
+            clip.target,
+            clip.crop_start_s,
+            clip.context_stems.join(", "),
+            clip.shuffled_partner,
+            clip.generation_seed
+        );
+    }
+
+    let _ = writeln!(w, "\n## Notes\n");
+    for note in &r.notes {
+        let _ = writeln!(w, "- {note}");
+    }
+    md
+}
+
+/// The bar charts: normalised and raw coherence per population, and the classical distances
+/// (each scaled by its largest value, since their units differ).
+pub fn charts(r: &SuiteReport) -> Vec<(&'static str, BarChart)> {
+    let groups: Vec<String> = r
+        .populations
+        .iter()
+        .map(|p| p.population.name.to_string())
+        .collect();
+    let series: Vec<String> = METRIC_TITLES.iter().map(|s| s.to_string()).collect();
+    let normalised = BarChart {
+        title: "Coherence, normalised: floor (shuffled) = 0, ceiling (real) = 1".into(),
+        y_label: "normalised".into(),
+        groups: groups.clone(),
+        series: series.clone(),
+        values: r
+            .populations
+            .iter()
+            .map(|p| p.coherence.iter().map(|m| m.normalised).collect())
+            .collect(),
+        reference_lines: vec![(0.0, "floor".into()), (1.0, "ceiling".into())],
+        y_range: (0.0, 1.0),
+    };
+    let raw = BarChart {
+        title: format!("Coherence, mean over {} clips", r.clips.len()),
+        y_label: "mean".into(),
+        groups: groups.clone(),
+        series,
+        values: r
+            .populations
+            .iter()
+            .map(|p| p.coherence.iter().map(|m| m.mean).collect())
+            .collect(),
+        reference_lines: vec![],
+        y_range: (0.0, 1.0),
+    };
+    let get = |k: usize, p: &super::suite::PopulationReport| {
+        let d = &p.classical_distances;
+        [d.classical_frechet, d.classical_kad, d.mirdd_classical][k]
+    };
+    let max: Vec<f64> = (0..3)
+        .map(|k| {
+            r.populations
+                .iter()
+                .filter_map(|p| get(k, p))
+                .filter(|v| v.is_finite())
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    let distances = BarChart {
+        title: "Classical-feature distances to the real targets (each / its largest)".into(),
+        y_label: "relative".into(),
+        groups,
+        series: vec![
+            "classical Frechet".into(),
+            "classical KAD".into(),
+            "MIRDD-classical".into(),
+        ],
+        values: r
+            .populations
+            .iter()
+            .map(|p| {
+                (0..3)
+                    .map(|k| get(k, p).map(|v| if max[k] > 0.0 { v / max[k] } else { 0.0 }))
+                    .collect()
+            })
+            .collect(),
+        reference_lines: vec![],
+        y_range: (0.0, 1.0),
+    };
+    vec![
+        (PLOT_NORMALISED, normalised),
+        (PLOT_RAW, raw),
+        (PLOT_DISTANCES, distances),
+    ]
+}
+
+/// Writes report.json, report.md and the PNG charts into `out_dir` (created if needed) and
+/// returns their paths.
+pub fn write_all(r: &SuiteReport, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create the report folder", out_dir.display()))?;
+    let mut written = Vec::new();
+    let json = out_dir.join(REPORT_JSON);
+    std::fs::write(&json, serde_json::to_string_pretty(r)?)
+        .with_context(|| format!("{}: cannot write", json.display()))?;
+    written.push(json);
+    let md = out_dir.join(REPORT_MD);
+    std::fs::write(&md, markdown(r)).with_context(|| format!("{}: cannot write", md.display()))?;
+    written.push(md);
+    for (name, chart) in charts(r) {
+        let path = out_dir.join(name);
+        chart.render().save_png(&path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::suite::COHERENCE_METRICS;
+
+    #[test]
+    fn titles_cover_every_metric() {
+        assert_eq!(METRIC_TITLES.len(), COHERENCE_METRICS.len());
+    }
+}
