@@ -123,7 +123,7 @@ pub fn markdown(r: &SuiteReport) -> String {
         let _ = writeln!(
             w,
             "**Ceiling not above floor on: {}** (on this test set these metrics do not \
-             measure coherence).\n",
+             measure coherence; they are not normalised).\n",
             failing.join(", ")
         );
     }

@@ -27,7 +27,8 @@
 //!   derangement `p` ([`derangement`]) that avoids partners from the same song where the clip
 //!   list allows, so tempo and key really differ.
 //! - **Normalisation.** Each coherence mean is mapped to `(x - floor) / (ceiling - floor)`
-//!   with the codec anchors' means; `None` where the anchors coincide.
+//!   with the codec anchors' means; `None` where the ceiling is not above the floor
+//!   ([`normalise`]).
 //! - **Generation.** [`Generator`] with the preset's steps and the paper's settings
 //!   (lambda_context = lambda_category = 3, w_c = w_s = 0.1, w_r = 1); ablations change only
 //!   the named weights; the sampler seed of clip `i` is `seed + i` in every generated
@@ -45,7 +46,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::analysis::{Analysis, ANALYSIS_RATE};
-use super::distribution::ClassicalDistances;
+use super::distribution::{ClassicalDistances, FEATURE_NAMES};
 use super::metrics::{self, Coherence};
 use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
@@ -99,16 +100,18 @@ pub fn coherence_values(c: &Coherence) -> [Option<f64>; 6] {
     ]
 }
 
-/// Anchors closer than this (every coherence metric lies in [0, 1]) count as equal: dividing
-/// by a rounding-level gap would turn noise into huge normalised values.
+/// The ceiling must exceed the floor by at least this much (every coherence metric lies in
+/// [0, 1]) for a metric to be normalised: dividing by a rounding-level gap would turn noise
+/// into huge values.
 pub const MIN_ANCHOR_GAP: f64 = 1e-6;
 
-/// `(x - floor) / (ceiling - floor)`: 0 at the floor, 1 at the ceiling; `None` when an input
-/// is missing or the anchors are less than [`MIN_ANCHOR_GAP`] apart (the metric does not
-/// separate them at all).
+/// `(x - floor) / (ceiling - floor)`: 0 at the floor, 1 at the ceiling. `None` when an input
+/// is missing or the ceiling is not at least [`MIN_ANCHOR_GAP`] above the floor: such a
+/// metric does not separate real from shuffled pairs on this test set, and a flipped or
+/// near-zero denominator would only produce misleading numbers (the report lists it).
 pub fn normalise(x: Option<f64>, floor: Option<f64>, ceiling: Option<f64>) -> Option<f64> {
     let (x, f, c) = (x?, floor?, ceiling?);
-    ((c - f).abs() >= MIN_ANCHOR_GAP).then(|| (x - f) / (c - f))
+    (c - f >= MIN_ANCHOR_GAP).then(|| (x - f) / (c - f))
 }
 
 /// What `stemgen eval` runs.
@@ -1015,7 +1018,8 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         .iter()
         .enumerate()
         .map(|(k, name)| {
-            let above = matches!((ceiling[k].0, floor[k].0), (Some(c), Some(f)) if c > f);
+            let above =
+                matches!((ceiling[k].0, floor[k].0), (Some(c), Some(f)) if c - f >= MIN_ANCHOR_GAP);
             (name.to_string(), above)
         })
         .collect();
@@ -1023,6 +1027,28 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
 
     let mut settings = base;
     settings.seed = options.seed;
+    let mut notes = vec![
+        "Coherence: context (original crop) vs stem, every metric of engine::eval::metrics; \
+         means over the clips where the metric is defined."
+            .to_string(),
+        "Anchors: `real` (ceiling) and `shuffled` (floor) targets went through the model's \
+         tokenizer (encode + decode), like generated stems; `real_raw` / `shuffled_raw` did \
+         not. Normalised = (mean - floor) / (ceiling - floor) with the tokenized anchors, only \
+         for metrics whose ceiling is above the floor."
+            .to_string(),
+        "Distribution distances are classical-feature metrics (Fréchet distance, KAD and a \
+         MIRDD-like mean KL on librosa-style features) against the real tokenized targets: \
+         not VGGish FAD and not the paper's MIRDD. `shuffled` holds the same stems as `real` \
+         in another order, so its distances are those of `real`."
+            .to_string(),
+    ];
+    if n < 2 * FEATURE_NAMES.len() {
+        notes.push(format!(
+            "{n} clips for {} features: the Fréchet distance's covariances are rank-deficient \
+             and dominated by noise; read KAD and MIRDD-classical, or use more clips.",
+            FEATURE_NAMES.len()
+        ));
+    }
     Ok(SuiteReport {
         format: "stemgen-eval",
         version: 1,
@@ -1047,19 +1073,6 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         codec,
         clips,
         timings,
-        notes: vec![
-            "Coherence: context (original crop) vs stem, every metric of engine::eval::metrics; \
-             means over the clips where the metric is defined."
-                .into(),
-            "Anchors: `real` (ceiling) and `shuffled` (floor) targets went through the model's \
-             tokenizer (encode + decode), like generated stems; `real_raw` / `shuffled_raw` did \
-             not. Normalised = (mean - floor) / (ceiling - floor) with the tokenized anchors."
-                .into(),
-            "Distribution distances are classical-feature metrics (Fréchet distance, KAD and a \
-             MIRDD-like mean KL on librosa-style features) against the real tokenized targets: \
-             not VGGish FAD and not the paper's MIRDD. `shuffled` holds the same stems as `real` \
-             in another order, so its distances are those of `real`."
-                .into(),
-        ],
+        notes,
     })
 }
