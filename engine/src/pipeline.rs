@@ -170,9 +170,15 @@ pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
         }
         Ok(())
     }
+    // Absolute paths, so that a destination inside the source (which the copy would walk
+    // into) is seen however the two are spelled.
+    let absolute = |p: &Path| -> Result<std::path::PathBuf> {
+        std::path::absolute(p).with_context(|| format!("{}: bad path", p.display()))
+    };
     anyhow::ensure!(
-        src != dst,
-        "{}: export needs a different destination",
+        !absolute(dst)?.starts_with(absolute(src)?),
+        "{}: the export destination must be outside the model directory {}",
+        dst.display(),
         src.display()
     );
     copy_dir(src, dst, half)?;

@@ -504,7 +504,8 @@ fn cli_generates_from_a_context_and_a_metronome() {
 fn export_stores_half_precision_weights_that_load_and_generate() {
     let dir = model_dir(&tiny_config());
     std::fs::write(dir.path().join("train_state.json"), "{}").unwrap();
-    let out = dir.path().join("exported");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("exported");
     stemgen::pipeline::export_model_dir(dir.path(), &out, true).unwrap();
     assert!(!out.join("train_state.json").exists());
 
@@ -539,8 +540,10 @@ fn export_stores_half_precision_weights_that_load_and_generate() {
     .unwrap();
     assert!(stem.audio.first_non_finite().is_none());
 
-    // Exporting over its own source is refused rather than corrupting it.
+    // Exporting over or into its own source is refused rather than recursing or corrupting it.
     assert!(stemgen::pipeline::export_model_dir(&out, &out, true).is_err());
+    let inside = stemgen::pipeline::export_model_dir(dir.path(), &dir.path().join("x"), true);
+    assert!(format!("{:#}", inside.unwrap_err()).contains("must be outside"));
 }
 
 #[test]
@@ -566,5 +569,34 @@ fn bench_generate_reports_every_preset_and_length() {
         assert_eq!(run["seconds"].as_f64().unwrap(), seconds);
         assert!(run["iterations"].as_u64().unwrap() >= 4, "{run}");
         assert!(run["total_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn cli_device_flag_gives_a_clear_error_for_unavailable_or_unknown_devices() {
+    let dir = model_dir(&tiny_config());
+    let model = dir.path().to_str().unwrap();
+    let base = [
+        "generate",
+        "--model",
+        model,
+        "--metronome",
+        "--bpm",
+        "120",
+        "--bars",
+        "1",
+        "--instrument",
+        "bass",
+        "-o",
+        "never.wav",
+    ];
+    let o = stemgen_cli(&[&base[..], &["--device", "tpu"]].concat());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("--device 'tpu' is not one of cpu, cuda, metal"));
+    if !cfg!(feature = "cuda") {
+        let o = stemgen_cli(&[&base[..], &["--device", "cuda"]].concat());
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--features cuda"));
     }
 }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data/default}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-1600}
 BIN=target/release/stemgen
 cargo build --release -p stemgen-engine --bin stemgen
 SF=/usr/share/sounds/sf2/FluidR3_GM.sf2   # apt-get install fluid-soundfont-gm
@@ -22,7 +22,7 @@ fi
 [ -n "$(ls "$W"/cache/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/all" --tokenizer "$W/tokenizer" --out "$W/cache" --pairs-per-song 8 --crop-seconds 10 --seed 0
 # ModelConfig::cpu_default (d_model 256, 4 layers); every 10th song is held out for validation.
 $BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model" --steps "$STEPS" \
-    --batch-size 8 --lr 7e-4 --warmup 200 --checkpoint-every 50 --validate-every 250 --seed 0
+    --batch-size 8 --lr 7e-4 --warmup 150 --checkpoint-every 50 --validate-every 200 --seed 0
 $BIN export "$W/model/checkpoint" --out assets/default
 # The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings

@@ -273,7 +273,7 @@ pub struct Coherence {
     /// [`onset_grid_share`] of the stem's onsets on the context's beat grid.
     pub onset_grid_share: Option<f64>,
     /// [`beat_f_measure`] of the context's beats (reference) against the beats of the
-    /// context + stem mix: does adding the stem keep the groove?
+    /// context + stem mix ([`level_matched_mix`]): does adding the stem keep the groove?
     pub beat_f_measure: f64,
     /// 1 if the stem's tempo agrees with the context's ([`tempo_agreement`]), else 0.
     pub tempo_agreement: f64,
@@ -283,6 +283,20 @@ pub struct Coherence {
     pub beat_chroma_cosine: Option<f64>,
     /// [`in_key_chroma_share`] of the stem in the context's key.
     pub in_key_share: Option<f64>,
+}
+
+/// `context + g * stem` with `g` bringing the stem to the context's RMS (no gain for a
+/// silent stem). At its natural level one stem is usually far quieter than the mix around it
+/// and barely moves the beat tracker: measured on held-out songs, beat F-measure then scored
+/// shuffled pairs (0.756) as high as real ones (0.749). Level-matched, a stem that fights the
+/// groove is heard, as a producer auditioning it would hear it.
+pub fn level_matched_mix(context: &[f32], stem: &[f32]) -> Vec<f32> {
+    let rms = |x: &[f32]| {
+        (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len().max(1) as f64).sqrt()
+    };
+    let (rc, rs) = (rms(context), rms(stem));
+    let g = if rs > 1e-9 { (rc / rs) as f32 } else { 0.0 };
+    context.iter().zip(stem).map(|(&a, &b)| a + g * b).collect()
 }
 
 impl Coherence {
@@ -319,7 +333,7 @@ impl Coherence {
         let s = stem.to_mono_at(rate)?.channels.swap_remove(0);
         let n = c.len().min(s.len());
         let (c, s) = (&c[..n], &s[..n]);
-        let mix: Vec<f32> = c.iter().zip(s).map(|(a, b)| a + b).collect();
+        let mix = level_matched_mix(c, s);
         Ok(Coherence::from_analyses(
             &Analysis::of_samples(c, rate),
             &Analysis::of_samples(s, rate),

@@ -8,7 +8,7 @@
 //! weights and the same function up to float rounding, faster, no gradients.
 
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 use super::ModelConfig;
 
@@ -19,11 +19,33 @@ const RMS_EPS: f32 = 1e-5;
 /// uniformly (loss ~ ln codebook_size) instead of confidently wrong.
 const HEAD_INIT_SCALE: f64 = 0.2;
 
-/// Linear layer without bias, LeCun-normal init scaled by `scale` (1 for most layers).
+/// Linear layer without bias, `weight` `[out, in]`. Unlike `candle_nn::Linear`, which runs a
+/// `[B, N, in]` input as B batched products against a broadcast weight, it folds every leading
+/// dimension into the rows of one matrix product: on the CPU one large GEMM keeps both cores
+/// busier than B smaller ones (same values, same gradients).
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let mut shape = xs.dims().to_vec();
+        let rows = xs.elem_count() / in_dim.max(1);
+        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        if let Some(last) = shape.last_mut() {
+            *last = out_dim;
+        }
+        ys.reshape(shape)
+    }
+}
+
+/// [`Linear`] with LeCun-normal init scaled by `scale` (1 for most layers).
 fn linear(in_dim: usize, out_dim: usize, scale: f64, vb: VarBuilder) -> Result<Linear> {
     let stdev = scale / (in_dim as f64).sqrt();
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0., stdev })?;
-    Ok(Linear::new(weight, None))
+    Ok(Linear { weight })
 }
 
 /// RMSNorm from primitives (`rms_norm_slow`) so that training sees its gradient; the fused
