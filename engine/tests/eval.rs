@@ -534,3 +534,23 @@ fn silence_and_short_clips_are_handled() {
     assert_eq!(c.beat_chroma_cosine, None);
     assert_eq!(c.beat_f_measure, 0.0);
 }
+
+#[test]
+fn beat_f_measure_any_level_accepts_offbeat_double_and_half_time_but_not_another_tempo() {
+    use stemgen::eval::metrics::beat_f_measure_any_level;
+    let beats: Vec<f64> = (0..20).map(|i| 0.5 * i as f64).collect(); // 120 BPM
+    let offbeat: Vec<f64> = beats.iter().map(|b| b + 0.25).take(19).collect();
+    let double: Vec<f64> = (0..39).map(|i| 0.25 * i as f64).collect();
+    let half_odd: Vec<f64> = beats.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(beat_f_measure(&beats, &offbeat), 0.0);
+    for (name, est) in [
+        ("off-beat", &offbeat),
+        ("double", &double),
+        ("half", &half_odd),
+    ] {
+        assert!(beat_f_measure_any_level(&beats, est) > 0.99, "{name}");
+    }
+    let other_tempo: Vec<f64> = (0..15).map(|i| 0.1 + 0.66 * i as f64).collect(); // ~91 BPM
+    assert!(beat_f_measure_any_level(&beats, &other_tempo) < 0.5);
+    assert_eq!(beat_f_measure_any_level(&beats, &[]), 0.0);
+}

@@ -652,17 +652,12 @@ fn at_analysis_rate(samples: &[f32], rate: u32) -> Result<Vec<f32>> {
 }
 
 /// [`Coherence::measure`] with the context's analysis computed once per clip: the stem at
-/// the analysis rate, cut or padded to the context, and the level-matched mix of the two.
+/// the analysis rate, cut or padded to the context.
 fn measure(context: &ContextFeatures, stem: &[f32], rate: u32) -> Result<(Coherence, Analysis)> {
     let mut s = at_analysis_rate(stem, rate)?;
     s.resize(context.samples.len(), 0.0);
-    let mix = crate::eval::metrics::level_matched_mix(&context.samples, &s);
     let stem_a = Analysis::of_samples(&s, ANALYSIS_RATE);
-    let mix_a = Analysis::of_samples(&mix, ANALYSIS_RATE);
-    Ok((
-        Coherence::from_analyses(&context.analysis, &stem_a, &mix_a),
-        stem_a,
-    ))
+    Ok((Coherence::from_analyses(&context.analysis, &stem_a), stem_a))
 }
 
 fn mean(values: impl Iterator<Item = Option<f64>>) -> (Option<f64>, usize) {
