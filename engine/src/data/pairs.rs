@@ -231,6 +231,26 @@ pub fn load_song(dir: &Path, sample_rate: u32) -> Result<Song> {
     })
 }
 
+/// A uniformly drawn start and every stem of `song` cropped to `crop_len` samples from it
+/// (zero-padded where a stem ends early; start 0 for songs shorter than the crop).
+pub fn random_stem_crops(
+    song: &Song,
+    crop_len: usize,
+    rng: &mut impl Rng,
+) -> (usize, Vec<Vec<f32>>) {
+    let start = if song.len > crop_len {
+        rng.gen_range(0..=song.len - crop_len)
+    } else {
+        0
+    };
+    let crops = song
+        .stems
+        .iter()
+        .map(|s| crop(&s.samples, start, crop_len))
+        .collect();
+    (start, crops)
+}
+
 /// `samples[start..start + len]`, zero-padded where the stem ends early.
 fn crop(samples: &[f32], start: usize, len: usize) -> Vec<f32> {
     let mut out = vec![0.0; len];
@@ -277,16 +297,7 @@ pub fn draw_pair(song: &Song, config: &PairConfig, rng: &mut impl Rng) -> Option
     }
     let max_context = config.max_context_stems.max(1);
     for _ in 0..config.max_attempts.max(1) {
-        let start = if song.len > crop_len {
-            rng.gen_range(0..=song.len - crop_len)
-        } else {
-            0
-        };
-        let crops: Vec<Vec<f32>> = song
-            .stems
-            .iter()
-            .map(|s| crop(&s.samples, start, crop_len))
-            .collect();
+        let (start, crops) = random_stem_crops(song, crop_len, rng);
         let active: Vec<usize> = (0..crops.len())
             .filter(|&i| level(&crops[i]) >= config.silence_dbfs)
             .collect();

@@ -52,7 +52,7 @@ use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
 use crate::data::cache::song_seed;
 use crate::data::datasets::{list_dataset, load_song_source, SongSource};
-use crate::data::pairs::{PairConfig, Song};
+use crate::data::pairs::{random_stem_crops, PairConfig, Song};
 use crate::data::synth;
 use crate::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
 use crate::model::ModelConfig;
@@ -385,15 +385,6 @@ fn shared_gain(context: &mut [f32], target: &mut [f32]) -> f32 {
     gain_db
 }
 
-fn crop(samples: &[f32], start: usize, len: usize) -> Vec<f32> {
-    let mut out = vec![0.0; len];
-    if start < samples.len() {
-        let end = (start + len).min(samples.len());
-        out[..end - start].copy_from_slice(&samples[start..end]);
-    }
-    out
-}
-
 /// One clip of the test set.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClipInfo {
@@ -431,16 +422,7 @@ fn draw_clip(
     rng: &mut StdRng,
 ) -> Option<(usize, usize, ClipAudio)> {
     for _ in 0..CROP_ATTEMPTS {
-        let start = if song.len > crop_len {
-            rng.gen_range(0..=song.len - crop_len)
-        } else {
-            0
-        };
-        let crops: Vec<Vec<f32>> = song
-            .stems
-            .iter()
-            .map(|s| crop(&s.samples, start, crop_len))
-            .collect();
+        let (start, crops) = random_stem_crops(song, crop_len, rng);
         let mix_without = |t: usize| -> Vec<f32> {
             let mut mix = vec![0.0f32; crop_len];
             for (i, c) in crops.iter().enumerate() {
