@@ -333,7 +333,7 @@ pub fn draw_pair(song: &Song, config: &PairConfig, rng: &mut impl Rng) -> Option
 
 /// Brings the context to `target_rms_dbfs` and scales the target by the same gain, limited so
 /// neither peaks above `max_peak_dbfs`. Returns the gain in dB.
-fn apply_shared_gain(context: &mut [f32], target: &mut [f32], config: &PairConfig) -> f32 {
+pub fn apply_shared_gain(context: &mut [f32], target: &mut [f32], config: &PairConfig) -> f32 {
     let peak = peak(context).max(peak(target));
     let gain_db = (config.target_rms_dbfs - level(context)).min(config.max_peak_dbfs - peak);
     let g = 10f32.powf(gain_db / 20.0);

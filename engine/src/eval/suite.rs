@@ -52,7 +52,7 @@ use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
 use crate::data::cache::song_seed;
 use crate::data::datasets::{list_dataset, load_song_source, SongSource};
-use crate::data::pairs::{random_stem_crops, PairConfig, Song};
+use crate::data::pairs::{apply_shared_gain, random_stem_crops, PairConfig, Song};
 use crate::data::synth;
 use crate::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
 use crate::model::ModelConfig;
@@ -359,30 +359,6 @@ fn level_db(samples: &[f32]) -> f32 {
     } else {
         -200.0
     }
-}
-
-fn peak_db(samples: &[f32]) -> f32 {
-    let p = samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    if p > 0.0 {
-        20.0 * p.log10()
-    } else {
-        -200.0
-    }
-}
-
-/// The training pairs' loudness rule ([`crate::data::pairs`]): the context to the pair RMS
-/// target, the same gain on the target, limited so neither peaks above the pair limit.
-/// Returns the gain in dB.
-fn shared_gain(context: &mut [f32], target: &mut [f32]) -> f32 {
-    let cfg = PairConfig::default();
-    let peak = peak_db(context).max(peak_db(target));
-    let gain_db = (cfg.target_rms_dbfs - level_db(context)).min(cfg.max_peak_dbfs - peak);
-    let g = 10f32.powf(gain_db / 20.0);
-    context
-        .iter_mut()
-        .chain(target.iter_mut())
-        .for_each(|x| *x *= g);
-    gain_db
 }
 
 /// One clip of the test set.
@@ -739,7 +715,11 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                 return false;
             };
             let mut audio = audio;
-            let gain_db = shared_gain(&mut audio.context, &mut audio.target);
+            let gain_db = apply_shared_gain(
+                &mut audio.context,
+                &mut audio.target,
+                &PairConfig::default(),
+            );
             let category = song.stems[t].category;
             *usage.entry(category.id()).or_default() += 1;
             let info = ClipInfo {
