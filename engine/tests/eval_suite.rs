@@ -421,9 +421,20 @@ fn derangement_never_pairs_a_clip_with_itself() {
     assert!(derangement(&[0], 0).is_err());
 }
 
-/// Runs eval expecting failure; returns its one-line error.
-fn eval_error(args: &[&str]) -> String {
-    let o = stemgen(args);
+/// Runs `eval --model M --songs S --out O EXTRA..` expecting failure; returns its one-line
+/// error.
+fn eval_error(model: &Path, songs: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "eval",
+        "--model",
+        path(model),
+        "--songs",
+        path(songs),
+        "--out",
+        path(out),
+    ];
+    args.extend_from_slice(extra);
+    let o = stemgen(&args);
     assert!(!o.status.success(), "expected failure");
     let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
     let last = err.lines().last().unwrap_or("").to_string();
@@ -436,59 +447,23 @@ fn bad_inputs_give_one_line_errors_naming_the_path() {
     let out = tempfile::tempdir().unwrap();
     let songs = songs_dir();
     let missing = out.path().join("no-such-model");
-    let e = eval_error(&[
-        "eval",
-        "--model",
-        path(&missing),
-        "--songs",
-        path(songs.path()),
-        "--out",
-        path(out.path()),
-    ]);
+    let e = eval_error(&missing, songs.path(), out.path(), &[]);
     assert!(e.contains("no-such-model"), "{e}");
 
     let model = model_dir(None);
     let empty = tempfile::tempdir().unwrap();
-    let e = eval_error(&[
-        "eval",
-        "--model",
-        path(model.path()),
-        "--songs",
-        path(empty.path()),
-        "--out",
-        path(out.path()),
-    ]);
+    let e = eval_error(model.path(), empty.path(), out.path(), &[]);
     assert!(e.contains(path(empty.path())), "{e}");
 
     let single = tempfile::tempdir().unwrap();
     let song = single.path().join("lonely-song");
     write_song(&song, 120.0, 45.0, 6.0, &["bass"]);
-    let e = eval_error(&[
-        "eval",
-        "--model",
-        path(model.path()),
-        "--songs",
-        path(single.path()),
-        "--clips",
-        "2",
-        "--out",
-        path(out.path()),
-    ]);
+    let e = eval_error(model.path(), single.path(), out.path(), &["--clips", "2"]);
     assert!(
         e.contains("lonely-song") && e.contains("single stem"),
         "{e}"
     );
 
-    let e = eval_error(&[
-        "eval",
-        "--model",
-        path(model.path()),
-        "--songs",
-        path(songs.path()),
-        "--clips",
-        "1",
-        "--out",
-        path(out.path()),
-    ]);
+    let e = eval_error(model.path(), songs.path(), out.path(), &["--clips", "1"]);
     assert!(e.contains("--clips"), "{e}");
 }
