@@ -1,46 +1,166 @@
-//! The StemGen plugin (VST3 + CLAP). At this stage it is the I/O shell a producer inserts on a
-//! track: stereo main in/out plus a stereo sidechain for the context, with the main input
-//! passed through at a trim level. Capture, generation and playback arrive on top of it.
+//! The StemGen plugin (VST3 + CLAP, and a standalone application): insert it on a track,
+//! capture a few bars of the music on the host timeline, generate a stem that fits them in the
+//! background, and play the chosen take in sync with the timeline (DESIGN §5).
+//!
+//! Threads: the host's audio thread runs [`StemGen::process`] (atomics and wait-free queues
+//! only: `capture`, `playback`); the host's main thread runs the task executor (copies finished
+//! captures, starts generations) and the editor; the plugin's own workers (`worker`) run the
+//! engine's `Generator` and load takes. `shared::Shared` is the hub between them.
+
+pub mod capture;
+pub mod editor;
+pub mod params;
+pub mod playback;
+pub mod shared;
+pub mod takes;
+pub mod worker;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use nice_plug::prelude::*;
-use std::sync::Arc;
+
+use capture::{CaptureInfo, CaptureRing, CaptureTracker, TransportFacts};
+use params::{ContextInput, StemGenParams};
+use playback::TakePlayer;
+use shared::Shared;
+
+/// Finished captures that can wait for the main thread at once.
+const CAPTURE_QUEUE: usize = 16;
+/// Frames mixed to mono at a time (blocks larger than this are handled in pieces).
+const SCRATCH_FRAMES: usize = 8192;
+
+/// Work the audio thread hands to the host's main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainThreadTask {
+    /// A capture finished: copy it out and maybe start generating.
+    CaptureFinished,
+    /// The selected take must be (re)loaded: state restored or the sample rate changed.
+    LoadSelectedTake,
+}
 
 pub struct StemGen {
     params: Arc<StemGenParams>,
+    shared: Arc<Shared>,
+
+    // Audio-thread state: nothing below is shared except through atomics and queues.
+    ring: Arc<CaptureRing>,
+    tracker: CaptureTracker,
+    player: TakePlayer,
+    captures_tx: rtrb::Producer<CaptureInfo>,
+    mono: Vec<f32>,
+    seen: SeenRequests,
+    trigger_was_on: bool,
+    /// Set by `activate`; the next `process` asks the main thread to load the selected take.
+    reload_take: bool,
+    sample_rate: f32,
 }
 
-#[derive(Params)]
-pub struct StemGenParams {
-    /// Level of the main input passed through to the output.
-    #[id = "thru"]
-    pub thru_gain: FloatParam,
-}
-
-impl Default for StemGenParams {
-    fn default() -> Self {
-        StemGenParams {
-            thru_gain: FloatParam::new(
-                "Input level",
-                util::db_to_gain(0.0),
-                FloatRange::Skewed {
-                    min: util::db_to_gain(-60.0),
-                    max: util::db_to_gain(6.0),
-                    factor: FloatRange::gain_skew_factor(-60.0, 6.0),
-                },
-            )
-            .with_smoother(SmoothingStyle::Logarithmic(20.0))
-            .with_unit(" dB")
-            .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
-            .with_string_to_value(formatters::s2v_f32_gain_to_db()),
-        }
-    }
+/// The request counters the audio thread has acted on.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeenRequests {
+    arm: u32,
+    cancel: u32,
+    last: u32,
+    audition: u32,
+    stop_audition: u32,
 }
 
 impl Default for StemGen {
     fn default() -> Self {
+        let params = Arc::new(StemGenParams::default());
+        // A small ring until `activate` knows the rate (so scanning allocates little).
+        let ring = Arc::new(CaptureRing::with_capacity(44_100, 1));
+        let (captures_tx, captures_rx) = rtrb::RingBuffer::new(CAPTURE_QUEUE);
+        let (sender, player) = playback::take_channel();
+        let shared = Arc::new(Shared::new(params.clone(), ring.clone(), captures_rx, sender));
         StemGen {
-            params: Arc::new(StemGenParams::default()),
+            params,
+            shared,
+            ring,
+            tracker: CaptureTracker::default(),
+            player,
+            captures_tx,
+            mono: vec![0.0; SCRATCH_FRAMES],
+            seen: SeenRequests::default(),
+            trigger_was_on: false,
+            reload_take: false,
+            sample_rate: 44_100.0,
         }
+    }
+}
+
+impl Drop for StemGen {
+    fn drop(&mut self) {
+        // A generation for this instance stops at its next iteration.
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.cancel_generation();
+    }
+}
+
+impl StemGen {
+    /// Acts on the editor's requests and the capture trigger parameter.
+    fn handle_requests(
+        &mut self,
+        facts: &TransportFacts,
+        context: &mut impl ProcessContext<Self>,
+    ) {
+        let r = &self.shared.requests;
+        let now = SeenRequests {
+            arm: r.arm_capture.load(Ordering::Acquire),
+            cancel: r.cancel_capture.load(Ordering::Acquire),
+            last: r.capture_last.load(Ordering::Acquire),
+            audition: r.audition.load(Ordering::Acquire),
+            stop_audition: r.stop_audition.load(Ordering::Acquire),
+        };
+        let trigger = self.params.capture_trigger.value();
+        let trigger_edge = trigger && !self.trigger_was_on;
+        self.trigger_was_on = trigger;
+
+        // The trigger arms a bar capture while playing; stopped, it takes the last bars heard.
+        let arm = now.arm != self.seen.arm || (trigger_edge && facts.playing);
+        let last = now.last != self.seen.last || (trigger_edge && !facts.playing);
+        if arm {
+            self.tracker.arm(self.params.capture_bars());
+        }
+        if now.cancel != self.seen.cancel {
+            self.tracker.disarm();
+        }
+        if last {
+            let seconds = match facts.tempo {
+                Some(t) if t > 0.0 => self.params.capture_bars() * facts.beats_per_bar() * 60.0 / t,
+                _ => self.params.capture_bars() * 2.0,
+            };
+            if let Some(info) = self.tracker.last_seconds(&self.ring, seconds, facts) {
+                self.finish_capture(info, context);
+            }
+        }
+        if now.audition != self.seen.audition {
+            self.player.start_audition();
+        }
+        if now.stop_audition != self.seen.stop_audition {
+            self.player.stop_audition();
+        }
+        self.seen = now;
+    }
+
+    fn finish_capture(&mut self, info: CaptureInfo, context: &mut impl ProcessContext<Self>) {
+        if self.captures_tx.push(info).is_ok() {
+            context.execute_gui(MainThreadTask::CaptureFinished);
+        }
+    }
+}
+
+fn transport_facts(transport: &Transport) -> TransportFacts {
+    TransportFacts {
+        playing: transport.playing,
+        sample_rate: transport.sample_rate as f64,
+        tempo: transport.tempo.filter(|t| t.is_finite() && *t > 0.0),
+        time_sig: transport.time_sig_numerator.zip(transport.time_sig_denominator),
+        pos_beats: transport.pos_beats(),
+        pos_samples: transport.pos_samples(),
+        bar_start_beats: transport.bar_start_pos_beats(),
+        bar_number: transport.bar_number(),
     }
 }
 
@@ -65,27 +185,158 @@ impl Plugin for StemGen {
         ..AudioIOLayout::const_default()
     }];
 
-    type Editor = ();
+    type Editor = nice_plug_egui::EguiEditor<editor::StemGenEditor>;
     type SysExMessage = ();
-    type BackgroundTask = ();
+    type BackgroundTask = MainThreadTask;
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
     }
 
+    fn task_executor(&mut self) -> TaskExecutor<Self> {
+        let shared = self.shared.clone();
+        Box::new(move |task| match task {
+            MainThreadTask::CaptureFinished => shared.collect_captures(),
+            MainThreadTask::LoadSelectedTake => shared.load_selected_take(),
+        })
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(self.shared.clone())
+    }
+
+    fn activate(
+        &mut self,
+        _audio_io_layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        let rate = buffer_config.sample_rate;
+        let rate_changed = rate != self.sample_rate;
+        self.sample_rate = rate;
+        self.shared
+            .host
+            .sample_rate
+            .store(rate as u32, Ordering::Relaxed);
+        if rate_changed || self.ring.capacity() <= 1 {
+            // Allocated here, on the main thread, never in `process`.
+            self.ring = Arc::new(CaptureRing::new(rate as u32));
+            *self.shared.ring.lock() = self.ring.clone();
+            self.tracker = CaptureTracker::default();
+        }
+        // The take (at the old rate, or from restored state) is reloaded for this rate.
+        self.reload_take = true;
+        true
+    }
+
+    fn reset(&mut self) {
+        self.tracker.disarm();
+        self.player.stop_audition();
+    }
+
     fn process(
         &mut self,
         buffer: &mut Buffer,
-        _aux: &mut AuxiliaryBuffers,
-        _context: &mut impl ProcessContext<Self>,
+        aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        for mut frame in buffer.iter_samples() {
-            let gain = self.params.thru_gain.smoothed.next();
-            for sample in frame.iter_mut() {
-                *sample *= gain;
+        let mut facts = transport_facts(context.transport());
+        facts.sample_rate = self.sample_rate as f64;
+        self.shared.host.publish(&facts);
+        if self.reload_take {
+            self.reload_take = false;
+            context.execute_gui(MainThreadTask::LoadSelectedTake);
+        }
+        self.player.receive();
+        self.handle_requests(&facts, context);
+
+        let frames = buffer.samples();
+        let from_sidechain = self.params.context_input.value() == ContextInput::Sidechain;
+        let thru = self.params.thru_gain.value();
+        let stem_gain = if self.params.mute.value() {
+            0.0
+        } else {
+            self.params.stem_gain.value()
+        };
+        let solo = self.params.solo.value();
+        let mut input_peak = 0.0f32;
+        let mut stem_peak = 0.0f32;
+
+        let out = buffer.as_slice();
+        let sidechain = aux.inputs.first_mut().map(|b| b.as_slice_immutable());
+        let mut start = 0;
+        while start < frames {
+            let n = (frames - start).min(self.mono.len());
+            let source: &[&mut [f32]] = &*out;
+            // Context to mono, before the output is touched (main input = output buffer).
+            for i in 0..n {
+                let (l, r) = match (&sidechain, from_sidechain) {
+                    (Some(sc), true) if sc.len() >= 2 => (sc[0][start + i], sc[1][start + i]),
+                    (Some(sc), true) if sc.len() == 1 => (sc[0][start + i], sc[0][start + i]),
+                    (_, true) => (0.0, 0.0),
+                    _ => (source[0][start + i], source[1][start + i]),
+                };
+                let m = 0.5 * (l + r);
+                self.mono[i] = m;
+                if m.is_finite() {
+                    input_peak = input_peak.max(m.abs());
+                }
+            }
+            let mut block_facts = facts;
+            if start > 0 {
+                advance(&mut block_facts, start);
+            }
+            if let Some(info) =
+                self.tracker
+                    .process_block(&self.ring, &self.mono[..n], &block_facts)
+            {
+                self.finish_capture(info, context);
+            }
+            start += n;
+        }
+
+        let (left, right) = match out {
+            [l, r, ..] => (l, r),
+            _ => return ProcessStatus::Normal,
+        };
+        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+            let g = if solo { 0.0 } else { thru };
+            *l *= g;
+            *r *= g;
+        }
+        if stem_gain > 0.0 {
+            stem_peak = self.player.render(&facts, stem_gain, left, right);
+        }
+        // Never hand the host NaN or inf, whatever came in.
+        for s in left.iter_mut().chain(right.iter_mut()) {
+            if !s.is_finite() {
+                *s = 0.0;
             }
         }
+
+        let host = &self.shared.host;
+        host.capture_phase
+            .store(self.tracker.phase() as u8, Ordering::Relaxed);
+        host.capture_progress
+            .store(self.tracker.progress(&self.ring) as f64);
+        host.input_peak
+            .store(host.input_peak.load().max(input_peak as f64));
+        host.stem_peak.store(host.stem_peak.load().max(stem_peak as f64));
+        host.playing_take
+            .store(self.player.current_id().unwrap_or(u64::MAX), Ordering::Relaxed);
+        host.auditioning
+            .store(self.player.is_auditioning(), Ordering::Relaxed);
         ProcessStatus::Normal
+    }
+}
+
+/// The transport `frames` samples later (for blocks handled in pieces).
+fn advance(facts: &mut TransportFacts, frames: usize) {
+    if let Some(p) = facts.pos_samples.as_mut() {
+        *p += frames as i64;
+    }
+    if let (Some(b), Some(t)) = (facts.pos_beats.as_mut(), facts.tempo) {
+        *b += frames as f64 / (60.0 / t * facts.sample_rate);
     }
 }
 

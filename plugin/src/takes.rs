@@ -1,0 +1,262 @@
+//! Takes: every generation is kept as a WAV file (at the host rate) with a JSON sidecar of
+//! what made it, in a persistent folder per plugin instance; the list itself lives in the
+//! plugin state ([`Session`]) so a project reopens with its takes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use stemgen::audio::{read_audio, write_wav, Audio, WavFormat};
+
+use crate::playback::{Anchor, TakeAudio};
+
+/// One generated take, as remembered in the plugin state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Take {
+    pub id: u64,
+    pub name: String,
+    /// The WAV file (32-bit float, stereo, at `sample_rate`).
+    pub path: PathBuf,
+    pub instrument: String,
+    pub seed: u64,
+    pub preset: String,
+    pub cfg_context: f64,
+    pub cfg_instrument: f64,
+    pub tempo: Option<f64>,
+    pub time_sig: Option<(i32, i32)>,
+    pub bars: Option<f64>,
+    /// 0-based bar the take starts at, when the host said.
+    pub start_bar: Option<i32>,
+    pub seconds: f64,
+    pub sample_rate: u32,
+    pub anchor: Anchor,
+    /// Wall time the generation took.
+    pub generation_seconds: f64,
+    /// `cpu`, `cuda`, ...
+    pub device: String,
+}
+
+/// What the plugin state keeps besides parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Session {
+    /// Names this instance's folder of takes; made on first use.
+    pub session_id: String,
+    /// Root folder for takes chosen by the user (default: [`default_takes_root`]).
+    pub takes_root: Option<PathBuf>,
+    /// Model directory chosen by the user (default: see [`crate::worker::resolve_model_dir`]).
+    pub model_dir: Option<PathBuf>,
+    pub takes: Vec<Take>,
+    /// The take that plays on the timeline.
+    pub selected: Option<u64>,
+    pub next_take_id: u64,
+    /// Seed of the next generation.
+    pub seed: u64,
+}
+
+impl Session {
+    /// The folder this session writes its takes to (the id is made here if missing).
+    pub fn takes_dir(&mut self) -> PathBuf {
+        if self.session_id.is_empty() {
+            self.session_id = new_session_id();
+        }
+        self.takes_root
+            .clone()
+            .unwrap_or_else(default_takes_root)
+            .join(&self.session_id)
+    }
+
+    pub fn take(&self, id: u64) -> Option<&Take> {
+        self.takes.iter().find(|t| t.id == id)
+    }
+
+    pub fn selected_take(&self) -> Option<&Take> {
+        self.selected.and_then(|id| self.take(id))
+    }
+}
+
+/// Environment variable overriding the default takes folder (tests, portable setups).
+pub const TAKES_DIR_ENV: &str = "STEMGEN_TAKES_DIR";
+
+/// `$STEMGEN_TAKES_DIR`, else `<user data dir>/StemGen/takes` (`~/.local/share/StemGen/takes`
+/// on Linux).
+pub fn default_takes_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os(TAKES_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("StemGen")
+        .join("takes")
+}
+
+fn new_session_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("session-{:x}-{:x}", nanos, std::process::id())
+}
+
+/// A file-name-safe version of `name`.
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
+/// Writes the take's WAV and its JSON sidecar (`take` plus the engine's `metadata`) into `dir`;
+/// returns the take with its path filled in.
+pub fn write_take(
+    dir: &Path,
+    mut take: Take,
+    audio: &Audio,
+    metadata: &serde_json::Value,
+) -> Result<Take> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the takes folder", dir.display()))?;
+    let stem = format!("take-{:03}-{}-seed{}", take.id, file_stem(&take.instrument), take.seed);
+    let wav = dir.join(format!("{stem}.wav"));
+    write_wav(&wav, audio, WavFormat::Float32)
+        .with_context(|| format!("{}: cannot write the take", wav.display()))?;
+    take.path = wav;
+    write_sidecar(&take, metadata)?;
+    Ok(take)
+}
+
+/// (Re)writes `<take>.json` next to the WAV.
+pub fn write_sidecar(take: &Take, metadata: &serde_json::Value) -> Result<()> {
+    let json = take.path.with_extension("json");
+    let body = serde_json::json!({ "take": take, "generation": metadata });
+    std::fs::write(&json, serde_json::to_string_pretty(&body)?)
+        .with_context(|| format!("{}: cannot write the take's metadata", json.display()))
+}
+
+/// The metadata the sidecar of `take` holds (null if it is missing or unreadable).
+pub fn read_generation_metadata(take: &Take) -> serde_json::Value {
+    std::fs::read_to_string(take.path.with_extension("json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .map_or(serde_json::Value::Null, |v| v["generation"].clone())
+}
+
+/// Reads a take's WAV and prepares it for playback at `host_rate` (resampled if the host rate
+/// changed since it was made). Clear errors for a missing or unreadable file.
+pub fn load_take_audio(take: &Take, host_rate: u32) -> Result<TakeAudio> {
+    ensure!(
+        take.path.is_file(),
+        "{}: the take's file is missing (moved or deleted?)",
+        take.path.display()
+    );
+    let audio = read_audio(&take.path)
+        .with_context(|| format!("{}: cannot read the take", take.path.display()))?;
+    take_audio(take, &audio, host_rate)
+}
+
+/// `audio` as stereo at `host_rate`, anchored like `take`.
+pub fn take_audio(take: &Take, audio: &Audio, host_rate: u32) -> Result<TakeAudio> {
+    let audio = if audio.sample_rate == host_rate {
+        audio.with_channels(2)
+    } else {
+        audio.resampled(host_rate)?.with_channels(2)
+    };
+    let mut channels = audio.channels.into_iter();
+    let left = channels.next().unwrap_or_default();
+    let right = channels.next().unwrap_or_else(|| left.clone());
+    Ok(TakeAudio {
+        take_id: take.id,
+        sample_rate: host_rate,
+        left,
+        right,
+        anchor: take.anchor,
+    })
+}
+
+/// Deletes a take's files (a missing file is not an error).
+pub fn delete_take_files(take: &Take) -> Result<()> {
+    for path in [take.path.clone(), take.path.with_extension("json")] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: cannot delete", path.display()))
+            }
+        }
+    }
+    Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(id: u64) -> Take {
+        Take {
+            id,
+            name: format!("Take {id}"),
+            path: PathBuf::new(),
+            instrument: "bass".into(),
+            seed: 42,
+            preset: "normal".into(),
+            cfg_context: 3.0,
+            cfg_instrument: 3.0,
+            tempo: Some(120.0),
+            time_sig: Some((4, 4)),
+            bars: Some(2.0),
+            start_bar: Some(4),
+            seconds: 0.5,
+            sample_rate: 48_000,
+            anchor: Anchor {
+                start_beats: Some(16.0),
+                tempo: Some(120.0),
+                start_samples: Some(384_000),
+                sample_rate: 48_000,
+            },
+            generation_seconds: 1.0,
+            device: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn a_take_round_trips_through_its_files_and_resamples_for_a_new_host_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = Audio::new(
+            48_000,
+            vec![
+                (0..24_000).map(|i| (i as f32 * 0.01).sin() * 0.5).collect(),
+                vec![0.25; 24_000],
+            ],
+        )
+        .unwrap();
+        let meta = serde_json::json!({"seed": 42});
+        let written = write_take(dir.path(), take(3), &audio, &meta).unwrap();
+        assert!(written.path.is_file());
+        assert_eq!(read_generation_metadata(&written)["seed"], 42);
+
+        let same = load_take_audio(&written, 48_000).unwrap();
+        assert_eq!(same.left, audio.channels[0]);
+        assert_eq!(same.anchor, written.anchor);
+        let resampled = load_take_audio(&written, 96_000).unwrap();
+        assert_eq!(resampled.len(), 48_000);
+        assert_eq!(resampled.sample_rate, 96_000);
+
+        delete_take_files(&written).unwrap();
+        let err = load_take_audio(&written, 48_000).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        delete_take_files(&written).unwrap();
+    }
+
+    #[test]
+    fn session_state_round_trips_as_json_and_old_states_load() {
+        let mut s = Session::default();
+        let dir = s.takes_dir();
+        assert!(dir.ends_with(&s.session_id) && !s.session_id.is_empty());
+        s.takes.push(take(1));
+        s.selected = Some(1);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Session>(&json).unwrap(), s);
+        let old: Session = serde_json::from_str(r#"{"seed": 5}"#).unwrap();
+        assert_eq!(old.seed, 5);
+        assert!(old.takes.is_empty());
+    }
+}

@@ -1,0 +1,409 @@
+//! The plugin's own worker threads, one set per process, started on first use (never while a
+//! host scans or activates the plugin): one generates (the model is loaded once per process and
+//! shared by every instance), one loads and resamples takes so selecting a take never waits
+//! behind a generation. Jobs arrive over crossbeam channels; progress goes back through atomics
+//! in [`JobStatus`]. A job holds an `Arc` of its instance's [`Shared`], so removing the plugin
+//! mid-generation is safe: the job sees `closed`, cancels, and the last `Arc` is dropped here.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use stemgen::audio::Audio;
+use stemgen::generate::{
+    is_cancelled, CategoryChoice, ContextSource, GenerateRequest, Generator, Length, Progress,
+};
+
+use crate::params::Quality;
+use crate::playback::Anchor;
+use crate::shared::{AtomicF64, CapturedContext, Shared};
+use crate::takes::{self, Take};
+
+/// Environment variable naming the model directory (overrides the defaults, not the editor).
+pub const MODEL_DIR_ENV: &str = "STEMGEN_MODEL_DIR";
+
+/// The model directory to use: the one chosen in the editor, else `$STEMGEN_MODEL_DIR`, else
+/// `<user data dir>/StemGen/models/default`, else the repository's `assets/default` when the
+/// plugin runs from a source checkout.
+pub fn resolve_model_dir(chosen: Option<&Path>) -> PathBuf {
+    if let Some(dir) = chosen {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os(MODEL_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let installed = default_model_install_dir();
+    if installed.is_dir() {
+        return installed;
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
+    if checkout.join("config.json").is_file() {
+        return checkout;
+    }
+    installed
+}
+
+/// Where the README tells users to copy `assets/default`.
+pub fn default_model_install_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("StemGen")
+        .join("models")
+        .join("default")
+}
+
+/// A quick check of a model directory for the editor: `Err` says what is wrong and how to
+/// fix it. (The full check happens when the generator loads it.)
+pub fn check_model_dir(dir: &Path) -> Result<(), String> {
+    let fix = format!(
+        "copy the shipped model (assets/default of the StemGen repository) to {}, set \
+         {MODEL_DIR_ENV}, or choose a model folder below",
+        default_model_install_dir().display()
+    );
+    if !dir.is_dir() {
+        return Err(format!("No model folder at {}: {fix}.", dir.display()));
+    }
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        if !dir.join(file).is_file() {
+            return Err(format!(
+                "{} is not a model folder ({file} is missing): {fix}.",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Stage of a generation, for the editor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Queued = 0,
+    LoadingModel = 1,
+    Encoding = 2,
+    Sampling = 3,
+    Decoding = 4,
+    Writing = 5,
+    Done = 6,
+    Failed = 7,
+    Cancelled = 8,
+}
+
+impl Stage {
+    fn from_u8(v: u8) -> Stage {
+        use Stage::*;
+        [
+            Queued,
+            LoadingModel,
+            Encoding,
+            Sampling,
+            Decoding,
+            Writing,
+            Done,
+            Failed,
+            Cancelled,
+        ]
+        .get(v as usize)
+        .copied()
+        .unwrap_or(Failed)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::LoadingModel => "loading the model",
+            Stage::Encoding => "listening to the context",
+            Stage::Sampling => "generating",
+            Stage::Decoding => "rendering audio",
+            Stage::Writing => "saving the take",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+            Stage::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Progress and control of one generation, shared with the editor.
+#[derive(Debug)]
+pub struct JobStatus {
+    cancel: AtomicBool,
+    stage: AtomicU8,
+    /// 0..1 as f32 bits.
+    progress: AtomicU32,
+    started: Instant,
+    /// Seconds the generation took (NaN until finished).
+    pub seconds: AtomicF64,
+}
+
+impl Default for JobStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JobStatus {
+    pub fn new() -> Self {
+        JobStatus {
+            cancel: AtomicBool::new(false),
+            stage: AtomicU8::new(Stage::Queued as u8),
+            progress: AtomicU32::new(0),
+            started: Instant::now(),
+            seconds: AtomicF64::new(f64::NAN),
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    pub fn stage(&self) -> Stage {
+        Stage::from_u8(self.stage.load(Ordering::Acquire))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.stage(), Stage::Done | Stage::Failed | Stage::Cancelled)
+    }
+
+    pub fn progress(&self) -> f32 {
+        f32::from_bits(self.progress.load(Ordering::Relaxed))
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        let done = self.seconds.load();
+        if done.is_finite() {
+            done
+        } else {
+            self.started.elapsed().as_secs_f64()
+        }
+    }
+
+    fn set(&self, stage: Stage, progress: f32) {
+        self.progress.store(progress.to_bits(), Ordering::Relaxed);
+        self.stage.store(stage as u8, Ordering::Release);
+    }
+
+    fn finish(&self, stage: Stage) {
+        self.seconds
+            .store(self.started.elapsed().as_secs_f64());
+        self.set(stage, if stage == Stage::Done { 1.0 } else { self.progress() });
+    }
+}
+
+/// One generation request from an instance.
+pub struct GenerationJob {
+    pub take_id: u64,
+    pub model_dir: PathBuf,
+    pub takes_dir: PathBuf,
+    pub context: Arc<CapturedContext>,
+    pub instrument: u32,
+    pub quality: Quality,
+    pub cfg_context: f64,
+    pub cfg_instrument: f64,
+    pub seed: u64,
+    pub status: Arc<JobStatus>,
+    pub shared: Arc<Shared>,
+}
+
+struct Workers {
+    generate: Sender<GenerationJob>,
+    load: Sender<(Arc<Shared>, Take)>,
+}
+
+static WORKERS: OnceLock<Workers> = OnceLock::new();
+
+fn workers() -> &'static Workers {
+    WORKERS.get_or_init(|| {
+        let (generate, generate_rx) = unbounded();
+        let (load, load_rx) = unbounded();
+        std::thread::Builder::new()
+            .name("stemgen-generate".into())
+            .spawn(move || generation_loop(generate_rx))
+            .expect("spawning the StemGen generation thread");
+        std::thread::Builder::new()
+            .name("stemgen-takes".into())
+            .spawn(move || load_loop(load_rx))
+            .expect("spawning the StemGen take loader thread");
+        Workers { generate, load }
+    })
+}
+
+/// Queues a generation (starts the workers on first use).
+pub fn submit(job: GenerationJob) {
+    if let Err(e) = workers().generate.send(job) {
+        let job = e.into_inner();
+        job.status.finish(Stage::Failed);
+        job.shared.set_message("The generation thread has stopped; reload the plugin.");
+    }
+}
+
+/// Loads a take's file for playback at the instance's current rate, off the caller's thread.
+pub fn load_take(shared: Arc<Shared>, take: Take) {
+    let _ = workers().load.send((shared, take));
+}
+
+fn load_loop(jobs: Receiver<(Arc<Shared>, Take)>) {
+    for (shared, take) in jobs {
+        if shared.closed.load(Ordering::Acquire) {
+            continue;
+        }
+        let rate = shared.host.sample_rate.load(Ordering::Relaxed).max(1);
+        match takes::load_take_audio(&take, rate) {
+            Ok(audio) => shared.send_take(Some(Arc::new(audio))),
+            Err(e) => shared.set_message(format!("{e:#}")),
+        }
+    }
+}
+
+fn generation_loop(jobs: Receiver<GenerationJob>) {
+    // Loaded once per process, shared by every instance.
+    let mut models: HashMap<PathBuf, Arc<Generator>> = HashMap::new();
+    for job in jobs {
+        let status = job.status.clone();
+        let shared = job.shared.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_generation(&job, &mut models)
+        }));
+        match result {
+            Ok(Ok(())) => status.finish(Stage::Done),
+            Ok(Err(e)) if is_cancelled(&e) => {
+                status.finish(Stage::Cancelled);
+                shared.set_message("Generation cancelled.");
+            }
+            Ok(Err(e)) => {
+                status.finish(Stage::Failed);
+                shared.set_message(format!("Generation failed: {e:#}"));
+            }
+            Err(_) => {
+                status.finish(Stage::Failed);
+                shared.set_message("Generation failed: the engine panicked (please report it).");
+            }
+        }
+    }
+}
+
+fn model<'a>(
+    models: &'a mut HashMap<PathBuf, Arc<Generator>>,
+    dir: &Path,
+) -> Result<&'a Arc<Generator>> {
+    if !models.contains_key(dir) {
+        check_model_dir(dir).map_err(anyhow::Error::msg)?;
+        let generator = Generator::load(dir)
+            .with_context(|| format!("{}: cannot load the model", dir.display()))?;
+        models.insert(dir.to_path_buf(), Arc::new(generator));
+    }
+    Ok(&models[dir])
+}
+
+fn run_generation(job: &GenerationJob, models: &mut HashMap<PathBuf, Arc<Generator>>) -> Result<()> {
+    let status = &job.status;
+    let cancel = AtomicBool::new(false);
+    let check_cancel = || {
+        if status.is_cancel_requested() || job.shared.closed.load(Ordering::Acquire) {
+            cancel.store(true, Ordering::Release);
+        }
+    };
+    status.set(Stage::LoadingModel, 0.0);
+    let generator = model(models, &job.model_dir)?.clone();
+
+    let info = job.context.info;
+    let context = Audio::mono(info.sample_rate, job.context.samples.clone())?;
+    let mut settings = generator.settings(job.quality.preset());
+    settings.seed = job.seed;
+    settings.lambda_context = job.cfg_context;
+    settings.lambda_category = job.cfg_instrument;
+    let mut request = GenerateRequest::new(
+        ContextSource::Audio(context),
+        CategoryChoice::Id(job.instrument),
+        settings,
+    );
+    request.length = Some(Length::Seconds(info.seconds()));
+    request.output_rate = info.sample_rate;
+    request.output_channels = 2;
+
+    let mut on_progress = |p: Progress| {
+        check_cancel();
+        let (stage, fraction) = match p {
+            Progress::Encoding { done, total } => (Stage::Encoding, done as f32 / total.max(1) as f32),
+            Progress::Sampling { done, total, .. } => {
+                (Stage::Sampling, done as f32 / total.max(1) as f32)
+            }
+            Progress::Decoding { done, total } => (Stage::Decoding, done as f32 / total.max(1) as f32),
+        };
+        // Overall: encoding 0-5%, sampling 5-90%, decoding 90-100%.
+        let overall = match stage {
+            Stage::Encoding => 0.05 * fraction,
+            Stage::Sampling => 0.05 + 0.85 * fraction,
+            _ => 0.9 + 0.1 * fraction,
+        };
+        status.set(stage, overall);
+    };
+    check_cancel();
+    let stem = generator
+        .generate(&request, &mut on_progress, &cancel)
+        .map_err(|e| {
+            if stemgen::generate::is_cancelled(&e) {
+                e
+            } else {
+                e.context(silence_hint(&job.context))
+            }
+        })?;
+
+    status.set(Stage::Writing, 0.99);
+    let seconds = status.started.elapsed().as_secs_f64();
+    let take = Take {
+        id: job.take_id,
+        name: format!("Take {}", job.take_id),
+        path: PathBuf::new(),
+        instrument: stem.metadata.category.clone(),
+        seed: job.seed,
+        preset: job.quality.preset().name().into(),
+        cfg_context: job.cfg_context,
+        cfg_instrument: job.cfg_instrument,
+        tempo: info.tempo,
+        time_sig: info.time_sig,
+        bars: info.bars,
+        start_bar: info.start_bar,
+        seconds: info.seconds(),
+        sample_rate: info.sample_rate,
+        anchor: Anchor {
+            start_beats: info.start_beats,
+            tempo: info.tempo,
+            start_samples: info.start_samples,
+            sample_rate: info.sample_rate,
+        },
+        generation_seconds: seconds,
+        device: "cpu".into(),
+    };
+    let metadata = serde_json::to_value(&stem.metadata)?;
+    let take = match takes::write_take(&job.takes_dir, take.clone(), &stem.audio, &metadata) {
+        Ok(written) => written,
+        Err(e) => {
+            // Keep it playing even if it could not be saved; say so.
+            job.shared
+                .set_message(format!("{e:#} (the take plays but is not saved)"));
+            take
+        }
+    };
+    job.shared.add_take(take, stem.audio);
+    Ok(())
+}
+
+/// What to tell the producer when the engine refuses the context.
+fn silence_hint(context: &CapturedContext) -> String {
+    let peak = context.samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    if peak < 1e-3 {
+        "the captured context is (nearly) silent: play the song while capturing, or switch \
+         \"Context from\" to the input the music arrives on"
+            .into()
+    } else {
+        "while generating from the captured context".into()
+    }
+}
