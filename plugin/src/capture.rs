@@ -271,7 +271,10 @@ impl CaptureTracker {
                 let spb = facts.samples_per_beat();
                 Some((
                     facts.pos_samples.map(|p| p + len as i64),
-                    facts.pos_beats.zip(spb).map(|(b, spb)| b + len as f64 / spb),
+                    facts
+                        .pos_beats
+                        .zip(spb)
+                        .map(|(b, spb)| b + len as f64 / spb),
                 ))
             } else {
                 None
@@ -395,7 +398,9 @@ mod tests {
         assert_eq!(info.frames, 32_000);
         assert_eq!(info.start_samples, Some(16_000));
         assert_eq!(info.start_beats, Some(4.0));
-        let audio = ring.copy_range(info.start_frame, info.frames as usize).unwrap();
+        let audio = ring
+            .copy_range(info.start_frame, info.frames as usize)
+            .unwrap();
         assert_eq!(audio[0], 16_000.0, "first captured frame is the bar line");
         assert_eq!(*audio.last().unwrap(), 47_999.0);
         assert_eq!(tracker.phase(), CapturePhase::Idle);
@@ -412,7 +417,9 @@ mod tests {
         // Loop back to sample 3000 (mid-bar): the capture waits for the bar at 16000.
         let info = run(&mut tracker, &ring, 3000, 60, 512, rate).unwrap();
         assert_eq!(info.start_samples, Some(16_000));
-        let audio = ring.copy_range(info.start_frame, info.frames as usize).unwrap();
+        let audio = ring
+            .copy_range(info.start_frame, info.frames as usize)
+            .unwrap();
         assert_eq!(audio[0], 16_000.0);
     }
 
@@ -422,7 +429,7 @@ mod tests {
         let ring = CaptureRing::with_capacity(8000, 100_000);
         let mut tracker = CaptureTracker::default();
         run(&mut tracker, &ring, 0, 40, 400, rate); // 16000 frames played
-        // Stopped with silence coming in: the history is not overwritten.
+                                                    // Stopped with silence coming in: the history is not overwritten.
         let stopped = facts(false, 16_000, rate, 120.0);
         for _ in 0..20 {
             tracker.process_block(&ring, &[0.0; 400], &stopped);

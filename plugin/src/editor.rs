@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nice_plug::editor::dpi::LogicalSize;
-use nice_plug::prelude::*;
 use egui::{Color32, RichText};
 use nice_plug::context::gui::GuiContext;
+use nice_plug::editor::dpi::LogicalSize;
+use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 use nice_plug_egui::{
-    create_egui_editor, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp,
-    RepaintNotifier,
+    create_egui_editor, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier,
 };
 use stemgen::data::categories::Category;
 
@@ -165,8 +164,13 @@ fn set_param<P: Param>(setter: &ParamSetter, param: &P, value: P::Plain) {
     setter.end_set_parameter(param);
 }
 
-fn choice<P: Param>(ui: &mut egui::Ui, setter: &ParamSetter, param: &P, value: P::Plain, label: &str)
-where
+fn choice<P: Param>(
+    ui: &mut egui::Ui,
+    setter: &ParamSetter,
+    param: &P,
+    value: P::Plain,
+    label: &str,
+) where
     P::Plain: PartialEq + Copy,
 {
     if ui
@@ -241,15 +245,51 @@ impl StemGenEditor {
         section(ui, "1 · Capture the context", |ui| {
             ui.horizontal(|ui| {
                 ui.label("From:");
-                choice(ui, setter, &p.context_input, ContextInput::Main, "Main input");
-                choice(ui, setter, &p.context_input, ContextInput::Sidechain, "Sidechain");
+                choice(
+                    ui,
+                    setter,
+                    &p.context_input,
+                    ContextInput::Main,
+                    "Main input",
+                );
+                choice(
+                    ui,
+                    setter,
+                    &p.context_input,
+                    ContextInput::Sidechain,
+                    "Sidechain",
+                );
             });
             ui.horizontal(|ui| {
                 ui.label("Length:");
-                choice(ui, setter, &p.capture_length, CaptureLength::Bars4, "4 bars");
-                choice(ui, setter, &p.capture_length, CaptureLength::Bars8, "8 bars");
-                choice(ui, setter, &p.capture_length, CaptureLength::Bars16, "16 bars");
-                choice(ui, setter, &p.capture_length, CaptureLength::Custom, "Custom");
+                choice(
+                    ui,
+                    setter,
+                    &p.capture_length,
+                    CaptureLength::Bars4,
+                    "4 bars",
+                );
+                choice(
+                    ui,
+                    setter,
+                    &p.capture_length,
+                    CaptureLength::Bars8,
+                    "8 bars",
+                );
+                choice(
+                    ui,
+                    setter,
+                    &p.capture_length,
+                    CaptureLength::Bars16,
+                    "16 bars",
+                );
+                choice(
+                    ui,
+                    setter,
+                    &p.capture_length,
+                    CaptureLength::Custom,
+                    "Custom",
+                );
                 if p.capture_length.value() == CaptureLength::Custom {
                     ui.add(ParamSlider::for_param(&p.custom_bars, setter).with_width(90.0));
                 }
@@ -262,7 +302,11 @@ impl StemGenEditor {
                         host.time_sig_num.load(Ordering::Relaxed),
                         host.time_sig_den.load(Ordering::Relaxed),
                     );
-                    let sig = if n > 0 { format!(" {n}/{d}") } else { String::new() };
+                    let sig = if n > 0 {
+                        format!(" {n}/{d}")
+                    } else {
+                        String::new()
+                    };
                     format!("{t:.1} BPM{sig}")
                 }
                 None => "no tempo from the host".into(),
@@ -298,12 +342,14 @@ impl StemGenEditor {
             });
             match phase {
                 CapturePhase::WaitingForBar => {
-                    ui.label(RichText::new(if playing {
-                        "Armed: starts at the next bar line…"
-                    } else {
-                        "Armed: press play in the host; capture starts at the next bar line."
-                    })
-                    .color(WARN));
+                    ui.label(
+                        RichText::new(if playing {
+                            "Armed: starts at the next bar line…"
+                        } else {
+                            "Armed: press play in the host; capture starts at the next bar line."
+                        })
+                        .color(WARN),
+                    );
                 }
                 CapturePhase::Recording => {
                     ui.add(
@@ -372,7 +418,12 @@ impl StemGenEditor {
                     p.session.write().seed = random_seed();
                 }
             });
-            checkbox(ui, setter, &p.auto_generate, "Generate as soon as a capture finishes");
+            checkbox(
+                ui,
+                setter,
+                &p.auto_generate,
+                "Generate as soon as a capture finishes",
+            );
 
             let job = shared.job.lock().clone();
             let running = job.as_ref().is_some_and(|j| !j.is_finished());
@@ -384,7 +435,10 @@ impl StemGenEditor {
                 {
                     shared.start_generation();
                 }
-                if ui.add_enabled(running, egui::Button::new("Cancel")).clicked() {
+                if ui
+                    .add_enabled(running, egui::Button::new("Cancel"))
+                    .clicked()
+                {
                     shared.cancel_generation();
                 }
             });
@@ -465,7 +519,10 @@ impl StemGenEditor {
             {
                 shared.select_take(if is_selected { None } else { Some(take.id) });
             }
-            let name = self.names.entry(take.id).or_insert_with(|| take.name.clone());
+            let name = self
+                .names
+                .entry(take.id)
+                .or_insert_with(|| take.name.clone());
             let edit = ui.add(egui::TextEdit::singleline(name).desired_width(150.0));
             if edit.lost_focus() && *name != take.name {
                 rename_take(&shared, take.id, name.clone());
@@ -489,9 +546,7 @@ impl StemGenEditor {
             .weak(),
         );
         if self.missing.contains(&take.id) {
-            ui.label(
-                RichText::new(format!("File missing: {}", take.path.display())).color(ERROR),
-            );
+            ui.label(RichText::new(format!("File missing: {}", take.path.display())).color(ERROR));
         }
         ui.horizontal(|ui| {
             let is_playing = playing_id == take.id;
@@ -608,7 +663,11 @@ fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
             egui::ProgressBar::new(fill)
                 .desired_width(220.0)
                 .fill(color)
-                .text(if peak > 0.0 { format!("{db:.1} dB") } else { "-inf".into() }),
+                .text(if peak > 0.0 {
+                    format!("{db:.1} dB")
+                } else {
+                    "-inf".into()
+                }),
         );
     });
 }

@@ -53,6 +53,8 @@ pub struct StemGen {
     trigger_was_on: bool,
     /// Set by `activate`; the next `process` asks the main thread to load the selected take.
     reload_take: bool,
+    /// The session's restore count last acted on (a host state load means a new selected take).
+    seen_restores: u32,
     sample_rate: f32,
 }
 
@@ -73,7 +75,12 @@ impl Default for StemGen {
         let ring = Arc::new(CaptureRing::with_capacity(44_100, 1));
         let (captures_tx, captures_rx) = rtrb::RingBuffer::new(CAPTURE_QUEUE);
         let (sender, player) = playback::take_channel();
-        let shared = Arc::new(Shared::new(params.clone(), ring.clone(), captures_rx, sender));
+        let shared = Arc::new(Shared::new(
+            params.clone(),
+            ring.clone(),
+            captures_rx,
+            sender,
+        ));
         StemGen {
             params,
             shared,
@@ -85,6 +92,7 @@ impl Default for StemGen {
             seen: SeenRequests::default(),
             trigger_was_on: false,
             reload_take: false,
+            seen_restores: 0,
             sample_rate: 44_100.0,
         }
     }
@@ -100,11 +108,7 @@ impl Drop for StemGen {
 
 impl StemGen {
     /// Acts on the editor's requests and the capture trigger parameter.
-    fn handle_requests(
-        &mut self,
-        facts: &TransportFacts,
-        context: &mut impl ProcessContext<Self>,
-    ) {
+    fn handle_requests(&mut self, facts: &TransportFacts, context: &mut impl ProcessContext<Self>) {
         let r = &self.shared.requests;
         let now = SeenRequests {
             arm: r.arm_capture.load(Ordering::Acquire),
@@ -156,7 +160,9 @@ fn transport_facts(transport: &Transport) -> TransportFacts {
         playing: transport.playing,
         sample_rate: transport.sample_rate as f64,
         tempo: transport.tempo.filter(|t| t.is_finite() && *t > 0.0),
-        time_sig: transport.time_sig_numerator.zip(transport.time_sig_denominator),
+        time_sig: transport
+            .time_sig_numerator
+            .zip(transport.time_sig_denominator),
         pos_beats: transport.pos_beats(),
         pos_samples: transport.pos_samples(),
         bar_start_beats: transport.bar_start_pos_beats(),
@@ -177,7 +183,8 @@ impl Plugin for StemGen {
         aux_input_ports: &[new_nonzero_u32(2)],
         names: PortNames {
             layout: Some("Stereo + context sidechain"),
-            main_input: Some("Input"),
+            // Left unnamed: the framework gives this name to the main output port too.
+            main_input: None,
             main_output: Some("Output"),
             aux_inputs: &["Context"],
             aux_outputs: &[],
@@ -226,6 +233,9 @@ impl Plugin for StemGen {
         }
         // The take (at the old rate, or from restored state) is reloaded for this rate.
         self.reload_take = true;
+        self.seen_restores = self.params.session.restores();
+        // A trigger saved "on" must not fire a capture when the project reopens.
+        self.trigger_was_on = self.params.capture_trigger.value();
         true
     }
 
@@ -243,6 +253,13 @@ impl Plugin for StemGen {
         let mut facts = transport_facts(context.transport());
         facts.sample_rate = self.sample_rate as f64;
         self.shared.host.publish(&facts);
+        let restores = self.params.session.restores();
+        if restores != self.seen_restores {
+            // The host loaded state into this running instance.
+            self.seen_restores = restores;
+            self.reload_take = true;
+            self.trigger_was_on = self.params.capture_trigger.value();
+        }
         if self.reload_take {
             self.reload_take = false;
             context.execute_gui(MainThreadTask::LoadSelectedTake);
@@ -321,9 +338,12 @@ impl Plugin for StemGen {
             .store(self.tracker.progress(&self.ring) as f64);
         host.input_peak
             .store(host.input_peak.load().max(input_peak as f64));
-        host.stem_peak.store(host.stem_peak.load().max(stem_peak as f64));
-        host.playing_take
-            .store(self.player.current_id().unwrap_or(u64::MAX), Ordering::Relaxed);
+        host.stem_peak
+            .store(host.stem_peak.load().max(stem_peak as f64));
+        host.playing_take.store(
+            self.player.current_id().unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         host.auditioning
             .store(self.player.is_auditioning(), Ordering::Relaxed);
         ProcessStatus::Normal

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use nice_plug::prelude::*;
-use parking_lot::RwLock;
 use stemgen::data::categories::Category;
 use stemgen::sample::Preset;
 
-use crate::takes::Session;
+use crate::takes::SessionStore;
 
 /// Where the context comes from.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +97,7 @@ pub struct StemGenParams {
 
     /// Takes, folders and the next seed.
     #[persist = "session"]
-    pub session: Arc<RwLock<Session>>,
+    pub session: SessionStore,
 }
 
 fn gain_param(name: &str, default_db: f32) -> FloatParam {
@@ -118,9 +117,16 @@ fn gain_param(name: &str, default_db: f32) -> FloatParam {
 }
 
 fn guidance_param(name: &str) -> FloatParam {
-    FloatParam::new(name, 3.0, FloatRange::Linear { min: 0.0, max: 10.0 })
-        .with_step_size(0.1)
-        .with_value_to_string(formatters::v2s_f32_rounded(1))
+    FloatParam::new(
+        name,
+        3.0,
+        FloatRange::Linear {
+            min: 0.0,
+            max: 10.0,
+        },
+    )
+    .with_step_size(0.1)
+    .with_value_to_string(formatters::v2s_f32_rounded(1))
 }
 
 impl Default for StemGenParams {
@@ -160,7 +166,7 @@ impl Default for StemGenParams {
             cfg_context: guidance_param("Context guidance"),
             cfg_instrument: guidance_param("Instrument guidance"),
             quality: EnumParam::new("Quality", Quality::Normal),
-            session: Arc::new(RwLock::new(Session::default())),
+            session: SessionStore::default(),
         }
     }
 }

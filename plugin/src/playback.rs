@@ -183,7 +183,10 @@ impl TakePlayer {
             if idx < 0 || idx as usize >= take.len() {
                 continue;
             }
-            let (l, r) = (take.left[idx as usize] * gain, take.right[idx as usize] * gain);
+            let (l, r) = (
+                take.left[idx as usize] * gain,
+                take.right[idx as usize] * gain,
+            );
             left[i] += l;
             right[i] += r;
             peak = peak.max(l.abs()).max(r.abs());
@@ -238,7 +241,11 @@ mod tests {
             player.render(&at(pos, 120.0, true), 1.0, &mut l, &mut r);
             for i in 0..16 {
                 let idx = pos + i as i64 - 192_000;
-                let expect = if (0..48_000).contains(&idx) { idx as f32 } else { 0.0 };
+                let expect = if (0..48_000).contains(&idx) {
+                    idx as f32
+                } else {
+                    0.0
+                };
                 assert_eq!(l[i], expect, "pos {pos} + {i}");
                 assert_eq!(r[i], -expect);
             }

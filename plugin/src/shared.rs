@@ -56,8 +56,10 @@ impl HostInfo {
             .store(facts.sample_rate as u32, Ordering::Relaxed);
         self.tempo.store(facts.tempo.unwrap_or(f64::NAN));
         let (num, den) = facts.time_sig.unwrap_or((0, 0));
-        self.time_sig_num.store(num.max(0) as u32, Ordering::Relaxed);
-        self.time_sig_den.store(den.max(0) as u32, Ordering::Relaxed);
+        self.time_sig_num
+            .store(num.max(0) as u32, Ordering::Relaxed);
+        self.time_sig_den
+            .store(den.max(0) as u32, Ordering::Relaxed);
         self.pos_beats.store(facts.pos_beats.unwrap_or(f64::NAN));
     }
 
@@ -157,9 +159,7 @@ impl Shared {
             .then(|| ring.copy_range(info.start_frame, info.frames as usize))
             .flatten();
         let Some(samples) = copied else {
-            self.set_message(
-                "The capture was overwritten before it could be read; capture again.",
-            );
+            self.set_message("The capture was overwritten before it could be read; capture again.");
             return;
         };
         *self.last_capture.lock() = Some(Arc::new(CapturedContext { info, samples }));

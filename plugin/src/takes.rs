@@ -3,8 +3,11 @@
 //! plugin state ([`Session`]) so a project reopens with its takes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{ensure, Context, Result};
+use nice_plug::params::persist::PersistentField;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use stemgen::audio::{read_audio, write_wav, Audio, WavFormat};
 
@@ -37,6 +40,44 @@ pub struct Take {
 }
 
 /// What the plugin state keeps besides parameters.
+/// The persisted [`Session`] plus a counter of host state loads, so the audio thread can tell
+/// (with one atomic read) that the selected take must be reloaded after the host restored state
+/// into a running instance.
+#[derive(Debug, Default)]
+pub struct SessionStore {
+    session: RwLock<Session>,
+    restores: AtomicU32,
+}
+
+impl SessionStore {
+    pub fn read(&self) -> RwLockReadGuard<'_, Session> {
+        self.session.read()
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, Session> {
+        self.session.write()
+    }
+
+    /// How many times the host has loaded state into this instance.
+    pub fn restores(&self) -> u32 {
+        self.restores.load(Ordering::Acquire)
+    }
+}
+
+impl<'a> PersistentField<'a, Session> for SessionStore {
+    fn set(&self, new_value: Session) {
+        *self.session.write() = new_value;
+        self.restores.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&Session) -> R,
+    {
+        f(&self.session.read())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Session {
@@ -100,7 +141,13 @@ fn new_session_id() -> String {
 /// A file-name-safe version of `name`.
 fn file_stem(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -114,7 +161,12 @@ pub fn write_take(
 ) -> Result<Take> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the takes folder", dir.display()))?;
-    let stem = format!("take-{:03}-{}-seed{}", take.id, file_stem(&take.instrument), take.seed);
+    let stem = format!(
+        "take-{:03}-{}-seed{}",
+        take.id,
+        file_stem(&take.instrument),
+        take.seed
+    );
     let wav = dir.join(format!("{stem}.wav"));
     write_wav(&wav, audio, WavFormat::Float32)
         .with_context(|| format!("{}: cannot write the take", wav.display()))?;
@@ -177,14 +229,11 @@ pub fn delete_take_files(take: &Take) -> Result<()> {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("{}: cannot delete", path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot delete", path.display())),
         }
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

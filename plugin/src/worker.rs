@@ -191,9 +191,15 @@ impl JobStatus {
     }
 
     fn finish(&self, stage: Stage) {
-        self.seconds
-            .store(self.started.elapsed().as_secs_f64());
-        self.set(stage, if stage == Stage::Done { 1.0 } else { self.progress() });
+        self.seconds.store(self.started.elapsed().as_secs_f64());
+        self.set(
+            stage,
+            if stage == Stage::Done {
+                1.0
+            } else {
+                self.progress()
+            },
+        );
     }
 }
 
@@ -240,7 +246,8 @@ pub fn submit(job: GenerationJob) {
     if let Err(e) = workers().generate.send(job) {
         let job = e.into_inner();
         job.status.finish(Stage::Failed);
-        job.shared.set_message("The generation thread has stopped; reload the plugin.");
+        job.shared
+            .set_message("The generation thread has stopped; reload the plugin.");
     }
 }
 
@@ -302,7 +309,10 @@ fn model<'a>(
     Ok(&models[dir])
 }
 
-fn run_generation(job: &GenerationJob, models: &mut HashMap<PathBuf, Arc<Generator>>) -> Result<()> {
+fn run_generation(
+    job: &GenerationJob,
+    models: &mut HashMap<PathBuf, Arc<Generator>>,
+) -> Result<()> {
     let status = &job.status;
     let cancel = AtomicBool::new(false);
     let check_cancel = || {
@@ -331,11 +341,15 @@ fn run_generation(job: &GenerationJob, models: &mut HashMap<PathBuf, Arc<Generat
     let mut on_progress = |p: Progress| {
         check_cancel();
         let (stage, fraction) = match p {
-            Progress::Encoding { done, total } => (Stage::Encoding, done as f32 / total.max(1) as f32),
+            Progress::Encoding { done, total } => {
+                (Stage::Encoding, done as f32 / total.max(1) as f32)
+            }
             Progress::Sampling { done, total, .. } => {
                 (Stage::Sampling, done as f32 / total.max(1) as f32)
             }
-            Progress::Decoding { done, total } => (Stage::Decoding, done as f32 / total.max(1) as f32),
+            Progress::Decoding { done, total } => {
+                (Stage::Decoding, done as f32 / total.max(1) as f32)
+            }
         };
         // Overall: encoding 0-5%, sampling 5-90%, decoding 90-100%.
         let overall = match stage {
