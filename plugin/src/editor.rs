@@ -230,11 +230,12 @@ impl StemGenEditor {
             }
         });
         if let Some(msg) = self.shared.message.lock().clone() {
+            // Wrapped, so a long message never widens the editor past its window.
             ui.horizontal(|ui| {
-                ui.label(RichText::new(&msg).color(WARN));
                 if ui.small_button("×").clicked() {
                     *self.shared.message.lock() = None;
                 }
+                ui.add(egui::Label::new(RichText::new(&msg).color(WARN)).wrap());
             });
         }
     }
@@ -320,7 +321,7 @@ impl StemGenEditor {
             ui.horizontal(|ui| match phase {
                 CapturePhase::Idle => {
                     if ui
-                        .button(format!("● Capture {} bars", p.capture_bars()))
+                        .button(format!("Capture {} bars", p.capture_bars()))
                         .on_hover_text("Records from the next bar line while the song plays")
                         .clicked()
                     {
@@ -528,7 +529,7 @@ impl StemGenEditor {
                 rename_take(&shared, take.id, name.clone());
             }
             if is_selected && playing_id == take.id {
-                ui.label(RichText::new("▶ on timeline").color(OK));
+                ui.label(RichText::new("playing on the timeline").color(OK));
             }
         });
         let bars = match (take.bars, take.tempo) {
@@ -551,11 +552,11 @@ impl StemGenEditor {
         ui.horizontal(|ui| {
             let is_playing = playing_id == take.id;
             if is_playing && auditioning {
-                if ui.small_button("■ Stop").clicked() {
+                if ui.small_button("Stop").clicked() {
                     Requests::send(&shared.requests.stop_audition);
                 }
             } else if ui
-                .small_button("▶ Audition")
+                .small_button("Audition")
                 .on_hover_text("Selects the take and plays it from its start")
                 .clicked()
             {

@@ -42,7 +42,7 @@ pub fn resolve_model_dir(chosen: Option<&Path>) -> PathBuf {
     }
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
     if checkout.join("config.json").is_file() {
-        return checkout;
+        return checkout.canonicalize().unwrap_or(checkout);
     }
     installed
 }
@@ -365,8 +365,14 @@ fn run_generation(
         .map_err(|e| {
             if stemgen::generate::is_cancelled(&e) {
                 e
+            } else if is_silent(&job.context) {
+                // The engine's reason is "silent context"; say what to do about it instead.
+                anyhow::anyhow!(
+                    "the captured context is (nearly) silent: play the song while capturing, \
+                     or switch \"Context from\" to the input the music arrives on"
+                )
             } else {
-                e.context(silence_hint(&job.context))
+                e.context("while generating from the captured context")
             }
         })?;
 
@@ -410,14 +416,7 @@ fn run_generation(
     Ok(())
 }
 
-/// What to tell the producer when the engine refuses the context.
-fn silence_hint(context: &CapturedContext) -> String {
-    let peak = context.samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-    if peak < 1e-3 {
-        "the captured context is (nearly) silent: play the song while capturing, or switch \
-         \"Context from\" to the input the music arrives on"
-            .into()
-    } else {
-        "while generating from the captured context".into()
-    }
+/// Whether the capture is below -60 dBFS peak (the engine refuses such a context).
+fn is_silent(context: &CapturedContext) -> bool {
+    context.samples.iter().fold(0.0f32, |m, s| m.max(s.abs())) < 1e-3
 }
