@@ -243,10 +243,13 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 /// Loads the model directory and generates a `bass` stem against a 120 BPM metronome context
 /// for every preset and length (seed 0), timing each stage end to end as a user would see it.
+/// Each cell runs `repeats` times and reports the run with the median total time: on a shared
+/// 2-core machine single runs vary by 10-20%.
 pub fn generation(
     model_dir: &std::path::Path,
     presets: &[crate::sample::Preset],
     lengths: &[f64],
+    repeats: usize,
 ) -> Result<GenerationBench> {
     use crate::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
     use std::sync::atomic::AtomicBool;
@@ -278,16 +281,27 @@ pub fn generation(
                 generator.settings(preset),
             );
             request.length = Some(Length::Seconds(seconds));
-            let mut iterations = 0;
-            let stem = generator.generate(
-                &request,
-                &mut |p| {
-                    if let crate::generate::Progress::Sampling { total, .. } = p {
-                        iterations = total;
-                    }
-                },
-                &cancel,
-            )?;
+            let mut timed = Vec::new();
+            for _ in 0..repeats.max(1) {
+                let mut iterations = 0;
+                let stem = generator.generate(
+                    &request,
+                    &mut |p| {
+                        if let crate::generate::Progress::Sampling { total, .. } = p {
+                            iterations = total;
+                        }
+                    },
+                    &cancel,
+                )?;
+                timed.push((stem, iterations));
+            }
+            timed.sort_by(|a, b| {
+                let total =
+                    |r: &(crate::generate::GeneratedStem, usize)| r.0.metadata.timings.total_s;
+                total(a).total_cmp(&total(b))
+            });
+            let (stem, iterations) = &timed[timed.len() / 2];
+            let iterations = *iterations;
             let tm = &stem.metadata.timings;
             let frames = stem.tokens.frames.min(cfg.max_frames);
             let flop = model_flops(&cfg, 3, frames) * iterations as f64 / 1e9;

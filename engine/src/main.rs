@@ -286,6 +286,9 @@ enum BenchCommand {
         /// Stem lengths in seconds.
         #[arg(long, value_delimiter = ',', default_value = "5,10,20,30")]
         seconds: Vec<f64>,
+        /// Runs per preset and length; the run with the median total time is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
         #[arg(long)]
         json: bool,
     },
@@ -495,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             presets,
             seconds,
+            repeats,
             json,
         }) => {
             for &s in &seconds {
@@ -504,7 +508,7 @@ fn run(cli: Cli) -> Result<()> {
                     stemgen::generate::MAX_SECONDS
                 );
             }
-            let report = stemgen::bench::generation(&model, &presets, &seconds)?;
+            let report = stemgen::bench::generation(&model, &presets, &seconds, repeats)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

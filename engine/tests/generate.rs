@@ -558,6 +558,8 @@ fn bench_generate_reports_every_preset_and_length() {
         "draft",
         "--seconds",
         "0.5,1",
+        "--repeats",
+        "1",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

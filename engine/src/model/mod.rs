@@ -14,6 +14,7 @@
 
 mod checkpoint;
 mod config;
+pub mod fast_exp;
 mod objective;
 mod transformer;
 

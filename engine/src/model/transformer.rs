@@ -251,14 +251,7 @@ impl candle_core::CustomOp3 for CpuAttention {
                 );
             }
             for row in scores.chunks_exact_mut(n) {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|x| *x *= inv);
+                super::fast_exp::softmax_in_place(row);
             }
             let dst = out_ptr;
             unsafe {

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use super::guidance::{combine, log_softmax, GuidanceWeights};
 use super::{SampleError, SamplerSettings};
 use crate::codec::Tokens;
-use crate::model::{ModelConfig, StemGenModel};
+use crate::model::{fast_exp, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
 /// region is returned exactly as it is in `previous`.
@@ -489,18 +489,23 @@ struct Candidate {
 /// Draws from softmax(guided / temperature) with the uniform `u` in [0, 1) (argmax at
 /// temperature 0) and returns the token with its probability under softmax(guided).
 fn draw_token(guided: &[f32], temperature: f64, u: f64) -> (usize, f64) {
-    let max = guided.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = fast_exp::max_of(guided);
+    let mut weights = guided.to_vec();
+    let z = fast_exp::exp_in_place(&mut weights, max, 1.0) as f64;
     let token = if temperature == 0.0 {
-        guided.iter().position(|&g| g as f64 == max).unwrap_or(0)
+        guided.iter().position(|&g| g == max).unwrap_or(0)
     } else {
-        let weights: Vec<f64> = guided
-            .iter()
-            .map(|&g| ((g as f64 - max) / temperature).exp())
-            .collect();
-        let mut target = u * weights.iter().sum::<f64>();
+        if temperature != 1.0 {
+            weights.copy_from_slice(guided);
+            fast_exp::exp_in_place(&mut weights, max, (1.0 / temperature) as f32);
+        }
+        // Summed in the order the walk below subtracts, so the walk always ends inside.
+        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+        let mut target = u * total;
         let mut chosen = weights.len() - 1;
-        for (v, w) in weights.iter().enumerate() {
-            if target < *w {
+        for (v, &w) in weights.iter().enumerate() {
+            let w = w as f64;
+            if target < w {
                 chosen = v;
                 break;
             }
@@ -508,8 +513,7 @@ fn draw_token(guided: &[f32], temperature: f64, u: f64) -> (usize, f64) {
         }
         chosen
     };
-    let z: f64 = guided.iter().map(|&g| (g as f64 - max).exp()).sum();
-    let probability = (guided[token] as f64 - max).exp() / z;
+    let probability = ((guided[token] - max) as f64).exp() / z;
     (token, probability)
 }
 

@@ -7,6 +7,8 @@
 //! "context" = real context + NULL category, row "category" = NULL context + real category,
 //! row "unconditional" = NULL context + NULL category.
 
+use crate::model::fast_exp;
+
 /// The coefficients of the three log-probabilities in Eq. 3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GuidanceWeights {
@@ -33,12 +35,17 @@ impl GuidanceWeights {
     }
 }
 
-/// Numerically stable log-softmax of one row of logits (computed in f64).
+/// Numerically stable log-softmax of one row of logits (exponentials in f32, the log of the
+/// sum in f64).
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let log_z = max + sum.ln();
-    logits.iter().map(|&x| (x as f64 - log_z) as f32).collect()
+    let max = fast_exp::max_of(logits);
+    let mut out = logits.to_vec();
+    let sum = fast_exp::exp_in_place(&mut out, max, 1.0) as f64;
+    let log_z = max as f64 + sum.ln();
+    for (o, &x) in out.iter_mut().zip(logits) {
+        *o = (x as f64 - log_z) as f32;
+    }
+    out
 }
 
 /// The guided (unnormalised) log-probabilities of Eq. 3 from the three conditionals'
