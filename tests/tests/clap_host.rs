@@ -48,6 +48,7 @@ const OFF: f64 = 0.0;
 const CUSTOM_LENGTH: f64 = 3.0;
 /// "Quality": Draft, Normal, Paper.
 const DRAFT: f64 = 0.0;
+const PAPER: f64 = 2.0;
 
 /// "Custom bars" (1..=32) as a CLAP value.
 fn custom_bars(bars: u32) -> f64 {
@@ -1005,7 +1006,8 @@ fn capture_generate_play_restore_in_a_clap_host() {
 }
 
 /// Scenario 5: Capture with nothing to capture (stopped with no history, or playing silence)
-/// neither crashes nor adds a take; "the last bars heard" while stopped does make one.
+/// neither crashes nor adds a take; an instance removed mid-generation is harmless; "the last
+/// bars heard" while stopped does make a take.
 #[test]
 fn captures_of_nothing_add_no_take() {
     let rate = 48_000.0;
@@ -1039,8 +1041,30 @@ fn captures_of_nothing_add_no_take() {
         "the silent capture reached the generator: {session}"
     );
 
+    // An instance removed while its (long) generation runs: nothing crashes or stalls, and
+    // the process's one worker goes on to serve the next instance (`d` below).
+    let mut f = Plugin::new();
+    f.activate(rate, 4096);
+    f.render(
+        Span::playing(0, at_beat(40.0, rate) as usize)
+            .input(Input::Music)
+            .changes(&[
+                ("Capture length", CUSTOM_LENGTH),
+                ("Custom bars", custom_bars(8)),
+                ("Quality", PAPER),
+                ("Capture", ON),
+            ]),
+    );
+    let mut position = at_beat(40.0, rate);
+    f.wait_for("generation started", GENERATION_TIMEOUT, |f| {
+        f.render(Span::playing(position, 4096).changes(release));
+        position += 4096;
+        (f.session()["next_take_id"] == 1).then_some(())
+    });
+    drop(f);
+
     // The plugin's generation worker runs jobs in order: once a later job's take exists, the
-    // silent one has finished. That job captures the last bar heard after the song stopped.
+    // earlier ones have finished. That job captures the last bar heard after the song stopped.
     let mut d = Plugin::new();
     d.activate(rate, 1024);
     let stop = at_beat(6.0, rate);
