@@ -19,19 +19,7 @@ const RATE: u32 = 32_000;
 /// Levels and codebook size of the fixture EnCodec (4 x 256, 50 frames/s at 32 kHz); a
 /// 200-frame (4 s) window so the context holds enough beats to track.
 fn tiny_config() -> ModelConfig {
-    ModelConfig {
-        levels: 4,
-        codebook_size: 256,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 2,
-        n_categories: 18,
-        max_frames: 200,
-        ffn_multiple_of: 8,
-        rope_theta: 10_000.0,
-        p_ctx: 0.2,
-        p_cat: 0.2,
-    }
+    ModelConfig::tiny(200)
 }
 
 fn fixture(rel: &str) -> PathBuf {

@@ -17,19 +17,7 @@ use stemgen::sample::Preset;
 /// Levels and codebook size match the fixture EnCodec (4 x 256, 50 frames/s at 32 kHz);
 /// 40-frame windows so a 1.5 s stem (75 frames) needs three overlapping windows.
 fn tiny_config() -> ModelConfig {
-    ModelConfig {
-        levels: 4,
-        codebook_size: 256,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 2,
-        n_categories: 18,
-        max_frames: 40,
-        ffn_multiple_of: 8,
-        rope_theta: 10_000.0,
-        p_ctx: 0.2,
-        p_cat: 0.2,
-    }
+    ModelConfig::tiny(40)
 }
 
 fn fixture(rel: &str) -> PathBuf {

@@ -316,10 +316,10 @@ impl Plugin for StemGen {
             [l, r, ..] => (l, r),
             _ => return ProcessStatus::Normal,
         };
+        let input_gain = if solo { 0.0 } else { thru };
         for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-            let g = if solo { 0.0 } else { thru };
-            *l *= g;
-            *r *= g;
+            *l *= input_gain;
+            *r *= input_gain;
         }
         if stem_gain > 0.0 {
             stem_peak = self.player.render(&facts, stem_gain, left, right);

@@ -116,19 +116,7 @@ fn build_bundle(workspace: &Path, target: &Path) -> PathBuf {
 /// A model directory like the engine's generate tests use: a random tiny transformer whose
 /// levels and codebook match the fixture EnCodec in `codec/`.
 fn write_tiny_model(dir: &Path, workspace: &Path) {
-    let config = ModelConfig {
-        levels: 4,
-        codebook_size: 256,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 2,
-        n_categories: 18,
-        max_frames: 40,
-        ffn_multiple_of: 8,
-        rope_theta: 10_000.0,
-        p_ctx: 0.2,
-        p_cat: 0.2,
-    };
+    let config = ModelConfig::tiny(40);
     std::fs::create_dir_all(dir).unwrap();
     ModelCheckpoint::random(&config, &Device::Cpu, 7)
         .unwrap()

@@ -74,6 +74,24 @@ impl ModelConfig {
         }
     }
 
+    /// A tiny size for tests with seeded random weights: levels and codebook match the test
+    /// fixture EnCodec (4 x 256), all 18 categories, windows of `max_frames`.
+    pub fn tiny(max_frames: usize) -> Self {
+        ModelConfig {
+            levels: 4,
+            codebook_size: 256,
+            d_model: 32,
+            n_layers: 2,
+            n_heads: 2,
+            n_categories: 18,
+            max_frames,
+            ffn_multiple_of: 8,
+            rope_theta: 10_000.0,
+            p_ctx: 0.2,
+            p_cat: 0.2,
+        }
+    }
+
     /// The id that marks a masked (unknown) target token at any level.
     pub fn mask_id(&self) -> u32 {
         self.codebook_size as u32
