@@ -63,12 +63,7 @@ pub fn train_tokenizer(
     let started = std::time::Instant::now();
     let tokenizer = MagnitudeTokenizer::train(&train, config, seed)?;
     let train_seconds = started.elapsed().as_secs_f64();
-    tokenizer.save(out_dir)?;
-    std::fs::write(
-        out_dir.join(TOKENIZER_FILE),
-        r#"{"kind": "magnitude-rvq", "dir": "."}"#,
-    )
-    .with_context(|| format!("{}: cannot write {TOKENIZER_FILE}", out_dir.display()))?;
+    save_tokenizer_dir(&tokenizer, out_dir)?;
     let mut report = TokenizerReport {
         train_songs: train.len(),
         held_out_songs: held_out.len(),
@@ -83,6 +78,59 @@ pub fn train_tokenizer(
         }
     }
     Ok(report)
+}
+
+/// Saves a magnitude tokenizer as a folder that [`load_tokenizer`] accepts.
+fn save_tokenizer_dir(tokenizer: &MagnitudeTokenizer, out_dir: &Path) -> Result<()> {
+    tokenizer.save(out_dir)?;
+    std::fs::write(
+        out_dir.join(TOKENIZER_FILE),
+        r#"{"kind": "magnitude-rvq", "dir": "."}"#,
+    )
+    .with_context(|| format!("{}: cannot write {TOKENIZER_FILE}", out_dir.display()))
+}
+
+/// What `train refine` measured on the held-out songs (all levels, full round trip).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefineReport {
+    pub train_songs: usize,
+    pub held_out_songs: usize,
+    pub radius: usize,
+    /// (LSD dB, mel L1) without and with the refinement.
+    pub before: (f64, f64),
+    pub after: (f64, f64),
+    pub fit_seconds: f64,
+}
+
+/// Fits a refinement filter of `radius` frames to the magnitude tokenizer in `tokenizer_dir`
+/// on the training songs of `songs_dir` and saves the result to `out_dir`. The tokens do not
+/// change, so caches and models made with the tokenizer stay valid.
+pub fn refine_tokenizer(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    out_dir: &Path,
+    radius: usize,
+) -> Result<RefineReport> {
+    let tokenizer = MagnitudeTokenizer::load(tokenizer_dir)?;
+    let (train, held_out) = song_mixes(songs_dir, tokenizer.config().sample_rate)?;
+    anyhow::ensure!(
+        !train.is_empty() && !held_out.is_empty(),
+        "{}: needs at least 2 songs (training and held-out)",
+        songs_dir.display()
+    );
+    let before = metrics::evaluate(&tokenizer, &held_out)?;
+    let started = std::time::Instant::now();
+    let refined = tokenizer.with_refinement(&train, radius)?;
+    let fit_seconds = started.elapsed().as_secs_f64();
+    save_tokenizer_dir(&refined, out_dir)?;
+    Ok(RefineReport {
+        train_songs: train.len(),
+        held_out_songs: held_out.len(),
+        radius,
+        before,
+        after: metrics::evaluate(&refined, &held_out)?,
+        fit_seconds,
+    })
 }
 
 /// Makes `model_dir` a complete model directory for `generate`: copies the tokenizer folder
@@ -134,6 +182,10 @@ pub fn attach_tokenizer(model_dir: &Path, tokenizer_dir: &Path) -> Result<()> {
 /// to f32 — and the training state left behind. The result is loaded once as a check.
 pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
     use candle_core::DType;
+    /// Tensors kept in f32: the tokenizer's refinement filter multiplies log-magnitudes near
+    /// -100 dB, where f16's relative rounding would add a few hundredths of a dB, and it is
+    /// only a few tens of kB.
+    const KEEP_F32: &[&str] = &[crate::codec::magnitude::REFINE_TENSOR];
     fn copy_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
         std::fs::create_dir_all(dst)
             .with_context(|| format!("{}: cannot create", dst.display()))?;
@@ -153,7 +205,7 @@ pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
                 let converted = tensors
                     .into_iter()
                     .map(|(k, t)| {
-                        let t = if t.dtype() == DType::F32 {
+                        let t = if t.dtype() == DType::F32 && !KEEP_F32.contains(&k.as_str()) {
                             t.to_dtype(DType::F16)?
                         } else {
                             t

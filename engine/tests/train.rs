@@ -67,6 +67,8 @@ fn train_config(steps: usize) -> ModelTrainConfig {
         checkpoint_every: 10,
         validation_batches: 1,
         seed: 3,
+        init_from: None,
+        stop_after: None,
     }
 }
 
@@ -106,11 +108,13 @@ fn trains_checkpoints_and_resumes() {
 
     let out = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
-    // Interrupted after 20 steps...
+    // Stopped after 20 steps of a 60-step schedule...
+    let mut stopped = train_config(60);
+    stopped.stop_after = Some(20);
     train_model(
         &cache,
         &tiny_model(),
-        &train_config(20),
+        &stopped,
         out.path(),
         &Device::Cpu,
         &mut |_, _, l, _| losses.push(l),
@@ -144,7 +148,46 @@ fn trains_checkpoints_and_resumes() {
     let last: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");
     // The checkpoint is an ordinary model directory.
-    ModelCheckpoint::load(&out.path().join("checkpoint"), &Device::Cpu).unwrap();
+    let trained = out.path().join("checkpoint");
+    ModelCheckpoint::load(&trained, &Device::Cpu).unwrap();
+
+    // A fresh run started from it (at a negligible learning rate) begins at its loss, not at
+    // a random model's.
+    let out2 = tempfile::tempdir().unwrap();
+    let mut config = train_config(5);
+    config.schedule.peak = 1e-9;
+    config.init_from = Some(trained.clone());
+    let mut continued = Vec::new();
+    train_model(
+        &cache,
+        &tiny_model(),
+        &config,
+        out2.path(),
+        &Device::Cpu,
+        &mut |_, _, l, _| continued.push(l),
+    )
+    .unwrap();
+    let start: f32 = continued.iter().sum::<f32>() / continued.len() as f32;
+    assert!(
+        start < 0.85 * first,
+        "init_from did not carry the weights: {start} vs random {first}"
+    );
+    // A model of another shape cannot start the run.
+    let mut other = tiny_model();
+    other.d_model *= 2;
+    let err = train_model(
+        &cache,
+        &other,
+        &config,
+        tempfile::tempdir().unwrap().path(),
+        &Device::Cpu,
+        &mut |_, _, _, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("config.json differs"),
+        "{err:#}"
+    );
 }
 
 #[test]

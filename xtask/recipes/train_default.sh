@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data/default}
-STEPS=${STEPS:-1600}
 BIN=target/release/stemgen
 cargo build --release -p stemgen-engine --bin stemgen
 SF=/usr/share/sounds/sf2/FluidR3_GM.sf2   # apt-get install fluid-soundfont-gm
@@ -21,9 +20,15 @@ fi
 [ -f "$W/tokenizer/tokenizer.json" ] || $BIN train tokenizer --songs "$W/songs" --out "$W/tokenizer" --seed 0
 [ -n "$(ls "$W"/cache/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/all" --tokenizer "$W/tokenizer" --out "$W/cache" --pairs-per-song 8 --crop-seconds 10 --seed 0
 # ModelConfig::cpu_default (d_model 256, 4 layers); every 10th song is held out for validation.
-$BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model" --steps "$STEPS" \
+# Stage 1 (session 1): 1200 steps of a 1600-step schedule, exported as f16.
+$BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model" --steps 1600 --stop-after 1200 \
     --batch-size 8 --lr 7e-4 --warmup 150 --checkpoint-every 50 --validate-every 200 --seed 0
-$BIN export "$W/model/checkpoint" --out assets/default
+[ -f "$W/stage1/model.safetensors" ] || $BIN export "$W/model/checkpoint" --out "$W/stage1"
+# Stage 2 (session 2): a fresh schedule from the stage-1 weights (STAGE2_STOP: where it was stopped).
+$BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model-continued" \
+    --init-from "$W/stage1" --steps 1400 --stop-after "${STAGE2_STOP:-1400}" --batch-size 8 --lr 5e-4 \
+    --warmup 100 --checkpoint-every 50 --validate-every 200 --seed 1
+$BIN export "$W/model-continued/checkpoint" --out assets/default
 # The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-bass.wav 4 8 bass

@@ -31,6 +31,13 @@ pub struct ModelTrainConfig {
     /// Batches per level in each validation.
     pub validation_batches: usize,
     pub seed: u64,
+    /// A model directory whose weights start a fresh run instead of random ones (to continue
+    /// training a shipped model on a new schedule); its config must be the run's.
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Stop (with a checkpoint) after this many steps of the `steps`-long schedule.
+    #[serde(default)]
+    pub stop_after: Option<usize>,
 }
 
 impl Default for ModelTrainConfig {
@@ -50,6 +57,8 @@ impl Default for ModelTrainConfig {
             checkpoint_every: 250,
             validation_batches: 4,
             seed: 0,
+            init_from: None,
+            stop_after: None,
         }
     }
 }
@@ -196,6 +205,15 @@ pub fn train_model(
         let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
             .with_context(|| format!("{}: unreadable training state", state_path.display()))?;
         (ModelCheckpoint::load(&ckpt_dir, device)?, state.step)
+    } else if let Some(init) = &config.init_from {
+        let checkpoint = ModelCheckpoint::load(init, device)
+            .with_context(|| format!("{}: cannot start from this model", init.display()))?;
+        anyhow::ensure!(
+            checkpoint.model.config() == model_config,
+            "{}: its config.json differs from the config being trained",
+            init.display()
+        );
+        (checkpoint, 0)
     } else {
         (
             ModelCheckpoint::random(model_config, device, config.seed)?,
@@ -256,7 +274,8 @@ pub fn train_model(
     };
     let tokens_per_batch = config.batch_size * cache.info.frames * cache.info.levels;
     let (mut last_loss, mut val_acc, mut tps) = (f32::NAN, Vec::new(), 0.0);
-    for step in start..config.steps {
+    let end = config.steps.min(config.stop_after.unwrap_or(usize::MAX));
+    for step in start..end {
         let t0 = Instant::now();
         let lr = config.schedule.at(step);
         opt.set_learning_rate(lr);
@@ -279,7 +298,7 @@ pub fn train_model(
         tps = tokens_per_batch as f64 / t0.elapsed().as_secs_f64();
         let done = step + 1;
         let mut val_field = String::new();
-        let validate_now = done.is_multiple_of(config.validate_every) || done == config.steps;
+        let validate_now = done.is_multiple_of(config.validate_every) || done == end;
         if validate_now && !val_idx.is_empty() {
             {
                 val_acc = validate(
@@ -302,13 +321,13 @@ pub fn train_model(
             "{done},{lr:.3e},{last_loss:.4},{:.4},{norm:.3},{tps:.0},{val_field}",
             out.accuracy
         )?;
-        if done.is_multiple_of(config.checkpoint_every) || done == config.steps {
+        if done.is_multiple_of(config.checkpoint_every) || done == end {
             save(done)?;
         }
         progress(done, config.steps, last_loss, out.accuracy);
     }
     Ok(TrainReport {
-        step: config.steps,
+        step: end.max(start),
         last_loss,
         validation_accuracy: val_acc,
         unigram_accuracy: unigram,

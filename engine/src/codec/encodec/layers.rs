@@ -163,8 +163,7 @@ fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor>
 pub struct ConvTranspose1d {
     weight: Tensor,
     bias: Tensor,
-    weight_cpu: Vec<f32>,
-    bias_cpu: Vec<f32>,
+    poly: cpu::PolyphaseTranspose,
     stride: usize,
     kernel: usize,
     causal: bool,
@@ -182,9 +181,15 @@ impl ConvTranspose1d {
         } = spec.clone();
         let weight = ck.conv_weight(&format!("{name}.conv"), &[c_in, c_out, kernel])?;
         let bias = ck.get(&format!("{name}.conv.bias"), &[c_out])?;
+        let poly = cpu::PolyphaseTranspose::new(
+            &weight.flatten_all()?.to_vec1::<f32>()?,
+            &bias.to_vec1::<f32>()?,
+            c_in,
+            kernel,
+            stride,
+        );
         Ok(ConvTranspose1d {
-            weight_cpu: weight.flatten_all()?.to_vec1()?,
-            bias_cpu: bias.to_vec1()?,
+            poly,
             weight,
             bias: bias.reshape((c_out, 1))?,
             stride,
@@ -205,11 +210,10 @@ impl ConvTranspose1d {
         (padding_total - right, right)
     }
 
-    /// CPU path of [`ConvTranspose1d::forward`].
-    pub fn forward_cpu(&self, x: &Signal) -> Signal {
+    /// CPU path of [`ConvTranspose1d::forward`], applied to `elu(x)` when `elu_first`.
+    pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
         let (left, right) = self.trim();
-        let (w, b) = (&self.weight_cpu, &self.bias_cpu);
-        cpu::conv_transpose1d_gemm(x, w, b, self.kernel, self.stride, left, right)
+        self.poly.forward(x, left, right, elu_first)
     }
 
     /// `x`: `[B, C_in, T]` -> `[B, C_out, T * stride]`.

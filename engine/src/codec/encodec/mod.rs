@@ -276,9 +276,13 @@ fn run_cpu(stages: &[Stage], mut x: Signal) -> Signal {
                 i += 1;
                 conv.forward_cpu(&x, true)
             }
+            (Stage::Elu, Some(Stage::ConvTranspose(conv))) => {
+                i += 1;
+                conv.forward_cpu(&x, true)
+            }
             (Stage::Elu, _) => cpu::elu(&x),
             (Stage::Conv(m), _) => m.forward_cpu(&x, false),
-            (Stage::ConvTranspose(m), _) => m.forward_cpu(&x),
+            (Stage::ConvTranspose(m), _) => m.forward_cpu(&x, false),
             (Stage::Residual(m), _) => m.forward_cpu(&x),
             (Stage::Lstm(m), _) => m.forward_cpu(&x),
         };

@@ -25,6 +25,7 @@
 
 pub mod kmeans;
 pub mod metrics;
+pub mod refine;
 pub mod stft;
 
 use crate::audio::Audio;
@@ -45,6 +46,8 @@ pub const NAME: &str = "magnitude-rvq";
 pub const CONFIG_FILE: &str = "config.json";
 pub const CODEBOOKS_FILE: &str = "codebooks.safetensors";
 const FORMAT_VERSION: u32 = 1;
+/// Name of the refinement weights in [`CODEBOOKS_FILE`].
+pub const REFINE_TENSOR: &str = "refine";
 
 /// Everything that defines the tokens and the decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,12 +61,22 @@ pub struct MagnitudeConfig {
     /// Codes per level (level 0: gain steps x shape codes).
     pub codebook_size: usize,
     pub gain_bits: u32,
+    /// What the per-frame gain measures (configs without the field: the peak).
+    #[serde(default)]
+    pub gain_reference: GainReference,
     pub gain_min_db: f32,
     pub gain_max_db: f32,
     /// Absolute floor of the log-magnitudes.
     pub floor_db: f32,
     /// Bins more than this below the frame's gain are clamped there.
     pub dynamic_range_db: f32,
+    /// Frames each side that the learned refinement filter reads (`None`: decode the summed
+    /// codewords as they are; see [`refine`]).
+    #[serde(default)]
+    pub refine_radius: Option<usize>,
+    /// Training frames the refinement is fitted on at most.
+    #[serde(default = "default_refine_frames")]
+    pub refine_train_frames: usize,
     /// Lloyd iterations per level.
     pub kmeans_iters: usize,
     /// Training frames per level at most (a seeded random subset beyond that).
@@ -82,10 +95,13 @@ impl Default for MagnitudeConfig {
             levels: 4,
             codebook_size: 2048,
             gain_bits: 6,
+            gain_reference: GainReference::Peak,
             gain_min_db: -90.0,
             gain_max_db: 6.0,
             floor_db: -100.0,
             dynamic_range_db: 80.0,
+            refine_radius: None,
+            refine_train_frames: default_refine_frames(),
             kmeans_iters: 10,
             max_train_frames: 60_000,
             gl_iters: 32,
@@ -93,6 +109,22 @@ impl Default for MagnitudeConfig {
             gl_seed: 0,
         }
     }
+}
+
+fn default_refine_frames() -> usize {
+    150_000
+}
+
+/// The level a frame's gain encodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GainReference {
+    /// The loudest bin; bins more than `dynamic_range_db` below it are clamped there.
+    #[default]
+    Peak,
+    /// The mean over bins: for squared dB error the best offset for any zero-mean shape, so
+    /// the codebooks spend nothing on the frame's level.
+    Mean,
 }
 
 impl MagnitudeConfig {
@@ -163,6 +195,14 @@ impl MagnitudeConfig {
         self.codebook_size >> self.gain_bits
     }
 
+    /// The refinement filter's inputs, when the config has one.
+    pub fn refine_layout(&self) -> Option<refine::Layout> {
+        self.refine_radius.map(|radius| refine::Layout {
+            radius,
+            levels: self.levels,
+        })
+    }
+
     /// Codewords of level `q`.
     pub fn level_size(&self, q: usize) -> usize {
         if q == 0 {
@@ -200,6 +240,8 @@ pub struct MagnitudeTokenizer {
     config: MagnitudeConfig,
     /// Level `q`: `[config.level_size(q)][bins]`, row-major.
     codebooks: Vec<Vec<f32>>,
+    /// Refinement weights `[bins][features]` when `config.refine_radius` is set.
+    refine: Option<Vec<f32>>,
     stft: Stft,
 }
 
@@ -211,8 +253,13 @@ struct Analysis {
 }
 
 impl MagnitudeTokenizer {
-    /// Builds a tokenizer from a config and its codebooks, checking their shapes.
-    pub fn from_parts(config: MagnitudeConfig, codebooks: Vec<Vec<f32>>) -> Result<Self> {
+    /// Builds a tokenizer from a config, its codebooks and (when the config asks for one) its
+    /// refinement filter, checking their shapes.
+    pub fn from_parts(
+        config: MagnitudeConfig,
+        codebooks: Vec<Vec<f32>>,
+        refine: Option<Vec<f32>>,
+    ) -> Result<Self> {
         config.validate()?;
         ensure!(
             codebooks.len() == config.levels,
@@ -234,10 +281,30 @@ impl MagnitudeTokenizer {
                 "codebook {q} holds non-finite values"
             );
         }
+        match (config.refine_layout(), &refine) {
+            (None, None) => {}
+            (Some(layout), Some(w)) => {
+                let want = config.bins() * layout.features();
+                ensure!(
+                    w.len() == want,
+                    "refinement holds {} weights, expected {} bins x {}",
+                    w.len(),
+                    config.bins(),
+                    layout.features()
+                );
+                ensure!(
+                    w.iter().all(|v| v.is_finite()),
+                    "refinement holds non-finite weights"
+                );
+            }
+            (Some(_), None) => bail!("the config asks for a refinement filter but none is given"),
+            (None, Some(_)) => bail!("a refinement filter is given but the config has none"),
+        }
         let stft = Stft::new(config.n_fft, config.hop);
         Ok(MagnitudeTokenizer {
             config,
             codebooks,
+            refine,
             stft,
         })
     }
@@ -304,15 +371,52 @@ impl MagnitudeTokenizer {
                 &mut rng,
             )?;
             let assign = kmeans::nearest(&data, bins, &cb)?;
-            for (row, &(c, _)) in data.chunks_mut(bins).zip(&assign) {
-                let c = c as usize;
-                for (r, &v) in row.iter_mut().zip(&cb[c * bins..(c + 1) * bins]) {
-                    *r -= v;
-                }
-            }
+            subtract_codewords(&mut data, bins, &cb, &assign);
             codebooks.push(cb);
         }
-        Self::from_parts(config, codebooks)
+        let radius = config.refine_radius;
+        let mut plain = config;
+        plain.refine_radius = None;
+        let plain = Self::from_parts(plain, codebooks, None)?;
+        match radius {
+            Some(radius) => plain.with_refinement(clips, radius),
+            None => Ok(plain),
+        }
+    }
+
+    /// The same tokens with a refinement filter of `radius` frames fitted on `clips` (at most
+    /// `config.refine_train_frames` frames of them) replacing any the tokenizer had: only the
+    /// decoder changes, so token caches and models made with this tokenizer stay valid.
+    pub fn with_refinement(self, clips: &[Audio], radius: usize) -> Result<Self> {
+        let mut plain = self.config.clone();
+        plain.refine_radius = None;
+        let plain = Self::from_parts(plain, self.codebooks, None)?;
+        let mut config = plain.config.clone();
+        config.refine_radius = Some(radius);
+        let layout = config.refine_layout().expect("radius was just set");
+        let bins = config.bins();
+        let mut fit = refine::Fit::new(layout, bins);
+        let mut frames = 0;
+        for clip in clips {
+            if frames >= config.refine_train_frames {
+                break;
+            }
+            let mono = clip.to_mono_at(config.sample_rate)?;
+            let truth = plain.analyse_db(&mono.channels[0]);
+            let tokens = plain.encode(&mono, &mut crate::codec::no_progress())?;
+            let (full, partial) = plain.sum_codewords(&tokens, true)?;
+            let decodes = refine::Decodes {
+                full: &full,
+                partial: &partial,
+                frames: tokens.frames,
+                bins,
+            };
+            fit.add(&decodes, &truth);
+            frames += tokens.frames;
+        }
+        ensure!(frames > 0, "no audio to fit the refinement on");
+        let weights = fit.solve()?;
+        Self::from_parts(config, plain.codebooks, Some(weights))
     }
 
     /// Saves `config.json` and `codebooks.safetensors` into `dir` (created if missing).
@@ -327,11 +431,15 @@ impl MagnitudeTokenizer {
         let path = dir.join(CONFIG_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        let bins = self.config.bins();
         let mut tensors = HashMap::new();
         for (q, cb) in self.codebooks.iter().enumerate() {
+            let bins = self.config.bins();
             let t = Tensor::from_slice(cb, (cb.len() / bins, bins), &Device::Cpu)?;
             tensors.insert(format!("level{q}"), t);
+        }
+        if let (Some(w), Some(layout)) = (&self.refine, self.config.refine_layout()) {
+            let t = Tensor::from_slice(w, (self.config.bins(), layout.features()), &Device::Cpu)?;
+            tensors.insert(REFINE_TENSOR.to_string(), t);
         }
         let path = dir.join(CODEBOOKS_FILE);
         candle_core::safetensors::save(&tensors, &path)
@@ -399,18 +507,71 @@ impl MagnitudeTokenizer {
                     .to_vec1()?,
             );
         }
+        let refine = match config.refine_layout() {
+            None => None,
+            Some(layout) => {
+                let t = map.get(REFINE_TENSOR).with_context(|| {
+                    format!(
+                        "{}: no '{REFINE_TENSOR}' tensor, which the config asks for",
+                        path.display()
+                    )
+                })?;
+                let want = (config.bins(), layout.features());
+                ensure!(
+                    t.dims2().ok() == Some(want),
+                    "{}: '{REFINE_TENSOR}' has shape {:?}, the config needs {:?}",
+                    path.display(),
+                    t.dims(),
+                    want
+                );
+                Some(
+                    t.to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1()?,
+                )
+            }
+        };
+        let expected = config.levels + usize::from(refine.is_some());
         ensure!(
-            map.len() == config.levels,
-            "{}: holds {} tensors, the config has {} levels",
+            map.len() == expected,
+            "{}: holds {} tensors, the config needs {expected}",
             path.display(),
             map.len(),
-            config.levels
         );
-        Self::from_parts(config, codebooks).with_context(|| format!("{}", dir.display()))
+        Self::from_parts(config, codebooks, refine).with_context(|| format!("{}", dir.display()))
     }
 
-    /// Decoded log-magnitudes in dB `[frames][bins]` of a token grid.
+    /// Decoded log-magnitudes in dB `[frames][bins]` of a token grid, floored at
+    /// `floor_db`, refined when the tokenizer has a refinement filter and the grid has every
+    /// level.
     pub fn decode_db(&self, tokens: &Tokens) -> Result<Vec<f32>> {
+        let layout = self
+            .config
+            .refine_layout()
+            .filter(|_| tokens.levels == self.config.levels);
+        let (full, partial) = self.sum_codewords(tokens, layout.is_some())?;
+        match (layout, &self.refine) {
+            (Some(layout), Some(weights)) => {
+                let decodes = refine::Decodes {
+                    full: &full,
+                    partial: &partial,
+                    frames: tokens.frames,
+                    bins: self.config.bins(),
+                };
+                Ok(refine::apply(
+                    layout,
+                    weights,
+                    &decodes,
+                    self.config.floor_db,
+                ))
+            }
+            _ => Ok(full),
+        }
+    }
+
+    /// Gain plus summed codewords `[frames][bins]`, floored; with `partials`, also the
+    /// floored sums after each level but the last.
+    fn sum_codewords(&self, tokens: &Tokens, partials: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         let c = &self.config;
         ensure!(
             tokens.levels >= 1 && tokens.levels <= c.levels,
@@ -420,7 +581,9 @@ impl MagnitudeTokenizer {
         );
         let bins = c.bins();
         let s0 = c.level0_shapes();
+        let floored = |v: &[f32]| v.iter().map(|&x| x.max(c.floor_db)).collect::<Vec<f32>>();
         let mut db = vec![0.0f32; tokens.frames * bins];
+        let mut partial = Vec::new();
         for q in 0..tokens.levels {
             let limit = if q == 0 {
                 c.codebook_size
@@ -439,15 +602,31 @@ impl MagnitudeTokenizer {
                     (code, None)
                 };
                 let dst = &mut db[t * bins..(t + 1) * bins];
+                if let Some(g) = gain {
+                    dst.iter_mut().for_each(|d| *d += g);
+                }
                 for (d, &v) in dst
                     .iter_mut()
                     .zip(&self.codebooks[q][row * bins..(row + 1) * bins])
                 {
-                    *d += v + gain.unwrap_or(0.0);
+                    *d += v;
                 }
             }
+            if partials && q + 1 < tokens.levels {
+                partial.push(floored(&db));
+            }
         }
-        Ok(db)
+        Ok((floored(&db), partial))
+    }
+}
+
+/// Subtracts each row's assigned codeword from the residual rows.
+fn subtract_codewords(residual: &mut [f32], bins: usize, codebook: &[f32], assign: &[(u32, f32)]) {
+    for (row, &(c, _)) in residual.chunks_mut(bins).zip(assign) {
+        let c = c as usize;
+        for (r, &v) in row.iter_mut().zip(&codebook[c * bins..(c + 1) * bins]) {
+            *r -= v;
+        }
     }
 }
 
@@ -461,14 +640,24 @@ fn analyse(config: &MagnitudeConfig, stft: &Stft, x: &[f32]) -> Analysis {
     let mut row = vec![0.0f32; bins];
     for frame in spec.chunks(bins) {
         let mut peak = f32::NEG_INFINITY;
+        let mut sum = 0.0f64;
         for (r, c) in row.iter_mut().zip(frame) {
             *r = 20.0 * (c.norm() * inv_scale).max(floor).log10();
             peak = peak.max(*r);
+            sum += *r as f64;
         }
-        let g = config.quantise_gain(peak);
+        let level = match config.gain_reference {
+            GainReference::Peak => peak,
+            GainReference::Mean => (sum / bins as f64) as f32,
+        };
+        let g = config.quantise_gain(level);
         let gq = config.gain_db(g);
         gains.push(g);
-        shapes.extend(row.iter().map(|&v| (v - gq).max(-config.dynamic_range_db)));
+        let lowest = match config.gain_reference {
+            GainReference::Peak => -config.dynamic_range_db,
+            GainReference::Mean => config.floor_db - gq,
+        };
+        shapes.extend(row.iter().map(|&v| (v - gq).max(lowest)));
     }
     Analysis {
         frames,
@@ -509,11 +698,8 @@ impl Tokenizer for MagnitudeTokenizer {
         for q in 0..q_n {
             let cb = &self.codebooks[q];
             let assign = kmeans::nearest(&residual, bins, cb)?;
-            for (t, (row, &(c, _))) in residual.chunks_mut(bins).zip(&assign).enumerate() {
-                let ci = c as usize;
-                for (r, &v) in row.iter_mut().zip(&cb[ci * bins..(ci + 1) * bins]) {
-                    *r -= v;
-                }
+            subtract_codewords(&mut residual, bins, cb, &assign);
+            for (t, &(c, _)) in assign.iter().enumerate() {
                 codes[q * t_n + t] = if q == 0 {
                     a.gains[t] as u32 * s0 + c
                 } else {
