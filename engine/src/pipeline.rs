@@ -15,6 +15,16 @@ pub const HELD_OUT_EVERY_NTH_SONG: usize = 10;
 /// The full mix (sum of the stems) of every song of the dataset at `songs_dir` (any layout
 /// `data::datasets` recognises), at `sample_rate`, split into (training, held-out) songs.
 pub fn song_mixes(songs_dir: &Path, sample_rate: u32) -> Result<(Vec<Audio>, Vec<Audio>)> {
+    song_clips(songs_dir, sample_rate, false)
+}
+
+/// [`song_mixes`], with each training song's non-silent stems after its mix when
+/// `with_stems` (the held-out side stays mixes only, so reports stay comparable).
+pub fn song_clips(
+    songs_dir: &Path,
+    sample_rate: u32,
+    with_stems: bool,
+) -> Result<(Vec<Audio>, Vec<Audio>)> {
     let (_, sources) = list_dataset(songs_dir)?;
     let mut train = Vec::new();
     let mut held_out = Vec::new();
@@ -31,6 +41,13 @@ pub fn song_mixes(songs_dir: &Path, sample_rate: u32) -> Result<(Vec<Audio>, Vec
             held_out.push(audio);
         } else {
             train.push(audio);
+            if with_stems {
+                for stem in song.stems {
+                    if stem.samples.iter().any(|&v| v != 0.0) {
+                        train.push(Audio::mono(sample_rate, stem.samples)?);
+                    }
+                }
+            }
         }
     }
     Ok((train, held_out))
@@ -129,6 +146,59 @@ pub fn refine_tokenizer(
         radius,
         before,
         after: metrics::evaluate(&refined, &held_out)?,
+        fit_seconds,
+    })
+}
+
+/// What `train decoder` measured: the fit on its own frames and the held-out songs before and
+/// after (all levels, full round trip).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JointDecoderReport {
+    pub train_clips: usize,
+    pub held_out_songs: usize,
+    pub with_stems: bool,
+    pub ridge: f64,
+    pub sweeps: usize,
+    pub fit: crate::codec::magnitude::joint::FitError,
+    /// (LSD dB, mel L1) without and with the joint decoder.
+    pub before: (f64, f64),
+    pub after: (f64, f64),
+    pub fit_seconds: f64,
+}
+
+/// Fits joint decoder codewords (see `codec::magnitude::joint`) to the magnitude tokenizer in
+/// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
+/// saves the result to `out_dir`. The tokens do not change, so caches and models made with the
+/// tokenizer stay valid.
+pub fn fit_joint_decoder(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    out_dir: &Path,
+    with_stems: bool,
+    ridge: f64,
+    sweeps: usize,
+) -> Result<JointDecoderReport> {
+    let tokenizer = MagnitudeTokenizer::load(tokenizer_dir)?;
+    let (train, held_out) = song_clips(songs_dir, tokenizer.config().sample_rate, with_stems)?;
+    anyhow::ensure!(
+        !train.is_empty() && !held_out.is_empty(),
+        "{}: needs at least 2 songs (training and held-out)",
+        songs_dir.display()
+    );
+    let before = metrics::evaluate(&tokenizer, &held_out)?;
+    let started = std::time::Instant::now();
+    let (fitted, fit) = tokenizer.with_joint_decoder(&train, ridge, sweeps)?;
+    let fit_seconds = started.elapsed().as_secs_f64();
+    save_tokenizer_dir(&fitted, out_dir)?;
+    Ok(JointDecoderReport {
+        train_clips: train.len(),
+        held_out_songs: held_out.len(),
+        with_stems,
+        ridge,
+        sweeps,
+        fit,
+        before,
+        after: metrics::evaluate(&fitted, &held_out)?,
         fit_seconds,
     })
 }

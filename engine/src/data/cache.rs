@@ -21,9 +21,10 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
 use crate::audio::Audio;
-use crate::codec::{no_progress, Tokenizer};
+use crate::codec::{no_progress, Tokenizer, Tokens};
 use crate::data::datasets::{list_dataset, load_song_source, SongSource};
 use crate::data::pairs::{draw_pair, PairConfig};
 use crate::data::Category;
@@ -132,6 +133,56 @@ pub fn song_seed(seed: u64, song_index: usize) -> u64 {
     mix64(seed ^ mix64(song_index as u64))
 }
 
+/// One song's drawn and tokenised pairs.
+struct SongPairs {
+    index: usize,
+    id: String,
+    /// (context, target) tokens per pair.
+    tokens: Vec<(Tokens, Tokens)>,
+    categories: Vec<u32>,
+    crop_starts: Vec<u32>,
+    /// Draws that gave no pair.
+    misses: usize,
+    skipped_files: Vec<(PathBuf, String)>,
+}
+
+/// Draws `config.pairs_per_song` pairs from song number `index` and tokenises them.
+fn song_pairs(
+    source: &SongSource,
+    index: usize,
+    tokenizer: &dyn Tokenizer,
+    config: &CacheConfig,
+    pairs_cfg: &PairConfig,
+) -> Result<SongPairs> {
+    let dir = &source.dir;
+    let song = load_song_source(source, pairs_cfg.sample_rate)?;
+    let mut rng = StdRng::seed_from_u64(song_seed(config.seed, index));
+    let mut out = SongPairs {
+        index,
+        id: song.id.clone(),
+        tokens: Vec::new(),
+        categories: Vec::new(),
+        crop_starts: Vec::new(),
+        misses: 0,
+        skipped_files: song.skipped.clone(),
+    };
+    for _ in 0..config.pairs_per_song {
+        let Some(pair) = draw_pair(&song, pairs_cfg, &mut rng) else {
+            out.misses += 1;
+            continue;
+        };
+        let encode = |audio: &Audio| {
+            tokenizer
+                .encode(audio, &mut no_progress())
+                .with_context(|| format!("{}: cannot tokenise a pair", dir.display()))
+        };
+        out.tokens.push((encode(&pair.context)?, encode(&pair.target)?));
+        out.categories.push(pair.category.id());
+        out.crop_starts.push(pair.crop_start as u32);
+    }
+    Ok(out)
+}
+
 /// Draws, tokenises and writes shard `shard` of the songs under `dataset` into `out_dir`.
 /// `progress(done, total)` is called after each song.
 pub fn write_shard(
@@ -160,47 +211,51 @@ pub fn write_shard(
     let (mut category, mut song_index, mut crop_start) = (Vec::new(), Vec::new(), Vec::new());
     let mut rejected = Vec::new();
     let mut skipped_files = Vec::new();
-    for (done, (i, source)) in mine.iter().enumerate() {
-        let dir = &source.dir;
-        let song = load_song_source(source, pairs_cfg.sample_rate)?;
-        skipped_files.extend(song.skipped.iter().cloned());
-        let mut rng = StdRng::seed_from_u64(song_seed(config.seed, *i));
-        let mut misses = 0;
-        for _ in 0..config.pairs_per_song {
-            let Some(pair) = draw_pair(&song, &pairs_cfg, &mut rng) else {
-                misses += 1;
-                continue;
-            };
-            for (audio, out) in [(&pair.context, &mut context), (&pair.target, &mut target)] {
-                let tokens = tokenizer
-                    .encode(audio, &mut no_progress())
-                    .with_context(|| format!("{}: cannot tokenise a pair", dir.display()))?;
-                if tokens.levels != levels {
-                    bail!(
-                        "tokenizer returned {} levels, declared {levels}",
-                        tokens.levels
-                    );
-                }
-                match frames {
-                    None => frames = Some(tokens.frames),
-                    Some(t) if t != tokens.frames => {
+    // Songs are drawn and tokenised in parallel, a few per core at a time (each song's pairs
+    // come from its own seeded RNG, so the shard is the same on any number of threads), and
+    // merged in song order.
+    let chunk = 2 * rayon::current_num_threads().max(1);
+    let mut done = 0;
+    for group in mine.chunks(chunk) {
+        let results: Vec<Result<SongPairs>> = group
+            .par_iter()
+            .map(|&(i, source)| song_pairs(source, i, tokenizer, config, &pairs_cfg))
+            .collect();
+        for result in results {
+            let song = result?;
+            skipped_files.extend(song.skipped_files);
+            for (ctx, tgt) in &song.tokens {
+                for tokens in [ctx, tgt] {
+                    if tokens.levels != levels {
                         bail!(
-                            "tokenizer returned {} frames for a crop, earlier {t}",
-                            tokens.frames
-                        )
+                            "tokenizer returned {} levels, declared {levels}",
+                            tokens.levels
+                        );
                     }
-                    Some(_) => {}
+                    match frames {
+                        None => frames = Some(tokens.frames),
+                        Some(t) if t != tokens.frames => {
+                            bail!(
+                                "tokenizer returned {} frames for a crop, earlier {t}",
+                                tokens.frames
+                            )
+                        }
+                        Some(_) => {}
+                    }
                 }
-                out.extend_from_slice(&tokens.codes);
+                context.extend_from_slice(&ctx.codes);
+                target.extend_from_slice(&tgt.codes);
             }
-            category.push(pair.category.id());
-            song_index.push(*i as u32);
-            crop_start.push(pair.crop_start as u32);
+            let pairs = song.tokens.len();
+            category.extend(song.categories);
+            song_index.extend(std::iter::repeat_n(song.index as u32, pairs));
+            crop_start.extend(song.crop_starts);
+            if song.misses > 0 {
+                rejected.push((song.id, song.misses));
+            }
+            done += 1;
+            progress(done, mine.len());
         }
-        if misses > 0 {
-            rejected.push((song.id.clone(), misses));
-        }
-        progress(done + 1, mine.len());
     }
     let frames = match frames {
         Some(t) => t,

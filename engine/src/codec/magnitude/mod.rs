@@ -19,10 +19,12 @@
 //! of `codebook_size` codes. Every level stays below `codebook_size`, and the default is
 //! 4 x 11 bits x 50 Hz = 2.2 kbps (DESIGN's budget is 2.5 kbps).
 //!
-//! **Decoder:** codes -> summed codewords + gain -> magnitudes -> fast Griffin-Lim
+//! **Decoder:** codes -> summed codewords + gain (or, when trained, the [`joint`] decoder's
+//! codewords, refitted on frozen tokens) -> magnitudes -> fast Griffin-Lim
 //! (`gl_iters` iterations, momentum `gl_momentum`, seeded initial phase) -> window-normalised
 //! overlap-add inverse STFT.
 
+pub mod joint;
 pub mod kmeans;
 pub mod metrics;
 pub mod refine;
@@ -48,6 +50,8 @@ pub const CODEBOOKS_FILE: &str = "codebooks.safetensors";
 const FORMAT_VERSION: u32 = 1;
 /// Name of the refinement weights in [`CODEBOOKS_FILE`].
 pub const REFINE_TENSOR: &str = "refine";
+/// Prefix of the joint decoder's codewords in [`CODEBOOKS_FILE`] (`decoder0`, `decoder1`, ..).
+pub const DECODER_TENSOR_PREFIX: &str = "decoder";
 
 /// Everything that defines the tokens and the decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +81,10 @@ pub struct MagnitudeConfig {
     /// Training frames the refinement is fitted on at most.
     #[serde(default = "default_refine_frames")]
     pub refine_train_frames: usize,
+    /// Full token grids decode with separate decoder codewords refitted jointly on frozen
+    /// tokens (see [`joint`]); the encoder's codebooks still define the tokens.
+    #[serde(default)]
+    pub joint_decoder: bool,
     /// Lloyd iterations per level.
     pub kmeans_iters: usize,
     /// Training frames per level at most (a seeded random subset beyond that).
@@ -102,6 +110,7 @@ impl Default for MagnitudeConfig {
             dynamic_range_db: 80.0,
             refine_radius: None,
             refine_train_frames: default_refine_frames(),
+            joint_decoder: false,
             kmeans_iters: 10,
             max_train_frames: 60_000,
             gl_iters: 32,
@@ -242,6 +251,9 @@ pub struct MagnitudeTokenizer {
     codebooks: Vec<Vec<f32>>,
     /// Refinement weights `[bins][features]` when `config.refine_radius` is set.
     refine: Option<Vec<f32>>,
+    /// Joint decoder codewords, level `q`: `[codebook_size][bins]` (level 0 indexed by the
+    /// whole token, gain and shape), when `config.joint_decoder` is set.
+    decoder: Option<Vec<Vec<f32>>>,
     stft: Stft,
 }
 
@@ -253,12 +265,13 @@ struct Analysis {
 }
 
 impl MagnitudeTokenizer {
-    /// Builds a tokenizer from a config, its codebooks and (when the config asks for one) its
-    /// refinement filter, checking their shapes.
+    /// Builds a tokenizer from a config, its codebooks and (when the config asks for them) its
+    /// refinement filter and joint decoder codewords, checking their shapes.
     pub fn from_parts(
         config: MagnitudeConfig,
         codebooks: Vec<Vec<f32>>,
         refine: Option<Vec<f32>>,
+        decoder: Option<Vec<Vec<f32>>>,
     ) -> Result<Self> {
         config.validate()?;
         ensure!(
@@ -300,11 +313,38 @@ impl MagnitudeTokenizer {
             (Some(_), None) => bail!("the config asks for a refinement filter but none is given"),
             (None, Some(_)) => bail!("a refinement filter is given but the config has none"),
         }
+        match (&decoder, config.joint_decoder) {
+            (None, false) => {}
+            (Some(d), true) => {
+                ensure!(
+                    d.len() == config.levels,
+                    "{} joint decoder levels for {} levels",
+                    d.len(),
+                    config.levels
+                );
+                for (q, cw) in d.iter().enumerate() {
+                    ensure!(
+                        cw.len() == config.codebook_size * config.bins(),
+                        "joint decoder level {q} holds {} values, expected {} x {}",
+                        cw.len(),
+                        config.codebook_size,
+                        config.bins()
+                    );
+                    ensure!(
+                        cw.iter().all(|v| v.is_finite()),
+                        "joint decoder level {q} holds non-finite values"
+                    );
+                }
+            }
+            (None, true) => bail!("the config asks for a joint decoder but none is given"),
+            (Some(_), false) => bail!("joint decoder codewords are given but the config has none"),
+        }
         let stft = Stft::new(config.n_fft, config.hop);
         Ok(MagnitudeTokenizer {
             config,
             codebooks,
             refine,
+            decoder,
             stft,
         })
     }
@@ -377,7 +417,8 @@ impl MagnitudeTokenizer {
         let radius = config.refine_radius;
         let mut plain = config;
         plain.refine_radius = None;
-        let plain = Self::from_parts(plain, codebooks, None)?;
+        plain.joint_decoder = false;
+        let plain = Self::from_parts(plain, codebooks, None, None)?;
         match radius {
             Some(radius) => plain.with_refinement(clips, radius),
             None => Ok(plain),
@@ -388,9 +429,10 @@ impl MagnitudeTokenizer {
     /// `config.refine_train_frames` frames of them) replacing any the tokenizer had: only the
     /// decoder changes, so token caches and models made with this tokenizer stay valid.
     pub fn with_refinement(self, clips: &[Audio], radius: usize) -> Result<Self> {
+        let decoder = self.decoder;
         let mut plain = self.config.clone();
         plain.refine_radius = None;
-        let plain = Self::from_parts(plain, self.codebooks, None)?;
+        let plain = Self::from_parts(plain, self.codebooks, None, decoder)?;
         let mut config = plain.config.clone();
         config.refine_radius = Some(radius);
         let layout = config.refine_layout().expect("radius was just set");
@@ -416,7 +458,61 @@ impl MagnitudeTokenizer {
         }
         ensure!(frames > 0, "no audio to fit the refinement on");
         let weights = fit.solve()?;
-        Self::from_parts(config, plain.codebooks, Some(weights))
+        Self::from_parts(config, plain.codebooks, Some(weights), plain.decoder)
+    }
+
+    /// The same tokens with joint decoder codewords (see [`joint`]) fitted on every frame of
+    /// `clips`, started from and pulled (`ridge` frames) towards the encoder's codewords, with
+    /// `sweeps` Gauss-Seidel sweeps. Any refinement filter is dropped (it was fitted to the
+    /// old decode). Also returns the fit's RMS error on the clips before and after.
+    pub fn with_joint_decoder(
+        self,
+        clips: &[Audio],
+        ridge: f64,
+        sweeps: usize,
+    ) -> Result<(Self, joint::FitError)> {
+        let mut config = self.config.clone();
+        config.refine_radius = None;
+        config.joint_decoder = false;
+        let plain = Self::from_parts(config.clone(), self.codebooks, None, None)?;
+        let (bins, size) = (config.bins(), config.codebook_size);
+        let mut fit = joint::JointFit::new(config.levels, size, bins);
+        for clip in clips {
+            let mono = clip.to_mono_at(config.sample_rate)?;
+            let truth = plain.analyse_db(&mono.channels[0]);
+            let tokens = plain.encode(&mono, &mut crate::codec::no_progress())?;
+            fit.add(&tokens, &truth)?;
+        }
+        ensure!(fit.frames() > 0, "no audio to fit the joint decoder on");
+        let init = plain.encoder_codewords();
+        let solved = fit.solve(&init, ridge, sweeps)?;
+        config.joint_decoder = true;
+        let tok = Self::from_parts(config, plain.codebooks, None, Some(solved.codewords))?;
+        Ok((tok, solved.error))
+    }
+
+    /// What the plain decoder adds per token of every level, `[levels][codebook_size * bins]`
+    /// (level 0: the token's gain plus its shape codeword; levels 1..: the codebooks, padded
+    /// with copies of the last codeword if a level is smaller).
+    fn encoder_codewords(&self) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        let (bins, s0) = (c.bins(), c.level0_shapes());
+        (0..c.levels)
+            .map(|q| {
+                (0..c.codebook_size)
+                    .flat_map(|code| {
+                        let (row, gain) = if q == 0 {
+                            (code % s0, c.gain_db(code / s0))
+                        } else {
+                            (code.min(c.level_size(q) - 1), 0.0)
+                        };
+                        self.codebooks[q][row * bins..(row + 1) * bins]
+                            .iter()
+                            .map(move |&v| v + gain)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Saves `config.json` and `codebooks.safetensors` into `dir` (created if missing).
@@ -440,6 +536,11 @@ impl MagnitudeTokenizer {
         if let (Some(w), Some(layout)) = (&self.refine, self.config.refine_layout()) {
             let t = Tensor::from_slice(w, (self.config.bins(), layout.features()), &Device::Cpu)?;
             tensors.insert(REFINE_TENSOR.to_string(), t);
+        }
+        for (q, cw) in self.decoder.iter().flatten().enumerate() {
+            let shape = (self.config.codebook_size, self.config.bins());
+            let t = Tensor::from_slice(cw, shape, &Device::Cpu)?;
+            tensors.insert(format!("{DECODER_TENSOR_PREFIX}{q}"), t);
         }
         let path = dir.join(CODEBOOKS_FILE);
         candle_core::safetensors::save(&tensors, &path)
@@ -531,14 +632,44 @@ impl MagnitudeTokenizer {
                 )
             }
         };
-        let expected = config.levels + usize::from(refine.is_some());
+        let decoder = if config.joint_decoder {
+            let want = (config.codebook_size, config.bins());
+            let levels = (0..config.levels)
+                .map(|q| {
+                    let name = format!("{DECODER_TENSOR_PREFIX}{q}");
+                    let t = map.get(&name).with_context(|| {
+                        format!(
+                            "{}: no '{name}' tensor, which the config's joint decoder needs",
+                            path.display()
+                        )
+                    })?;
+                    ensure!(
+                        t.dims2().ok() == Some(want),
+                        "{}: '{name}' has shape {:?}, the config needs {:?}",
+                        path.display(),
+                        t.dims(),
+                        want
+                    );
+                    Ok(t.to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1()?)
+                })
+                .collect::<Result<Vec<Vec<f32>>>>()?;
+            Some(levels)
+        } else {
+            None
+        };
+        let expected = config.levels
+            + usize::from(refine.is_some())
+            + decoder.as_ref().map_or(0, |d| d.len());
         ensure!(
             map.len() == expected,
             "{}: holds {} tensors, the config needs {expected}",
             path.display(),
             map.len(),
         );
-        Self::from_parts(config, codebooks, refine).with_context(|| format!("{}", dir.display()))
+        Self::from_parts(config, codebooks, refine, decoder)
+            .with_context(|| format!("{}", dir.display()))
     }
 
     /// Decoded log-magnitudes in dB `[frames][bins]` of a token grid, floored at
@@ -569,8 +700,9 @@ impl MagnitudeTokenizer {
         }
     }
 
-    /// Gain plus summed codewords `[frames][bins]`, floored; with `partials`, also the
-    /// floored sums after each level but the last.
+    /// Gain plus summed codewords `[frames][bins]` (the joint decoder's, for a full grid when
+    /// the tokenizer has one), floored; with `partials`, also the floored sums of the
+    /// encoder's codewords after each level but the last.
     fn sum_codewords(&self, tokens: &Tokens, partials: bool) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         let c = &self.config;
         ensure!(
@@ -616,7 +748,13 @@ impl MagnitudeTokenizer {
                 partial.push(floored(&db));
             }
         }
-        Ok((floored(&db), partial))
+        match &self.decoder {
+            Some(decoder) if tokens.levels == c.levels => Ok((
+                joint::decode(decoder, tokens, bins, c.floor_db)?,
+                partial,
+            )),
+            _ => Ok((floored(&db), partial)),
+        }
     }
 }
 
