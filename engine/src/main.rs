@@ -51,6 +51,21 @@ enum Command {
     /// distances for generated stems, ablations, real pairs (ceiling) and shuffled pairs
     /// (floor); writes report.json, report.md and PNG charts.
     Eval(EvalArgs),
+    /// Held-out masked-token accuracy per level of a model directory on a token cache's
+    /// held-out songs (as training validates, with more batches), next to the unigram baseline.
+    Validate {
+        /// Model directory (config.json, model.safetensors).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Token cache made with the model's tokenizer.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// Batches per level.
+        #[arg(long, default_value_t = 16)]
+        batches: usize,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
     /// Prepare training data.
     #[command(subcommand)]
     Data(DataCommand),
@@ -519,6 +534,30 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             stemgen::pipeline::export_model_dir(&from, &out, !full_precision)?;
             println!("{} -> {}", from.display(), out.display());
+        }
+        Command::Validate {
+            model,
+            cache,
+            batches,
+            batch_size,
+        } => {
+            let checkpoint = ModelCheckpoint::load(&model, &Device::Cpu)?;
+            let cache = stemgen::data::cache::TokenCache::open(&cache)?;
+            let r = stemgen::train::held_out_accuracy(
+                &checkpoint.model,
+                &cache,
+                batches,
+                batch_size,
+                &Device::Cpu,
+            )?;
+            println!(
+                "{} held-out pairs, {} x {} per level",
+                r.pairs, r.batches, r.batch_size
+            );
+            println!("| level | accuracy | unigram baseline |\n|---|---|---|");
+            for (q, (a, u)) in r.accuracy.iter().zip(&r.unigram).enumerate() {
+                println!("| {q} | {a:.4} | {u:.4} |");
+            }
         }
         Command::Info { model_dir } => {
             let checkpoint = ModelCheckpoint::load(&model_dir, &Device::Cpu)?;

@@ -8,7 +8,7 @@ use stemgen::codec::encodec::Encodec;
 use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec, TokenCache};
 use stemgen::data::pairs::PairConfig;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
-use stemgen::train::{train_model, LrSchedule, ModelTrainConfig};
+use stemgen::train::{held_out_accuracy, train_model, LrSchedule, ModelTrainConfig};
 
 use std::f32::consts::TAU;
 
@@ -147,9 +147,25 @@ fn trains_checkpoints_and_resumes() {
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
     let last: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");
-    // The checkpoint is an ordinary model directory.
+    // The checkpoint is an ordinary model directory, and scoring it on the held-out songs
+    // with training's own validation settings reproduces the last validation exactly.
     let trained = out.path().join("checkpoint");
-    ModelCheckpoint::load(&trained, &Device::Cpu).unwrap();
+    let loaded = ModelCheckpoint::load(&trained, &Device::Cpu).unwrap();
+    let held_out = held_out_accuracy(&loaded.model, &cache, 1, 4, &Device::Cpu).unwrap();
+    assert_eq!(held_out.accuracy, report.validation_accuracy);
+    assert_eq!(held_out.unigram, report.unigram_accuracy);
+    assert!(held_out.pairs > 0);
+    let mismatched = ModelCheckpoint::random(
+        &ModelConfig {
+            codebook_size: 2048,
+            ..tiny_model()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let err = held_out_accuracy(&mismatched.model, &cache, 1, 4, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("256"), "{err}");
 
     // A fresh run started from it (at a negligible learning rate) begins at its loss, not at
     // a random model's.

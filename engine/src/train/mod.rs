@@ -4,5 +4,5 @@
 pub mod model;
 pub mod schedule;
 
-pub use model::{train_model, ModelTrainConfig, TrainReport};
+pub use model::{held_out_accuracy, train_model, HeldOutAccuracy, ModelTrainConfig, TrainReport};
 pub use schedule::{clip_grad_norm, LrSchedule};

@@ -164,6 +164,57 @@ fn validate(
         .collect()
 }
 
+/// A model's masked-token accuracy on a cache's held-out songs.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOutAccuracy {
+    /// Held-out pairs in the cache (every 10th song).
+    pub pairs: usize,
+    /// Batches of `batch_size` pairs scored per level.
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Conditional masked-token accuracy per level (context and category kept).
+    pub accuracy: Vec<f32>,
+    /// Always predicting each level's most frequent training code.
+    pub unigram: Vec<f32>,
+}
+
+/// Scores `model` on the held-out songs of `cache` exactly as training validates (the same
+/// split, masks and seeds), with `batches` batches per level: more batches than training's
+/// periodic check give figures steady enough to compare models.
+pub fn held_out_accuracy(
+    model: &crate::model::StemGenModel,
+    cache: &TokenCache,
+    batches: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<HeldOutAccuracy> {
+    let config = model.config();
+    anyhow::ensure!(
+        cache.info.levels == config.levels && cache.info.codebook_size == config.codebook_size,
+        "the token cache has {} levels x {} codes but the model expects {} x {}",
+        cache.info.levels,
+        cache.info.codebook_size,
+        config.levels,
+        config.codebook_size
+    );
+    anyhow::ensure!(
+        batches > 0 && batch_size > 0,
+        "batches and batch size must be > 0"
+    );
+    let (train_idx, val_idx) = split(cache);
+    anyhow::ensure!(
+        !val_idx.is_empty() && !train_idx.is_empty(),
+        "the token cache needs both training and held-out songs (every {VALIDATION_EVERY_NTH_SONG}th song is held out)"
+    );
+    Ok(HeldOutAccuracy {
+        pairs: val_idx.len(),
+        batches,
+        batch_size,
+        accuracy: validate(model, cache, &val_idx, batches, batch_size, device)?,
+        unigram: unigram_accuracy(cache, &train_idx, &val_idx),
+    })
+}
+
 /// Trains (or resumes, when `out_dir/checkpoint` exists) a model on `cache`.
 ///
 /// Writes `out_dir/checkpoint/` (a model directory + `train_state.json`) every
