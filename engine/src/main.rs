@@ -806,8 +806,9 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             ridge,
             sweeps,
         } => {
-            let r =
-                stemgen::pipeline::fit_joint_decoder(&tokenizer, &songs, &out, stems, ridge, sweeps)?;
+            let r = stemgen::pipeline::fit_joint_decoder(
+                &tokenizer, &songs, &out, stems, ridge, sweeps,
+            )?;
             println!(
                 "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (fitted on {} \
                  clips, {} frames, in {:.0} s; fit RMS {:.2} -> {:.2} dB)",

@@ -452,7 +452,10 @@ fn joint_decoder_keeps_the_tokens_and_lowers_the_error() {
     println!("joint decoder, fitted songs: LSD {lsd_plain:.2} -> {lsd:.2}");
     assert!(lsd < lsd_plain - 0.05, "{lsd} vs {lsd_plain}");
     let (lsd_held_out, mel) = evaluate(&joint, held_out).unwrap();
-    assert!(lsd_held_out < 12.0 && mel.is_finite(), "{lsd_held_out} {mel}");
+    assert!(
+        lsd_held_out < 12.0 && mel.is_finite(),
+        "{lsd_held_out} {mel}"
+    );
     // Fewer levels decode with the encoder's codewords, as before.
     assert_eq!(
         joint.decode_db(&tokens.truncated(2)).unwrap(),

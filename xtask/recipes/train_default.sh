@@ -29,14 +29,18 @@ $BIN train model --cache "$W/cache" --tokenizer "$W/tokenizer" --out "$W/model-c
     --init-from "$W/stage1" --steps 1400 --stop-after "${STAGE2_STOP:-1400}" --batch-size 8 --lr 5e-4 \
     --warmup 100 --checkpoint-every 50 --validate-every 200 --seed 1
 [ -f "$W/stage2/model.safetensors" ] || $BIN export "$W/model-continued/checkpoint" --out "$W/stage2"
-# Stage 3 (session 3): a fresh schedule from the stage-2 weights on 4800 new pairs of the same
-# songs (cache seed 3: other crops, targets and context subsets), tokenised with the stage-2
-# tokenizer (STAGE3_STOP: where it was stopped).
+# Stage 3 (session 3): the stage-2 weights on 4800 new pairs of the same songs (cache seed 3:
+# other crops, targets and context subsets), tokenised with the stage-2 tokenizer. 3a: 250
+# steps of a 2000-step schedule; 3b: a fresh, shorter schedule from 3a's checkpoint, so that it
+# decays within the session (STAGE3B_STOP: where it was stopped).
 [ -n "$(ls "$W"/cache3/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/all" --tokenizer "$W/stage2" --out "$W/cache3" --pairs-per-song 8 --crop-seconds 10 --seed 3
 $BIN train model --cache "$W/cache3" --tokenizer "$W/stage2/tokenizer" --out "$W/model-stage3" \
-    --init-from "$W/stage2" --steps 2000 --stop-after "${STAGE3_STOP:-2000}" --batch-size 8 --lr 5e-4 \
+    --init-from "$W/stage2" --steps 2000 --stop-after 250 --batch-size 8 --lr 5e-4 \
     --warmup 100 --checkpoint-every 50 --validate-every 200 --seed 2
-$BIN export "$W/model-stage3/checkpoint" --out assets/default
+$BIN train model --cache "$W/cache3" --tokenizer "$W/stage2/tokenizer" --out "$W/model-stage3b" \
+    --init-from "$W/model-stage3/checkpoint" --steps 1000 --stop-after "${STAGE3B_STOP:-1000}" \
+    --batch-size 8 --lr 5e-4 --warmup 50 --checkpoint-every 50 --validate-every 200 --seed 4
+$BIN export "$W/model-stage3b/checkpoint" --out assets/default
 # The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-bass.wav 4 8 bass

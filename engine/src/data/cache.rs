@@ -176,7 +176,8 @@ fn song_pairs(
                 .encode(audio, &mut no_progress())
                 .with_context(|| format!("{}: cannot tokenise a pair", dir.display()))
         };
-        out.tokens.push((encode(&pair.context)?, encode(&pair.target)?));
+        out.tokens
+            .push((encode(&pair.context)?, encode(&pair.target)?));
         out.categories.push(pair.category.id());
         out.crop_starts.push(pair.crop_start as u32);
     }

@@ -316,8 +316,16 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(err < 1e-2, "max error {err}");
-        assert!(solved.error.rms_before_db > 5.0, "{}", solved.error.rms_before_db);
-        assert!(solved.error.rms_after_db < 1e-2, "{}", solved.error.rms_after_db);
+        assert!(
+            solved.error.rms_before_db > 5.0,
+            "{}",
+            solved.error.rms_before_db
+        );
+        assert!(
+            solved.error.rms_after_db < 1e-2,
+            "{}",
+            solved.error.rms_after_db
+        );
     }
 
     #[test]

@@ -659,9 +659,8 @@ impl MagnitudeTokenizer {
         } else {
             None
         };
-        let expected = config.levels
-            + usize::from(refine.is_some())
-            + decoder.as_ref().map_or(0, |d| d.len());
+        let expected =
+            config.levels + usize::from(refine.is_some()) + decoder.as_ref().map_or(0, |d| d.len());
         ensure!(
             map.len() == expected,
             "{}: holds {} tensors, the config needs {expected}",
@@ -749,10 +748,9 @@ impl MagnitudeTokenizer {
             }
         }
         match &self.decoder {
-            Some(decoder) if tokens.levels == c.levels => Ok((
-                joint::decode(decoder, tokens, bins, c.floor_db)?,
-                partial,
-            )),
+            Some(decoder) if tokens.levels == c.levels => {
+                Ok((joint::decode(decoder, tokens, bins, c.floor_db)?, partial))
+            }
             _ => Ok((floored(&db), partial)),
         }
     }
