@@ -790,7 +790,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 r.after.0,
                 r.before.1,
                 r.after.1,
-                r.train_songs,
+                r.train_clips,
                 r.fit_seconds
             );
             std::fs::write(
@@ -818,10 +818,10 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 r.before.1,
                 r.after.1,
                 r.train_clips,
-                r.fit.frames,
+                r.fit.error.frames,
                 r.fit_seconds,
-                r.fit.rms_before_db,
-                r.fit.rms_after_db
+                r.fit.error.rms_before_db,
+                r.fit.error.rms_after_db
             );
             std::fs::write(
                 out.join("decoder_report.json"),

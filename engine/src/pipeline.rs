@@ -107,77 +107,30 @@ fn save_tokenizer_dir(tokenizer: &MagnitudeTokenizer, out_dir: &Path) -> Result<
     .with_context(|| format!("{}: cannot write {TOKENIZER_FILE}", out_dir.display()))
 }
 
-/// What `train refine` measured on the held-out songs (all levels, full round trip).
+/// What a decoder fit on frozen tokens measured on the held-out songs (all levels, full round
+/// trip), plus what the fit itself reports.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RefineReport {
-    pub train_songs: usize,
-    pub held_out_songs: usize,
-    pub radius: usize,
-    /// (LSD dB, mel L1) without and with the refinement.
-    pub before: (f64, f64),
-    pub after: (f64, f64),
-    pub fit_seconds: f64,
-}
-
-/// Fits a refinement filter of `radius` frames to the magnitude tokenizer in `tokenizer_dir`
-/// on the training songs of `songs_dir` and saves the result to `out_dir`. The tokens do not
-/// change, so caches and models made with the tokenizer stay valid.
-pub fn refine_tokenizer(
-    tokenizer_dir: &Path,
-    songs_dir: &Path,
-    out_dir: &Path,
-    radius: usize,
-) -> Result<RefineReport> {
-    let tokenizer = MagnitudeTokenizer::load(tokenizer_dir)?;
-    let (train, held_out) = song_mixes(songs_dir, tokenizer.config().sample_rate)?;
-    anyhow::ensure!(
-        !train.is_empty() && !held_out.is_empty(),
-        "{}: needs at least 2 songs (training and held-out)",
-        songs_dir.display()
-    );
-    let before = metrics::evaluate(&tokenizer, &held_out)?;
-    let started = std::time::Instant::now();
-    let refined = tokenizer.with_refinement(&train, radius)?;
-    let fit_seconds = started.elapsed().as_secs_f64();
-    save_tokenizer_dir(&refined, out_dir)?;
-    Ok(RefineReport {
-        train_songs: train.len(),
-        held_out_songs: held_out.len(),
-        radius,
-        before,
-        after: metrics::evaluate(&refined, &held_out)?,
-        fit_seconds,
-    })
-}
-
-/// What `train decoder` measured: the fit on its own frames and the held-out songs before and
-/// after (all levels, full round trip).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JointDecoderReport {
+pub struct DecoderFitReport<T> {
     pub train_clips: usize,
     pub held_out_songs: usize,
-    pub with_stems: bool,
-    pub ridge: f64,
-    pub sweeps: usize,
-    pub fit: crate::codec::magnitude::joint::FitError,
-    /// (LSD dB, mel L1) without and with the joint decoder.
+    /// (LSD dB, mel L1) without and with the new decoder.
     pub before: (f64, f64),
     pub after: (f64, f64),
     pub fit_seconds: f64,
+    pub fit: T,
 }
 
-/// Fits joint decoder codewords (see `codec::magnitude::joint`) to the magnitude tokenizer in
-/// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
-/// saves the result to `out_dir`. The tokens do not change, so caches and models made with the
-/// tokenizer stay valid.
-pub fn fit_joint_decoder(
+/// Loads the magnitude tokenizer in `tokenizer_dir`, gives `fit` the training clips of
+/// `songs_dir` (mixes, and stems when `with_stems`), saves the tokenizer it returns to
+/// `out_dir` and scores both on the held-out mixes. Only decoders are fitted this way, so
+/// caches and models made with the tokenizer stay valid.
+fn fit_decoder<T>(
     tokenizer_dir: &Path,
     songs_dir: &Path,
     out_dir: &Path,
     with_stems: bool,
-    ridge: f64,
-    sweeps: usize,
-) -> Result<JointDecoderReport> {
+    fit: impl FnOnce(MagnitudeTokenizer, &[Audio]) -> Result<(MagnitudeTokenizer, T)>,
+) -> Result<DecoderFitReport<T>> {
     let tokenizer = MagnitudeTokenizer::load(tokenizer_dir)?;
     let (train, held_out) = song_clips(songs_dir, tokenizer.config().sample_rate, with_stems)?;
     anyhow::ensure!(
@@ -187,20 +140,74 @@ pub fn fit_joint_decoder(
     );
     let before = metrics::evaluate(&tokenizer, &held_out)?;
     let started = std::time::Instant::now();
-    let (fitted, fit) = tokenizer.with_joint_decoder(&train, ridge, sweeps)?;
+    let (fitted, report) = fit(tokenizer, &train)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     save_tokenizer_dir(&fitted, out_dir)?;
-    Ok(JointDecoderReport {
+    Ok(DecoderFitReport {
         train_clips: train.len(),
         held_out_songs: held_out.len(),
-        with_stems,
-        ridge,
-        sweeps,
-        fit,
         before,
         after: metrics::evaluate(&fitted, &held_out)?,
         fit_seconds,
+        fit: report,
     })
+}
+
+/// The refinement filter's settings, for [`DecoderFitReport`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefineFit {
+    pub radius: usize,
+}
+
+/// Fits a refinement filter of `radius` frames to the magnitude tokenizer in `tokenizer_dir`
+/// on the training mixes of `songs_dir` and saves the result to `out_dir`.
+pub fn refine_tokenizer(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    out_dir: &Path,
+    radius: usize,
+) -> Result<DecoderFitReport<RefineFit>> {
+    fit_decoder(tokenizer_dir, songs_dir, out_dir, false, |tok, train| {
+        Ok((tok.with_refinement(train, radius)?, RefineFit { radius }))
+    })
+}
+
+/// The joint decoder fit's settings and error on its own frames, for [`DecoderFitReport`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JointFit {
+    pub with_stems: bool,
+    pub ridge: f64,
+    pub sweeps: usize,
+    pub error: crate::codec::magnitude::joint::FitError,
+}
+
+/// Fits joint decoder codewords (see `codec::magnitude::joint`) to the magnitude tokenizer in
+/// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
+/// saves the result to `out_dir`.
+pub fn fit_joint_decoder(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    out_dir: &Path,
+    with_stems: bool,
+    ridge: f64,
+    sweeps: usize,
+) -> Result<DecoderFitReport<JointFit>> {
+    fit_decoder(
+        tokenizer_dir,
+        songs_dir,
+        out_dir,
+        with_stems,
+        |tok, train| {
+            let (fitted, error) = tok.with_joint_decoder(train, ridge, sweeps)?;
+            let fit = JointFit {
+                with_stems,
+                ridge,
+                sweeps,
+                error,
+            };
+            Ok((fitted, fit))
+        },
+    )
 }
 
 /// Makes `model_dir` a complete model directory for `generate`: copies the tokenizer folder

@@ -11,7 +11,7 @@ use stemgen::codec::magnitude::stft::Stft;
 use stemgen::codec::magnitude::{
     evaluate, evaluate_levels, MagnitudeConfig, MagnitudeTokenizer, CODEBOOKS_FILE, CONFIG_FILE,
 };
-use stemgen::codec::{no_progress, Tokenizer};
+use stemgen::codec::{no_progress, Tokenizer, Tokens};
 use stemgen::data::synth::{
     load_soundfont, plan_song, render_parts, song_frames, PlanOptions, RenderOptions, TIMGM6MB,
 };
@@ -407,20 +407,7 @@ fn refinement_keeps_the_tokens_and_lowers_held_out_error() {
     );
 
     // Saved and loaded with its filter; a file without the filter is a clear error.
-    let dir = tempfile::tempdir().unwrap();
-    refined.save(dir.path()).unwrap();
-    let loaded = MagnitudeTokenizer::load(dir.path()).unwrap();
-    assert_eq!(
-        loaded.decode_db(&tokens).unwrap(),
-        refined.decode_db(&tokens).unwrap()
-    );
-    std::fs::copy(
-        plain_dir.path().join(CODEBOOKS_FILE),
-        dir.path().join(CODEBOOKS_FILE),
-    )
-    .unwrap();
-    let e = format!("{:#}", MagnitudeTokenizer::load(dir.path()).err().unwrap());
-    assert!(e.contains("'refine'"), "{e}");
+    assert_saved_with(&refined, plain_dir.path(), &tokens, "'refine'");
 }
 
 #[test]
@@ -463,20 +450,31 @@ fn joint_decoder_keeps_the_tokens_and_lowers_the_error() {
     );
 
     // Saved and loaded with its codewords; a file without them is a clear error.
+    assert_saved_with(&joint, plain_dir.path(), &tokens, "'decoder0'");
+}
+
+/// `tokenizer` saves and loads to the same decode of `tokens`, and with the codebook file of
+/// the plain tokenizer saved in `plain_dir` instead of its own, loading fails naming `tensor`.
+fn assert_saved_with(
+    tokenizer: &MagnitudeTokenizer,
+    plain_dir: &Path,
+    tokens: &Tokens,
+    tensor: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
-    joint.save(dir.path()).unwrap();
+    tokenizer.save(dir.path()).unwrap();
     let loaded = MagnitudeTokenizer::load(dir.path()).unwrap();
     assert_eq!(
-        loaded.decode_db(&tokens).unwrap(),
-        joint.decode_db(&tokens).unwrap()
+        loaded.decode_db(tokens).unwrap(),
+        tokenizer.decode_db(tokens).unwrap()
     );
     std::fs::copy(
-        plain_dir.path().join(CODEBOOKS_FILE),
+        plain_dir.join(CODEBOOKS_FILE),
         dir.path().join(CODEBOOKS_FILE),
     )
     .unwrap();
     let e = format!("{:#}", MagnitudeTokenizer::load(dir.path()).err().unwrap());
-    assert!(e.contains("'decoder0'"), "{e}");
+    assert!(e.contains(tensor), "{e}");
 }
 
 #[test]

@@ -377,6 +377,14 @@ impl MagnitudeTokenizer {
             .collect()
     }
 
+    /// A clip's tokens and the log-magnitudes they approximate ([`Self::analyse_db`]): what a
+    /// decoder fitted on frozen tokens learns from.
+    fn tokens_and_truth(&self, clip: &Audio) -> Result<(Tokens, Vec<f32>)> {
+        let mono = clip.to_mono_at(self.config.sample_rate)?;
+        let truth = self.analyse_db(&mono.channels[0]);
+        Ok((self.encode(&mono, &mut crate::codec::no_progress())?, truth))
+    }
+
     /// Trains the RVQ codebooks on `clips` (any rate and channel count; mixed to mono at
     /// `config.sample_rate`). Deterministic for a given seed.
     pub fn train(clips: &[Audio], config: MagnitudeConfig, seed: u64) -> Result<Self> {
@@ -443,9 +451,7 @@ impl MagnitudeTokenizer {
             if frames >= config.refine_train_frames {
                 break;
             }
-            let mono = clip.to_mono_at(config.sample_rate)?;
-            let truth = plain.analyse_db(&mono.channels[0]);
-            let tokens = plain.encode(&mono, &mut crate::codec::no_progress())?;
+            let (tokens, truth) = plain.tokens_and_truth(clip)?;
             let (full, partial) = plain.sum_codewords(&tokens, true)?;
             let decodes = refine::Decodes {
                 full: &full,
@@ -478,9 +484,7 @@ impl MagnitudeTokenizer {
         let (bins, size) = (config.bins(), config.codebook_size);
         let mut fit = joint::JointFit::new(config.levels, size, bins);
         for clip in clips {
-            let mono = clip.to_mono_at(config.sample_rate)?;
-            let truth = plain.analyse_db(&mono.channels[0]);
-            let tokens = plain.encode(&mono, &mut crate::codec::no_progress())?;
+            let (tokens, truth) = plain.tokens_and_truth(clip)?;
             fit.add(&tokens, &truth)?;
         }
         ensure!(fit.frames() > 0, "no audio to fit the joint decoder on");
@@ -713,9 +717,16 @@ impl MagnitudeTokenizer {
         let bins = c.bins();
         let s0 = c.level0_shapes();
         let floored = |v: &[f32]| v.iter().map(|&x| x.max(c.floor_db)).collect::<Vec<f32>>();
+        let joint = self.decoder.as_ref().filter(|_| tokens.levels == c.levels);
+        // With the joint decoder, the encoder's codewords are only summed for the partials.
+        let summed_levels = match joint {
+            Some(_) if partials => tokens.levels - 1,
+            Some(_) => 0,
+            None => tokens.levels,
+        };
         let mut db = vec![0.0f32; tokens.frames * bins];
         let mut partial = Vec::new();
-        for q in 0..tokens.levels {
+        for q in 0..summed_levels {
             let limit = if q == 0 {
                 c.codebook_size
             } else {
@@ -747,11 +758,9 @@ impl MagnitudeTokenizer {
                 partial.push(floored(&db));
             }
         }
-        match &self.decoder {
-            Some(decoder) if tokens.levels == c.levels => {
-                Ok((joint::decode(decoder, tokens, bins, c.floor_db)?, partial))
-            }
-            _ => Ok((floored(&db), partial)),
+        match joint {
+            Some(decoder) => Ok((joint::decode(decoder, tokens, bins, c.floor_db)?, partial)),
+            None => Ok((floored(&db), partial)),
         }
     }
 }
