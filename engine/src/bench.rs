@@ -1,7 +1,7 @@
 //! Speed measurements printed by `stemgen bench`. Figures are reported next to a plain
 //! matmul measured in the same run, because absolute times on a shared machine drift.
 
-use crate::codec::encodec::{random_weights, Encodec, EncodecConfig};
+use crate::codec::encodec::{random_weights, Encodec, EncodecConfig, StageTimes};
 use crate::codec::{no_progress, Tokenizer};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -41,11 +41,19 @@ pub struct CodecBench {
     pub decode_rtf: f64,
     pub decode_gflop: f64,
     pub decode_gflops: f64,
+    /// Per-stage wall times (best of the repetitions), when asked for.
+    pub encode_stages: StageTimes,
+    pub decode_stages: StageTimes,
 }
 
 /// Times EnCodec encode and decode of `seconds` of noise-like audio. Without weights the full
 /// 32 kHz architecture runs with seeded random weights: speed does not depend on the values.
-pub fn codec(seconds: f64, repeats: usize, model: Option<Encodec>) -> Result<CodecBench> {
+pub fn codec(
+    seconds: f64,
+    repeats: usize,
+    model: Option<Encodec>,
+    stages: bool,
+) -> Result<CodecBench> {
     let (model, config) = match model {
         Some(m) => (m, "loaded weights".to_string()),
         None => {
@@ -66,6 +74,14 @@ pub fn codec(seconds: f64, repeats: usize, model: Option<Encodec>) -> Result<Cod
     let matmul = matmul_gflops(2048, repeats)?;
     let (enc, tokens) = best_time(repeats, || model.encode(&audio, &mut no_progress()))?;
     let (dec, _) = best_time(repeats, || model.decode(&tokens, &mut no_progress()))?;
+    let (mut encode_stages, mut decode_stages) = (Vec::new(), Vec::new());
+    if stages {
+        for _ in 0..repeats.max(1) {
+            let (enc, dec) = model.stage_times(&audio.channels[0]);
+            keep_fastest(&mut encode_stages, enc);
+            keep_fastest(&mut decode_stages, dec);
+        }
+    }
     let enc_flop = model.encode_flops(n) / 1e9;
     let dec_flop = model.decode_flops(tokens.frames) / 1e9;
     Ok(CodecBench {
@@ -80,7 +96,20 @@ pub fn codec(seconds: f64, repeats: usize, model: Option<Encodec>) -> Result<Cod
         decode_rtf: dec / seconds,
         decode_gflop: dec_flop,
         decode_gflops: dec_flop / dec,
+        encode_stages,
+        decode_stages,
     })
+}
+
+/// Keeps the smaller time of each stage across runs (the first run fills `best`).
+fn keep_fastest(best: &mut StageTimes, run: StageTimes) {
+    if best.is_empty() {
+        *best = run;
+        return;
+    }
+    for ((_, b), (_, t)) in best.iter_mut().zip(run) {
+        *b = b.min(t);
+    }
 }
 
 impl std::fmt::Display for CodecBench {
@@ -118,6 +147,19 @@ impl std::fmt::Display for CodecBench {
                 "  {what}: {s:.3} s  RTF {rtf:.4}  {gflop:.1} GFLOP  {rate:.1} GFLOP/s ({:.0}% of matmul)",
                 100.0 * rate / self.matmul_gflops
             )?;
+        }
+        for (what, stages) in [
+            ("encoder", &self.encode_stages),
+            ("decoder", &self.decode_stages),
+        ] {
+            if stages.is_empty() {
+                continue;
+            }
+            let total: f64 = stages.iter().map(|(_, t)| t).sum();
+            writeln!(f, "  {what} stages (sum {total:.3} s):")?;
+            for (label, t) in stages {
+                writeln!(f, "    {t:7.4} s  {label}")?;
+            }
         }
         Ok(())
     }

@@ -372,6 +372,9 @@ enum BenchCommand {
         /// Weights to time instead of seeded random ones (speed does not depend on values).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Also time every encoder and decoder stage (best of the repetitions).
+        #[arg(long)]
+        stages: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -612,6 +615,7 @@ fn run(cli: Cli) -> Result<()> {
             seconds,
             repeats,
             weights,
+            stages,
             json,
         }) => {
             anyhow::ensure!(
@@ -621,7 +625,7 @@ fn run(cli: Cli) -> Result<()> {
             let model = weights
                 .map(|w| Encodec::load_with_sidecar_config(&w, &Device::Cpu))
                 .transpose()?;
-            let report = stemgen::bench::codec(seconds, repeats, model)?;
+            let report = stemgen::bench::codec(seconds, repeats, model, stages)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

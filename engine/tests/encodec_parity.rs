@@ -258,3 +258,25 @@ fn cpu_kernels_and_candle_ops_agree() {
     let err = rel_err(&m.decode_codes(&fast).unwrap(), &fast_audio);
     assert!(err < 1e-4, "backends differ by {err}");
 }
+
+/// The fixture is reduced width, so the full 32 kHz architecture's own code paths (the
+/// two-thread 1024-unit LSTM, im2col and tiling at every layer's geometry) are checked against
+/// candle's tensor ops on the full configuration with seeded random weights.
+#[test]
+fn cpu_kernels_match_candle_ops_at_full_width() {
+    use stemgen::codec::encodec::{random_weights, Backend};
+    let cfg = EncodecConfig::encodec_32khz();
+    let weights = random_weights(&cfg, 3, &Device::Cpu).unwrap();
+    let mut m = Encodec::from_tensors(weights, cfg, &Device::Cpu).unwrap();
+    let input: Vec<f32> = (0..16_000)
+        .map(|i| 0.3 * (i as f32 * 0.05).sin() + 0.1 * (i as f32 * 0.0013).cos())
+        .collect();
+    let fast_latent = vec_f32(&m.embed(&input).unwrap());
+    let codes = m.encode_samples(&input).unwrap();
+    let fast_audio = m.decode_codes(&codes).unwrap();
+    m.set_backend(Backend::Candle).unwrap();
+    let err = rel_err(&fast_latent, &vec_f32(&m.embed(&input).unwrap()));
+    assert!(err < 1e-4, "encoder latents differ by {err}");
+    let err = rel_err(&fast_audio, &m.decode_codes(&codes).unwrap());
+    assert!(err < 1e-4, "decoded audio differs by {err}");
+}

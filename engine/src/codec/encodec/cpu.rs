@@ -63,6 +63,76 @@ impl Signal {
     }
 }
 
+/// A signal seen with `left`/`right` samples of padding (as [`Signal::padded`] would make),
+/// without copying it: tiled kernels gather their windows through it, so the full-rate
+/// signals (82 MB at 64 channels x 10 s) are not copied once more per convolution.
+#[derive(Clone, Copy)]
+pub struct Padded<'a> {
+    pub x: &'a Signal,
+    pub left: usize,
+    pub right: usize,
+    pub reflect: bool,
+}
+
+impl Padded<'_> {
+    /// Length with the padding.
+    pub fn len(&self) -> usize {
+        self.left + self.x.len + self.right
+    }
+
+    /// The sample of `x` at padded position `j`, or `None` for a zero; the same mapping as
+    /// [`Signal::padded`], including its zero extension of inputs shorter than the padding.
+    fn source(&self, j: usize) -> Option<usize> {
+        let len = self.x.len as isize;
+        let extra = if self.reflect && self.x.len <= self.left.max(self.right) {
+            (self.left.max(self.right) - self.x.len + 1) as isize
+        } else {
+            0
+        };
+        let n = len + extra;
+        let i = j as isize - self.left as isize;
+        let s = if (0..n).contains(&i) {
+            i
+        } else if !self.reflect {
+            return None;
+        } else if i < 0 {
+            -i
+        } else {
+            2 * (n - 1) - i
+        };
+        (0..len).contains(&s).then_some(s as usize)
+    }
+
+    /// Padded columns `start..start + len` of every row, through ELU when `elu_first`.
+    fn gather(&self, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
+        let x = self.x;
+        let mut buf = vec![0.0f32; x.channels * len];
+        // Columns `lo..hi` map straight onto `x` (no padding involved).
+        let end = start + len;
+        let lo = self.left.clamp(start, end);
+        let hi = (self.left + x.len).clamp(lo, end);
+        for (c, dst) in buf.chunks_exact_mut(len).enumerate() {
+            let row = x.row(c);
+            if hi > lo {
+                let (src, out) = (
+                    &row[lo - self.left..hi - self.left],
+                    &mut dst[lo - start..hi - start],
+                );
+                if elu_first {
+                    elu_into(src, out);
+                } else {
+                    out.copy_from_slice(src);
+                }
+            }
+            for j in (start..lo).chain(hi..end) {
+                let v = self.source(j).map_or(0.0, |i| row[i]);
+                dst[j - start] = if elu_first { elu_scalar(v) } else { v };
+            }
+        }
+        buf
+    }
+}
+
 fn parallelism(flops: usize) -> Parallelism {
     if flops > 1 << 20 {
         Parallelism::Rayon(rayon::current_num_threads())
@@ -106,15 +176,21 @@ pub fn linear(x: &[f32], rows: usize, cols: usize, w: &[f32], bias: &[f32]) -> V
 /// far inside the codec's 1e-4 parity budget). Below -87 it returns 0 like `f32::exp` would
 /// underflow to.
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds `x log2(e)` to an integer n held in the low mantissa bits,
+    // so n and 2^n come from bit arithmetic: a float-to-int cast (`as i32`, which saturates)
+    // would keep the whole loop scalar.
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = shifted - SHIFTER;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    let n_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -206,10 +282,15 @@ impl SharedOut {
 
 /// Output columns per tile: small enough that a tile's input and output stay in L2 cache.
 fn tile_len(channels: usize) -> usize {
-    ((1usize << 16) / channels.max(1)).clamp(256, 4096)
+    ((1usize << 18) / channels.max(1)).clamp(256, 4096)
 }
 
-/// A convolution's weights and geometry, applied to an input buffer as one GEMM per tap.
+/// Largest `c_in * kernel` of a stride-1 convolution that is computed as one GEMM on an
+/// im2col copy (strided convolutions always are); deeper ones are already efficient per tap.
+const IM2COL_MAX_DEPTH: usize = 1024;
+
+/// A convolution's weights and geometry, applied to an input buffer as one GEMM (im2col) or
+/// one GEMM per tap.
 #[derive(Clone, Copy)]
 pub struct Taps<'a> {
     /// `[C_out][C_in][K]`.
@@ -240,20 +321,21 @@ impl Taps<'_> {
     /// [`Taps::conv`] of `elu(x)` (or `x`) computed tile by tile in parallel: on long signals
     /// this keeps the working set in cache and fuses the activation, instead of streaming
     /// whole tensors through memory once per operation.
-    pub fn conv_tiled(&self, x: &Signal, elu_first: bool) -> Signal {
+    pub fn conv_tiled(&self, x: Padded, elu_first: bool) -> Signal {
         let c_out = self.bias.len();
+        let c_in = x.x.channels;
         let span = (self.kernel - 1) * self.dilation + 1;
-        let t_out = self.out_len(x.len);
-        let tile = tile_len(x.channels.max(c_out) * self.stride);
+        let t_out = self.out_len(x.len());
+        let tile = tile_len(c_in.max(c_out) * self.stride);
         let mut y = vec![0.0f32; c_out * t_out];
         let shared = SharedOut(y.as_mut_ptr());
         let starts: Vec<usize> = (0..t_out).step_by(tile).collect();
         starts.into_par_iter().for_each(|t0| {
             let n = tile.min(t_out - t0);
             let in_len = (n - 1) * self.stride + span;
-            let xin = gather(x, t0 * self.stride, in_len, elu_first);
+            let xin = x.gather(t0 * self.stride, in_len, elu_first);
             let mut out = vec![0.0f32; c_out * n];
-            self.apply(&xin, x.channels, in_len, n, &mut out, Parallelism::None);
+            self.apply(&xin, c_in, in_len, n, &mut out, Parallelism::None);
             for (co, row) in out.chunks_exact(n).enumerate() {
                 // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
                 unsafe {
@@ -300,6 +382,49 @@ impl Taps<'_> {
             }
             return;
         }
+        let depth = c_in * kernel;
+        if kernel > 1 && (stride > 1 || depth <= IM2COL_MAX_DEPTH) {
+            // One GEMM over all taps at once on an im2col copy `[(c_in, k)][n]`. Per-tap GEMMs
+            // would have an inner dimension of only `c_in` (64 at the full sample rate), read
+            // the input through the stride and read/write the output `kernel` times.
+            let mut col = vec![0.0f32; depth * n];
+            for (row, dst) in col.chunks_exact_mut(n).enumerate() {
+                let (c, k) = (row / kernel, row % kernel);
+                let src = &xin[c * in_len + k * dilation..];
+                if stride == 1 {
+                    dst.copy_from_slice(&src[..n]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = src[i * stride];
+                    }
+                }
+            }
+            // Safety: `weight` is `[c_out][depth]`, `col` `[depth][n]`, `out` `[c_out][n]`.
+            unsafe {
+                gemm::gemm(
+                    bias.len(),
+                    n,
+                    depth,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    true,
+                    weight.as_ptr(),
+                    1,
+                    depth as isize,
+                    col.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+            return;
+        }
         for k in 0..kernel {
             // Safety: every index the strides reach lies inside `weight`, `xin` and `out`
             // (`in_len >= (n - 1) * stride + (kernel - 1) * dilation + 1`).
@@ -330,23 +455,9 @@ impl Taps<'_> {
     }
 }
 
-/// Copies columns `start..start + len` of every row of `x`, through ELU when `elu_first`.
-fn gather(x: &Signal, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
-    let mut buf = vec![0.0f32; x.channels * len];
-    for (c, dst) in buf.chunks_exact_mut(len).enumerate() {
-        let src = &x.row(c)[start..start + len];
-        if elu_first {
-            elu_into(src, dst);
-        } else {
-            dst.copy_from_slice(src);
-        }
-    }
-    buf
-}
-
-/// A residual unit `x + conv2(elu(conv1(elu(x))))` fused per tile; `x_padded` is `x` with
-/// conv1's padding applied; conv1 has stride 1 and conv2 is 1x1.
-pub fn residual_tiled(x: &Signal, x_padded: &Signal, conv1: Taps, conv2: Taps) -> Signal {
+/// A residual unit `x + conv2(elu(conv1(elu(x))))` fused per tile; `x_padded` is `x` seen with
+/// conv1's padding; conv1 has stride 1 and conv2 is 1x1.
+pub fn residual_tiled(x: &Signal, x_padded: Padded, conv1: Taps, conv2: Taps) -> Signal {
     let hidden = conv1.bias.len();
     let c = x.channels;
     let span = (conv1.kernel - 1) * conv1.dilation + 1;
@@ -358,7 +469,7 @@ pub fn residual_tiled(x: &Signal, x_padded: &Signal, conv1: Taps, conv2: Taps) -
     starts.into_par_iter().for_each(|t0| {
         let n = tile.min(len - t0);
         let in_len = n - 1 + span;
-        let xin = gather(x_padded, t0, in_len, true);
+        let xin = x_padded.gather(t0, in_len, true);
         let mut h = vec![0.0f32; hidden * n];
         conv1.apply(&xin, c, in_len, n, &mut h, Parallelism::None);
         let mut h_act = vec![0.0f32; h.len()];
@@ -543,6 +654,50 @@ mod tests {
             .map(|(co, i)| y[co * full + l + i] as f32 + b[co])
             .collect();
         Signal::new(c_out, len, data)
+    }
+
+    #[test]
+    fn padded_view_gathers_what_padded_copies() {
+        let x = Signal::new(2, 9, (0..18).map(|i| i as f32 - 6.0).collect());
+        let short = Signal::new(1, 2, vec![1.5, -2.0]);
+        for (x, left, right) in [(&x, 3, 4), (&x, 0, 2), (&x, 6, 0), (&short, 3, 5)] {
+            for reflect in [true, false] {
+                let full = x.padded(left, right, reflect);
+                let view = Padded {
+                    x,
+                    left,
+                    right,
+                    reflect,
+                };
+                assert_eq!(view.len(), full.len);
+                let n = full.len;
+                for (start, len) in [(0, n), (1, 4), (n - 3, 3), (2, 1), (0, 1), (n - 1, 1)] {
+                    for elu_first in [false, true] {
+                        let got = view.gather(start, len, elu_first);
+                        for c in 0..x.channels {
+                            for j in 0..len {
+                                let v = full.row(c)[start + j];
+                                let want = if elu_first { elu_scalar(v) } else { v };
+                                assert_eq!(got[c * len + j], want, "l{left} r{right} {reflect}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_neg_matches_exp_over_its_range() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            worst = worst.max((exp_neg(x) as f64 - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert!(exp_neg(-1000.0) < 2e-38 && exp_neg(f32::NEG_INFINITY) < 2e-38);
+        assert_eq!(exp_neg(0.0), 1.0);
     }
 
     #[test]

@@ -7,6 +7,10 @@ use super::{ConvSpec, TransposeSpec};
 use anyhow::Result;
 use candle_core::Tensor;
 
+/// Output frames below which a convolution runs as whole-signal GEMMs instead of parallel
+/// tiles (a tile is at least this long).
+const TILED_MIN_FRAMES: usize = 256;
+
 /// How a convolution pads its input so that the output has `ceil(len / stride)` frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum PadMode {
@@ -82,20 +86,42 @@ impl Conv1d {
         }
     }
 
-    fn pad_cpu(&self, x: &Signal) -> Signal {
+    /// `x` seen with this convolution's padding.
+    fn pad_view<'a>(&self, x: &'a Signal) -> cpu::Padded<'a> {
         let (left, right) = self.padding(x.len);
-        x.padded(left, right, self.pad_mode == PadMode::Reflect)
+        cpu::Padded {
+            x,
+            left,
+            right,
+            reflect: self.pad_mode == PadMode::Reflect,
+        }
     }
 
     /// CPU path of [`Conv1d::forward`], applied to `elu(x)` when `elu_first` (ELU commutes
     /// with padding, so it is fused into the convolution's input read).
     pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
-        let input = self.pad_cpu(x);
-        if x.len / self.stride >= 4096 {
-            return self.taps().conv_tiled(&input, elu_first);
+        let view = self.pad_view(x);
+        if x.len / self.stride >= 2 * TILED_MIN_FRAMES {
+            return self.taps().conv_tiled(view, elu_first);
         }
+        let input = x.padded(view.left, view.right, view.reflect);
         let input = if elu_first { cpu::elu(&input) } else { input };
         self.taps().conv(&input)
+    }
+
+    /// `C_in->C_out kK sS [dD]`, for timing labels.
+    pub fn geometry(&self) -> String {
+        let c_out = self.bias_cpu.len();
+        let c_in = self.weight_cpu.len() / (c_out * self.kernel);
+        let dilation = if self.dilation > 1 {
+            format!(" d{}", self.dilation)
+        } else {
+            String::new()
+        };
+        format!(
+            "{c_in}->{c_out} k{} s{}{dilation}",
+            self.kernel, self.stride
+        )
     }
 
     fn taps(&self) -> cpu::Taps<'_> {
@@ -210,6 +236,12 @@ impl ConvTranspose1d {
         (padding_total - right, right)
     }
 
+    /// `C_in->C_out kK sS`, for timing labels.
+    pub fn geometry(&self) -> String {
+        let d = self.weight.dims();
+        format!("{}->{} k{} s{}", d[0], d[1], self.kernel, self.stride)
+    }
+
     /// CPU path of [`ConvTranspose1d::forward`], applied to `elu(x)` when `elu_first`.
     pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
         let (left, right) = self.trim();
@@ -237,11 +269,16 @@ impl ResidualUnit {
         ResidualUnit { conv1, conv2 }
     }
 
+    /// The first convolution's geometry (the second is its 1x1 way back), for timing labels.
+    pub fn geometry(&self) -> String {
+        self.conv1.geometry()
+    }
+
     /// CPU path of [`ResidualUnit::forward`].
     pub fn forward_cpu(&self, x: &Signal) -> Signal {
         let (c1, c2) = (&self.conv1, &self.conv2);
         if x.len >= 4096 && c2.kernel == 1 && c1.stride == 1 {
-            return cpu::residual_tiled(x, &c1.pad_cpu(x), c1.taps(), c2.taps());
+            return cpu::residual_tiled(x, c1.pad_view(x), c1.taps(), c2.taps());
         }
         let mut h = c2.forward_cpu(&c1.forward_cpu(x, true), true);
         cpu::add_assign(&mut h, x);

@@ -1,13 +1,15 @@
 //! EnCodec's LSTM block: a stacked `nn.LSTM` over time with a skip connection.
 //!
 //! The input projection of every time step is one large matmul; only the recurrent product
-//! `W_hh h` stays sequential, and it runs as a hand-vectorised, two-way parallel matrix-vector
-//! product because a per-step tensor op would cost more in dispatch than in arithmetic.
+//! `W_hh h` stays sequential, and it runs as a hand-vectorised matrix-vector product on two
+//! threads that own half of the hidden units each (see [`run_recurrence`]), because a
+//! per-step tensor op would cost more in dispatch than in arithmetic.
 
 use super::cpu::{self, Signal};
 use super::weights::Checkpoint;
 use anyhow::Result;
 use candle_core::Tensor;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Layer {
     /// `[4H, H]` input weights (transposed for `x @ W^T`), as a tensor for the big matmul.
@@ -15,7 +17,7 @@ struct Layer {
     /// The input weights `[4H][H]` and summed bias as buffers for the CPU path.
     w_ih: Vec<f32>,
     bias_cpu: Vec<f32>,
-    /// Recurrent weights `[4H][H]`, row-major (gate order i, f, g, o as in PyTorch).
+    /// Recurrent weights with each unit's four gate rows adjacent (see [`interleave_gates`]).
     w_hh: Vec<f32>,
     /// `b_ih + b_hh`, `[4H]`.
     bias: Tensor,
@@ -39,12 +41,17 @@ impl Lstm {
                     w_ih_t: w_ih.t()?.contiguous()?,
                     w_ih: w_ih.flatten_all()?.to_vec1()?,
                     bias_cpu: bias.to_vec1()?,
-                    w_hh: w_hh.flatten_all()?.to_vec1()?,
+                    w_hh: interleave_gates(&w_hh.flatten_all()?.to_vec1()?, dim),
                     bias,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Lstm { dim, layers })
+    }
+
+    /// `H xL`, for timing labels.
+    pub fn geometry(&self) -> String {
+        format!("{} x{}", self.dim, self.layers.len())
     }
 
     /// CPU path of [`Lstm::forward`] on a planar `[C][T]` signal.
@@ -86,98 +93,305 @@ impl Lstm {
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
+/// Hidden units whose gates are computed together before their (vectorised) cell update.
+const UNIT_BLOCK: usize = 16;
 
-/// Runs the LSTM cell over `steps` given the precomputed input gates `[steps][4H]`.
-fn run_recurrence(gates_x: &[f32], w_hh: &[f32], hidden: usize, steps: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; steps * hidden];
-    let mut h = vec![0.0f32; hidden];
-    let mut c = vec![0.0f32; hidden];
-    let mut gates = vec![0.0f32; 4 * hidden];
-    for t in 0..steps {
-        gates.copy_from_slice(&gates_x[t * 4 * hidden..(t + 1) * 4 * hidden]);
-        matvec_add(w_hh, &h, &mut gates);
-        let (i_g, rest) = gates.split_at(hidden);
-        let (f_g, rest) = rest.split_at(hidden);
-        let (g_g, o_g) = rest.split_at(hidden);
-        for k in 0..hidden {
-            let i = sigmoid(i_g[k]);
-            let f = sigmoid(f_g[k]);
-            let g = g_g[k].tanh();
-            let o = sigmoid(o_g[k]);
-            c[k] = f * c[k] + i * g;
-            h[k] = o * c[k].tanh();
+/// `W_hh` `[4][H][H]` (PyTorch's gate-major rows) reordered to `[H][4][H]`: the four gate rows
+/// of each hidden unit are adjacent, so a thread that owns a range of units reads one
+/// contiguous block and never needs another thread's gates.
+fn interleave_gates(w_hh: &[f32], hidden: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; w_hh.len()];
+    for k in 0..hidden {
+        for g in 0..4 {
+            out[(k * 4 + g) * hidden..][..hidden]
+                .copy_from_slice(&w_hh[(g * hidden + k) * hidden..][..hidden]);
         }
-        out[t * hidden..(t + 1) * hidden].copy_from_slice(&h);
     }
     out
 }
 
-/// `y += W x` for row-major `W` `[rows][x.len()]`, split over two threads when it is large.
-fn matvec_add(w: &[f32], x: &[f32], y: &mut [f32]) {
-    let cols = x.len();
-    let rows = y.len();
-    if rows * cols < 1 << 16 {
-        return matvec_rows(w, x, y);
-    }
-    let half = rows / 2;
-    let (y0, y1) = y.split_at_mut(half);
-    let (w0, w1) = w.split_at(half * cols);
-    rayon::join(|| matvec_rows(w0, x, y0), || matvec_rows(w1, x, y1));
-}
-
-fn matvec_rows(w: &[f32], x: &[f32], y: &mut [f32]) {
-    let cols = x.len();
-    for (row, out) in w.chunks_exact(cols).zip(y.iter_mut()) {
-        *out += dot(row, x);
+/// Logistic function from one `exp` of a non-positive argument (no overflow, vectorisable).
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = cpu::exp_neg(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        r
+    } else {
+        e * r
     }
 }
 
-/// Dot product, with AVX2 + FMA when the CPU has them (the build targets baseline x86-64).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `tanh` from one `exp` of a non-positive argument: absolute error about 1e-7.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = cpu::exp_neg(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
+/// Raw pointers to the state that the two recurrence threads share.
+struct SharedState {
+    /// Double-buffered hidden state: step `t` reads `h[t % 2]` and writes `h[(t + 1) % 2]`.
+    h: [*mut f32; 2],
+    out: *mut f32,
+    /// Steps each thread has finished; a thread starts step `t + 1` once the other reached it.
+    done: [AtomicUsize; 2],
+}
+
+// Safety: threads write disjoint unit ranges of `h` and `out`, and a buffer is only read after
+// both threads published the step that wrote it (release/acquire on `done`).
+unsafe impl Sync for SharedState {}
+
+/// Runs the LSTM cell over `steps` given the precomputed input gates `[steps][4H]` and the
+/// gate-interleaved recurrent weights (see [`interleave_gates`]).
+///
+/// Each step streams all of `W_hh` (16.8 MB at H = 1024) for a matrix-vector product, so the
+/// recurrence is bound by memory bandwidth. Two threads each own half of the hidden units
+/// for the whole sequence and meet once per step by spinning on a counter: handing every
+/// step to a thread pool cost a wake-up per step and ran at half the bandwidth.
+fn run_recurrence(gates_x: &[f32], w: &[f32], hidden: usize, steps: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; steps * hidden];
+    let mut h0 = vec![0.0f32; hidden];
+    let mut h1 = vec![0.0f32; hidden];
+    let shared = SharedState {
+        h: [h0.as_mut_ptr(), h1.as_mut_ptr()],
+        out: out.as_mut_ptr(),
+        done: [AtomicUsize::new(0), AtomicUsize::new(0)],
+    };
+    let dot4 = dot4_kernel();
+    let two_threads = hidden >= 256
+        && hidden % (2 * UNIT_BLOCK) == 0
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if two_threads {
+        let half = hidden / 2;
+        std::thread::scope(|scope| {
+            let shared = &shared;
+            scope.spawn(move || {
+                recurrence_worker(
+                    gates_x,
+                    w,
+                    hidden,
+                    steps,
+                    half..hidden,
+                    shared,
+                    Some(1),
+                    dot4,
+                )
+            });
+            recurrence_worker(gates_x, w, hidden, steps, 0..half, shared, Some(0), dot4);
+        });
+    } else {
+        recurrence_worker(gates_x, w, hidden, steps, 0..hidden, &shared, None, dot4);
+    }
+    drop((h0, h1));
+    out
+}
+
+/// One thread's share of the recurrence: the units in `units`, every step. `me` is this
+/// thread's index when two threads share the work (then it waits for the other after each
+/// step), `None` when it runs alone.
+#[allow(clippy::too_many_arguments)]
+fn recurrence_worker(
+    gates_x: &[f32],
+    w: &[f32],
+    hidden: usize,
+    steps: usize,
+    units: std::ops::Range<usize>,
+    shared: &SharedState,
+    me: Option<usize>,
+    dot4: Dot4,
+) {
+    let mut cell = vec![0.0f32; units.len()];
+    let mut gates = [0.0f32; 4 * UNIT_BLOCK];
+    for t in 0..steps {
+        // Safety: `h[t % 2]` was completed by both threads before this step (see below), and
+        // this thread writes only its own units of `h[(t + 1) % 2]` and of `out`'s row `t`.
+        let h_prev: &[f32] = unsafe { std::slice::from_raw_parts(shared.h[t % 2], hidden) };
+        let h_next = shared.h[(t + 1) % 2];
+        let gx = &gates_x[t * 4 * hidden..(t + 1) * 4 * hidden];
+        for b0 in units.clone().step_by(UNIT_BLOCK) {
+            let n = UNIT_BLOCK.min(units.end - b0);
+            for u in 0..n {
+                let k = b0 + u;
+                let g = dot4(&w[k * 4 * hidden..(k + 1) * 4 * hidden], h_prev);
+                for (gate, v) in g.into_iter().enumerate() {
+                    gates[gate * UNIT_BLOCK + u] = v + gx[gate * hidden + k];
+                }
+            }
+            let cell = &mut cell[b0 - units.start..][..n];
+            let mut h_new = [0.0f32; UNIT_BLOCK];
+            for u in 0..n {
+                let i = sigmoid(gates[u]);
+                let f = sigmoid(gates[UNIT_BLOCK + u]);
+                let g = tanh(gates[2 * UNIT_BLOCK + u]);
+                let o = sigmoid(gates[3 * UNIT_BLOCK + u]);
+                cell[u] = f * cell[u] + i * g;
+                h_new[u] = o * tanh(cell[u]);
+            }
+            unsafe {
+                std::ptr::copy_nonoverlapping(h_new.as_ptr(), h_next.add(b0), n);
+                std::ptr::copy_nonoverlapping(h_new.as_ptr(), shared.out.add(t * hidden + b0), n);
+            }
+        }
+        if let Some(me) = me {
+            shared.done[me].store(t + 1, Ordering::Release);
+            let other = &shared.done[1 - me];
+            let mut spins = 0u32;
+            while other.load(Ordering::Acquire) < t + 1 {
+                spins += 1;
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                } else {
+                    // The other thread is descheduled (a busy machine): let it run.
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// Four dot products of consecutive `x.len()`-long rows of `w` with `x`.
+type Dot4 = fn(&[f32], &[f32]) -> [f32; 4];
+
+/// The fastest [`Dot4`] this CPU runs (the build targets baseline x86-64).
+fn dot4_kernel() -> Dot4 {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // Safety: the features were just detected.
-        return unsafe { dot_fma(a, b) };
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // Safety: the feature was just detected.
+            return |w, x| unsafe { dot4_avx512(w, x) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // Safety: the features were just detected.
+            return |w, x| unsafe { dot4_fma(w, x) };
+        }
     }
-    dot_generic(a, b)
+    dot4_generic
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot4_avx512(w: &[f32], x: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    assert!(w.len() >= 4 * n);
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        let xv = _mm512_loadu_ps(xp.add(i));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(r * n + i)), xv, *a);
+        }
+        i += 16;
+    }
+    let mut out = acc.map(|a| _mm512_reduce_add_ps(a));
+    for j in i..n {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o += w[r * n + j] * x[j];
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 32;
-    let mut acc = [0.0f32; L];
-    let chunks = a.len() / L;
-    for i in 0..chunks {
-        let (ca, cb) = (&a[i * L..i * L + L], &b[i * L..i * L + L]);
-        for k in 0..L {
-            acc[k] = ca[k].mul_add(cb[k], acc[k]);
+unsafe fn dot4_fma(w: &[f32], x: &[f32]) -> [f32; 4] {
+    const L: usize = 8;
+    let n = x.len();
+    let mut acc = [[0.0f32; L]; 4];
+    let chunks = n / L;
+    for c in 0..chunks {
+        let xs = &x[c * L..c * L + L];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let ws = &w[r * n + c * L..r * n + c * L + L];
+            for l in 0..L {
+                a[l] = ws[l].mul_add(xs[l], a[l]);
+            }
         }
     }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * L..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
+    finish_dot4(acc, w, x, chunks * L)
 }
 
-/// Dot product with 16 independent accumulators so the compiler can use wide registers.
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let chunks = a.len() / L;
-    for i in 0..chunks {
-        let (ca, cb) = (&a[i * L..i * L + L], &b[i * L..i * L + L]);
-        for k in 0..L {
-            acc[k] += ca[k] * cb[k];
+/// [`Dot4`] without SIMD assumptions (8 accumulators per row so the compiler can vectorise).
+fn dot4_generic(w: &[f32], x: &[f32]) -> [f32; 4] {
+    const L: usize = 8;
+    let n = x.len();
+    let mut acc = [[0.0f32; L]; 4];
+    let chunks = n / L;
+    for c in 0..chunks {
+        let xs = &x[c * L..c * L + L];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let ws = &w[r * n + c * L..r * n + c * L + L];
+            for l in 0..L {
+                a[l] += ws[l] * xs[l];
+            }
         }
     }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * L..a.len() {
-        sum += a[i] * b[i];
+    finish_dot4(acc, w, x, chunks * L)
+}
+
+/// Sums the accumulators and adds the elements from `from` on.
+#[inline(always)]
+fn finish_dot4(acc: [[f32; 8]; 4], w: &[f32], x: &[f32], from: usize) -> [f32; 4] {
+    let n = x.len();
+    let mut out = acc.map(|a| a.iter().sum::<f32>());
+    for j in from..n {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o += w[r * n + j] * x[j];
+        }
     }
-    sum
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cell by its definition, in f64, on PyTorch's gate-major weights.
+    fn reference(gates_x: &[f32], w_hh: &[f32], hidden: usize, steps: usize) -> Vec<f32> {
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (mut h, mut c) = (vec![0.0f64; hidden], vec![0.0f64; hidden]);
+        let mut out = Vec::new();
+        for t in 0..steps {
+            let gate = |g: usize, k: usize| {
+                let row = &w_hh[(g * hidden + k) * hidden..][..hidden];
+                gates_x[t * 4 * hidden + g * hidden + k] as f64
+                    + row.iter().zip(&h).map(|(w, h)| *w as f64 * h).sum::<f64>()
+            };
+            let mut h_new = vec![0.0f64; hidden];
+            for k in 0..hidden {
+                let (i, f) = (sig(gate(0, k)), sig(gate(1, k)));
+                let (g, o) = (gate(2, k).tanh(), sig(gate(3, k)));
+                c[k] = f * c[k] + i * g;
+                h_new[k] = o * c[k].tanh();
+            }
+            h = h_new;
+            out.extend(h.iter().map(|v| *v as f32));
+        }
+        out
+    }
+
+    #[test]
+    fn recurrence_matches_the_definition_alone_and_on_two_threads() {
+        let mut seed = 11u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        // 40 units run on one thread with a partial block; 512 on two threads.
+        for (hidden, steps) in [(40, 7), (512, 12)] {
+            let scale = 2.0 / (hidden as f32).sqrt();
+            let w_hh: Vec<f32> = (0..4 * hidden * hidden).map(|_| scale * rnd()).collect();
+            let gates_x: Vec<f32> = (0..steps * 4 * hidden).map(|_| 3.0 * rnd()).collect();
+            let want = reference(&gates_x, &w_hh, hidden, steps);
+            let got = run_recurrence(&gates_x, &interleave_gates(&w_hh, hidden), hidden, steps);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err < 2e-5, "H {hidden}: max error {err}");
+        }
+    }
 }

@@ -267,10 +267,29 @@ impl Stage {
     }
 }
 
-/// Runs the stages with the CPU kernels, fusing each ELU into the convolution after it.
-fn run_cpu(stages: &[Stage], mut x: Signal) -> Signal {
+impl Stage {
+    /// A short label for per-stage timings, e.g. `conv 64->128 k8 s4`.
+    fn label(&self) -> String {
+        match self {
+            Stage::Conv(m) => format!("conv {}", m.geometry()),
+            Stage::ConvTranspose(m) => format!("transpose {}", m.geometry()),
+            Stage::Residual(m) => format!("residual {}", m.geometry()),
+            Stage::Lstm(m) => format!("lstm {}", m.geometry()),
+            Stage::Elu => "elu".to_string(),
+        }
+    }
+}
+
+/// Wall time of each stage of one CPU pass, labelled (what `bench codec --stages` prints).
+pub type StageTimes = Vec<(String, f64)>;
+
+/// Runs the stages with the CPU kernels, fusing each ELU into the convolution after it; with
+/// `timings`, records each stage's wall time.
+fn run_cpu(stages: &[Stage], mut x: Signal, mut timings: Option<&mut StageTimes>) -> Signal {
     let mut i = 0;
     while i < stages.len() {
+        let start = std::time::Instant::now();
+        let first = i;
         x = match (&stages[i], stages.get(i + 1)) {
             (Stage::Elu, Some(Stage::Conv(conv))) => {
                 i += 1;
@@ -286,6 +305,13 @@ fn run_cpu(stages: &[Stage], mut x: Signal) -> Signal {
             (Stage::Residual(m), _) => m.forward_cpu(&x),
             (Stage::Lstm(m), _) => m.forward_cpu(&x),
         };
+        if let Some(t) = timings.as_deref_mut() {
+            let fused = if i > first { "elu + " } else { "" };
+            t.push((
+                format!("{fused}{}", stages[i].label()),
+                start.elapsed().as_secs_f64(),
+            ));
+        }
         i += 1;
     }
     x
@@ -297,7 +323,7 @@ fn run(stages: &[Stage], x: &Tensor, backend: Backend) -> Result<Tensor> {
         Backend::CpuKernels => {
             let (_, c, t) = x.dims3()?;
             let data = x.flatten_all()?.to_vec1()?;
-            let y = run_cpu(stages, Signal::new(c, t, data));
+            let y = run_cpu(stages, Signal::new(c, t, data), None);
             Ok(Tensor::from_vec(
                 y.data,
                 (1, y.channels, y.len),
@@ -439,6 +465,19 @@ impl Encodec {
     pub fn encode_samples(&self, samples: &[f32]) -> Result<Vec<Vec<u32>>> {
         let latent = self.embed(samples)?.squeeze(0)?.t()?.contiguous()?;
         self.quantizer.encode(&latent, self.levels)
+    }
+
+    /// Per-stage wall times of one CPU-kernel pass of the encoder over `samples` and of the
+    /// decoder over the latent it produces (quantisation excluded), for profiling.
+    pub fn stage_times(&self, samples: &[f32]) -> (StageTimes, StageTimes) {
+        let (mut enc, mut dec) = (Vec::new(), Vec::new());
+        let latent = run_cpu(
+            &self.encoder,
+            Signal::new(1, samples.len(), samples.to_vec()),
+            Some(&mut enc),
+        );
+        run_cpu(&self.decoder, latent, Some(&mut dec));
+        (enc, dec)
     }
 
     /// Mono samples at the codec rate for codes `[levels][T]`, in one pass.
