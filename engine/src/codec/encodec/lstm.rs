@@ -160,7 +160,7 @@ fn run_recurrence(gates_x: &[f32], w: &[f32], hidden: usize, steps: usize) -> Ve
     };
     let dot4 = dot4_kernel();
     let two_threads = hidden >= 256
-        && hidden % (2 * UNIT_BLOCK) == 0
+        && hidden.is_multiple_of(2 * UNIT_BLOCK)
         && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
     if two_threads {
         let half = hidden / 2;
