@@ -401,25 +401,13 @@ impl Taps<'_> {
             }
             // Safety: `weight` is `[c_out][depth]`, `col` `[depth][n]`, `out` `[c_out][n]`.
             unsafe {
-                gemm::gemm(
+                accumulate_product(
+                    out,
                     bias.len(),
                     n,
                     depth,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    weight.as_ptr(),
-                    1,
-                    depth as isize,
-                    col.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (weight.as_ptr(), depth, 1),
+                    (col.as_ptr(), n, 1),
                     par,
                 );
             }
@@ -429,31 +417,57 @@ impl Taps<'_> {
             // Safety: every index the strides reach lies inside `weight`, `xin` and `out`
             // (`in_len >= (n - 1) * stride + (kernel - 1) * dilation + 1`).
             unsafe {
-                gemm::gemm(
+                accumulate_product(
+                    out,
                     bias.len(),
                     n,
                     c_in,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    weight.as_ptr().add(k),
-                    kernel as isize,
-                    (c_in * kernel) as isize,
-                    xin.as_ptr().add(k * dilation),
-                    stride as isize,
-                    in_len as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (weight.as_ptr().add(k), c_in * kernel, kernel),
+                    (xin.as_ptr().add(k * dilation), in_len, stride),
                     par,
                 );
             }
         }
     }
 }
+
+/// `out[c_out][n] += W X` for `W` `[c_out][depth]` and `X` `[depth][n]`, each given as
+/// (pointer, row stride, column stride).
+///
+/// GEMM micro-kernels are tall (64 rows with AVX-512), so when there are few output channels
+/// the product is computed transposed, `out^T = X^T W^T`, with time as the tall dimension.
+///
+/// # Safety
+/// Every element the strides reach must lie inside its buffer, and `out` must hold
+/// `c_out * n` elements.
+unsafe fn accumulate_product(
+    out: &mut [f32],
+    c_out: usize,
+    n: usize,
+    depth: usize,
+    w: (*const f32, usize, usize),
+    x: (*const f32, usize, usize),
+    par: Parallelism,
+) {
+    debug_assert!(out.len() >= c_out * n);
+    let (w_ptr, w_rs, w_cs) = (w.0, w.1 as isize, w.2 as isize);
+    let (x_ptr, x_rs, x_cs) = (x.0, x.1 as isize, x.2 as isize);
+    let dst = out.as_mut_ptr();
+    if c_out < TRANSPOSE_BELOW_CHANNELS {
+        gemm::gemm(
+            n, c_out, depth, dst, n as isize, 1, true, x_ptr, x_rs, x_cs, w_ptr, w_rs, w_cs, 1.0,
+            1.0, false, false, false, par,
+        );
+    } else {
+        gemm::gemm(
+            c_out, n, depth, dst, 1, n as isize, true, w_ptr, w_cs, w_rs, x_ptr, x_cs, x_rs, 1.0,
+            1.0, false, false, false, par,
+        );
+    }
+}
+
+/// Output channels below which [`accumulate_product`] runs the product transposed.
+const TRANSPOSE_BELOW_CHANNELS: usize = 64;
 
 /// A residual unit `x + conv2(elu(conv1(elu(x))))` fused per tile; `x_padded` is `x` seen with
 /// conv1's padding; conv1 has stride 1 and conv2 is 1x1.
