@@ -40,7 +40,18 @@ $BIN train model --cache "$W/cache3" --tokenizer "$W/stage2/tokenizer" --out "$W
 $BIN train model --cache "$W/cache3" --tokenizer "$W/stage2/tokenizer" --out "$W/model-stage3b" \
     --init-from "$W/model-stage3/checkpoint" --steps 1000 --stop-after "${STAGE3B_STOP:-1000}" \
     --batch-size 8 --lr 5e-4 --warmup 50 --checkpoint-every 50 --validate-every 200 --seed 4
-$BIN export "$W/model-stage3b/checkpoint" --out assets/default
+[ -f "$W/stage3/model.safetensors" ] || $BIN export "$W/model-stage3b/checkpoint" --out "$W/stage3"
+# Stage 4 (session 4): the stage-3 weights on 4800 new pairs (cache seed 4). 4a: part of a
+# 1400-step schedule at peak 4e-4, stopped at step 500 for the session's time; 4b: a fresh 250-step
+# schedule from 4a's checkpoint that decays to 5e-5, so the run ends annealed.
+[ -n "$(ls "$W"/cache4/*.safetensors 2>/dev/null)" ] || $BIN data cache --songs "$W/all" --tokenizer "$W/stage3" --out "$W/cache4" --pairs-per-song 8 --crop-seconds 10 --seed 4
+$BIN train model --cache "$W/cache4" --tokenizer "$W/stage3/tokenizer" --out "$W/model-stage4" \
+    --init-from "$W/stage3" --steps 1400 --stop-after "${STAGE4A_STOP:-500}" --batch-size 8 --lr 4e-4 \
+    --warmup 50 --checkpoint-every 50 --validate-every 350 --seed 5
+$BIN train model --cache "$W/cache4" --tokenizer "$W/stage3/tokenizer" --out "$W/model-stage4b" \
+    --init-from "$W/model-stage4/checkpoint" --steps 250 --batch-size 8 --lr 2e-4 \
+    --warmup 10 --checkpoint-every 25 --validate-every 125 --seed 6
+$BIN export "$W/model-stage4b/checkpoint" --out assets/default
 # The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-bass.wav 4 8 bass
