@@ -31,40 +31,11 @@ impl Signal {
     pub fn row(&self, c: usize) -> &[f32] {
         &self.data[c * self.len..(c + 1) * self.len]
     }
-
-    /// A copy with `left`/`right` samples of padding per row: reflected (as `F.pad(...,
-    /// "reflect")`, with transformers' zero-extension guard for short inputs) or zeros.
-    pub fn padded(&self, left: usize, right: usize, reflect: bool) -> Signal {
-        let extra = if reflect && self.len <= left.max(right) {
-            left.max(right) - self.len + 1
-        } else {
-            0
-        };
-        let n = self.len + extra;
-        let out_len = left + n + right - extra;
-        let mut data = vec![0.0f32; self.channels * out_len];
-        for (c, out) in data.chunks_exact_mut(out_len).enumerate() {
-            let row = self.row(c);
-            let at = |i: usize| row.get(i).copied().unwrap_or(0.0);
-            for (j, o) in out.iter_mut().enumerate() {
-                let i = j as isize - left as isize;
-                *o = if (0..n as isize).contains(&i) {
-                    at(i as usize)
-                } else if !reflect {
-                    0.0
-                } else if i < 0 {
-                    at((-i) as usize)
-                } else {
-                    at((2 * (n as isize - 1) - i) as usize)
-                };
-            }
-        }
-        Signal::new(self.channels, out_len, data)
-    }
 }
 
-/// A signal seen with `left`/`right` samples of padding (as [`Signal::padded`] would make),
-/// without copying it: tiled kernels gather their windows through it, so the full-rate
+/// A signal seen with `left`/`right` samples of padding, reflected (as `F.pad(..., "reflect")`,
+/// with transformers' zero-extension guard for short inputs) or zeros, without copying it:
+/// tiled kernels gather their windows through it, so the full-rate
 /// signals (82 MB at 64 channels x 10 s) are not copied once more per convolution.
 #[derive(Clone, Copy)]
 pub struct Padded<'a> {
@@ -80,8 +51,7 @@ impl Padded<'_> {
         self.left + self.x.len + self.right
     }
 
-    /// The sample of `x` at padded position `j`, or `None` for a zero; the same mapping as
-    /// [`Signal::padded`], including its zero extension of inputs shorter than the padding.
+    /// The sample of `x` at padded position `j`, or `None` for a zero.
     fn source(&self, j: usize) -> Option<usize> {
         let len = self.x.len as isize;
         let extra = if self.reflect && self.x.len <= self.left.max(self.right) {
@@ -104,7 +74,7 @@ impl Padded<'_> {
     }
 
     /// Padded columns `start..start + len` of every row, through ELU when `elu_first`.
-    fn gather(&self, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
+    pub fn gather(&self, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
         let x = self.x;
         let mut buf = vec![0.0f32; x.channels * len];
         // Columns `lo..hi` map straight onto `x` (no padding involved).
@@ -644,8 +614,17 @@ impl PolyphaseTranspose {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Seeded uniform noise in [-0.5, 0.5) (a linear congruential generator).
+    pub fn noise(seed: u32) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
 
     /// `nn.ConvTranspose1d` by its definition, then trimmed, plus the bias.
     fn direct(x: &Signal, w: &[f32], b: &[f32], k: usize, s: usize, l: usize, r: usize) -> Signal {
@@ -670,27 +649,45 @@ mod tests {
         Signal::new(c_out, len, data)
     }
 
+    /// Padding as transformers does it: zero-extend a too-short input, pad (reflect or zeros),
+    /// cut the extension off again.
+    fn padded_reference(row: &[f32], left: usize, right: usize, reflect: bool) -> Vec<f32> {
+        if !reflect {
+            return [vec![0.0; left], row.to_vec(), vec![0.0; right]].concat();
+        }
+        let extra = (left.max(right) + 1).saturating_sub(row.len());
+        let ext = [row.to_vec(), vec![0.0; extra]].concat();
+        let n = ext.len();
+        let mut out: Vec<f32> = (1..=left).rev().map(|i| ext[i]).collect();
+        out.extend(&ext);
+        out.extend((1..=right).map(|i| ext[n - 1 - i]));
+        out.truncate(out.len() - extra);
+        out
+    }
+
     #[test]
-    fn padded_view_gathers_what_padded_copies() {
+    fn padded_view_gathers_what_padding_makes() {
         let x = Signal::new(2, 9, (0..18).map(|i| i as f32 - 6.0).collect());
         let short = Signal::new(1, 2, vec![1.5, -2.0]);
         for (x, left, right) in [(&x, 3, 4), (&x, 0, 2), (&x, 6, 0), (&short, 3, 5)] {
             for reflect in [true, false] {
-                let full = x.padded(left, right, reflect);
+                let full: Vec<Vec<f32>> = (0..x.channels)
+                    .map(|c| padded_reference(x.row(c), left, right, reflect))
+                    .collect();
                 let view = Padded {
                     x,
                     left,
                     right,
                     reflect,
                 };
-                assert_eq!(view.len(), full.len);
-                let n = full.len;
+                let n = full[0].len();
+                assert_eq!(view.len(), n);
                 for (start, len) in [(0, n), (1, 4), (n - 3, 3), (2, 1), (0, 1), (n - 1, 1)] {
                     for elu_first in [false, true] {
                         let got = view.gather(start, len, elu_first);
                         for c in 0..x.channels {
                             for j in 0..len {
-                                let v = full.row(c)[start + j];
+                                let v = full[c][start + j];
                                 let want = if elu_first { elu_scalar(v) } else { v };
                                 assert_eq!(got[c * len + j], want, "l{left} r{right} {reflect}");
                             }
@@ -716,11 +713,7 @@ mod tests {
 
     #[test]
     fn polyphase_transpose_matches_the_definition() {
-        let mut seed = 7u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rnd = noise(7);
         // (c_in, c_out, kernel, stride, frames, left, right): one block, and many tiles; a
         // kernel that is not a multiple of the stride; EnCodec's and causal trims.
         for (c_in, c_out, k, s, t, l, r) in [

@@ -104,8 +104,11 @@ impl Conv1d {
         if x.len / self.stride >= 2 * TILED_MIN_FRAMES {
             return self.taps().conv_tiled(view, elu_first);
         }
-        let input = x.padded(view.left, view.right, view.reflect);
-        let input = if elu_first { cpu::elu(&input) } else { input };
+        let input = Signal::new(
+            x.channels,
+            view.len(),
+            view.gather(0, view.len(), elu_first),
+        );
         self.taps().conv(&input)
     }
 

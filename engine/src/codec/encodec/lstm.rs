@@ -151,6 +151,7 @@ unsafe impl Sync for SharedState {}
 /// step to a thread pool cost a wake-up per step and ran at half the bandwidth.
 fn run_recurrence(gates_x: &[f32], w: &[f32], hidden: usize, steps: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; steps * hidden];
+    // Both hidden-state buffers outlive the threads that write them through raw pointers.
     let mut h0 = vec![0.0f32; hidden];
     let mut h1 = vec![0.0f32; hidden];
     let shared = SharedState {
@@ -183,7 +184,6 @@ fn run_recurrence(gates_x: &[f32], w: &[f32], hidden: usize, steps: usize) -> Ve
     } else {
         recurrence_worker(gates_x, w, hidden, steps, 0..hidden, &shared, None, dot4);
     }
-    drop((h0, h1));
     out
 }
 
@@ -285,36 +285,25 @@ unsafe fn dot4_avx512(w: &[f32], x: &[f32]) -> [f32; 4] {
         }
         i += 16;
     }
-    let mut out = acc.map(|a| _mm512_reduce_add_ps(a));
-    for j in i..n {
-        for (r, o) in out.iter_mut().enumerate() {
-            *o += w[r * n + j] * x[j];
-        }
-    }
-    out
+    add_dot4_tail(acc.map(|a| _mm512_reduce_add_ps(a)), w, x, i)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_fma(w: &[f32], x: &[f32]) -> [f32; 4] {
-    const L: usize = 8;
-    let n = x.len();
-    let mut acc = [[0.0f32; L]; 4];
-    let chunks = n / L;
-    for c in 0..chunks {
-        let xs = &x[c * L..c * L + L];
-        for (r, a) in acc.iter_mut().enumerate() {
-            let ws = &w[r * n + c * L..r * n + c * L + L];
-            for l in 0..L {
-                a[l] = ws[l].mul_add(xs[l], a[l]);
-            }
-        }
-    }
-    finish_dot4(acc, w, x, chunks * L)
+    dot4_portable::<true>(w, x)
 }
 
-/// [`Dot4`] without SIMD assumptions (8 accumulators per row so the compiler can vectorise).
+/// [`Dot4`] without SIMD assumptions.
 fn dot4_generic(w: &[f32], x: &[f32]) -> [f32; 4] {
+    dot4_portable::<false>(w, x)
+}
+
+/// Four dot products with 8 accumulators per row so the compiler can vectorise; `FMA` fuses
+/// the multiply-adds (only where the caller enabled the `fma` feature: elsewhere `mul_add`
+/// would be a library call).
+#[inline(always)]
+fn dot4_portable<const FMA: bool>(w: &[f32], x: &[f32]) -> [f32; 4] {
     const L: usize = 8;
     let n = x.len();
     let mut acc = [[0.0f32; L]; 4];
@@ -324,18 +313,21 @@ fn dot4_generic(w: &[f32], x: &[f32]) -> [f32; 4] {
         for (r, a) in acc.iter_mut().enumerate() {
             let ws = &w[r * n + c * L..r * n + c * L + L];
             for l in 0..L {
-                a[l] += ws[l] * xs[l];
+                a[l] = if FMA {
+                    ws[l].mul_add(xs[l], a[l])
+                } else {
+                    a[l] + ws[l] * xs[l]
+                };
             }
         }
     }
-    finish_dot4(acc, w, x, chunks * L)
+    add_dot4_tail(acc.map(|a| a.iter().sum::<f32>()), w, x, chunks * L)
 }
 
-/// Sums the accumulators and adds the elements from `from` on.
+/// Adds the products of the elements from `from` on to the four row sums.
 #[inline(always)]
-fn finish_dot4(acc: [[f32; 8]; 4], w: &[f32], x: &[f32], from: usize) -> [f32; 4] {
+fn add_dot4_tail(mut out: [f32; 4], w: &[f32], x: &[f32], from: usize) -> [f32; 4] {
     let n = x.len();
-    let mut out = acc.map(|a| a.iter().sum::<f32>());
     for j in from..n {
         for (r, o) in out.iter_mut().enumerate() {
             *o += w[r * n + j] * x[j];
@@ -374,11 +366,7 @@ mod tests {
 
     #[test]
     fn recurrence_matches_the_definition_alone_and_on_two_threads() {
-        let mut seed = 11u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rnd = cpu::tests::noise(11);
         // 40 units run on one thread with a partial block; 512 on two threads.
         for (hidden, steps) in [(40, 7), (512, 12)] {
             let scale = 2.0 / (hidden as f32).sqrt();
