@@ -8,6 +8,100 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Layer outputs recycled between the layers of a pass and, through [`BufferPool::retain`],
+/// between passes. At 32 kHz a layer's output is tens of MB; a fresh allocation of that size
+/// is mapped from the OS and page-faulted in on first write, which cost about a tenth of the
+/// codec's time. Buffers come back with stale contents: every kernel that takes one writes
+/// all of its elements.
+#[derive(Default)]
+pub struct BufferPool {
+    free: RefCell<Vec<Vec<f32>>>,
+}
+
+impl BufferPool {
+    /// A pool holding buffers kept from an earlier pass.
+    pub fn with_buffers(free: Vec<Vec<f32>>) -> Self {
+        BufferPool {
+            free: RefCell::new(free),
+        }
+    }
+
+    /// The largest free buffers that fit in `max_bytes` together, to keep for the next pass
+    /// (a pass holds at most three large buffers at once).
+    pub fn retain(self, max_bytes: usize) -> Vec<Vec<f32>> {
+        let mut free = self.free.into_inner();
+        free.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        let mut budget = max_bytes;
+        free.into_iter()
+            .take(3)
+            .filter(|b| {
+                let bytes = b.capacity() * std::mem::size_of::<f32>();
+                let fits = bytes <= budget;
+                if fits {
+                    budget -= bytes;
+                }
+                fits
+            })
+            .collect()
+    }
+
+    /// A buffer of `len` elements whose contents the caller overwrites: the smallest free
+    /// one that is large enough, or a new one.
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let mut free = self.free.borrow_mut();
+        let fitting = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut buf = match fitting {
+            Some(i) => free.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        buf.truncate(len);
+        buf.resize(len, 0.0);
+        buf
+    }
+
+    /// Returns a buffer for later layers.
+    pub fn give(&self, buf: Vec<f32>) {
+        self.free.borrow_mut().push(buf);
+    }
+}
+
+/// `buf` resized to `len` elements, contents unspecified (the caller overwrites them all).
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.truncate(len);
+    buf.resize(len, 0.0);
+    buf
+}
+
+/// Per-thread working buffers of the tiled kernels, kept between tiles and calls: allocating
+/// them per tile made the allocator hand pages back to the OS and fault them in again.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    columns: Vec<f32>,
+    hidden: Vec<f32>,
+    activated: Vec<f32>,
+    output: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Runs `f` with this thread's scratch buffers, or with fresh ones if they are in use (a
+/// thread waiting inside a parallel GEMM may pick up another tile).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
 
 /// A planar signal: `channels` rows of `len` samples.
 #[derive(Debug, Clone)]
@@ -75,8 +169,15 @@ impl Padded<'_> {
 
     /// Padded columns `start..start + len` of every row, through ELU when `elu_first`.
     pub fn gather(&self, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
+        let mut buf = Vec::new();
+        self.gather_into(start, len, elu_first, &mut buf);
+        buf
+    }
+
+    /// [`Padded::gather`] into `buf` (resized; every element written).
+    fn gather_into(&self, start: usize, len: usize, elu_first: bool, buf: &mut Vec<f32>) {
         let x = self.x;
-        let mut buf = vec![0.0f32; x.channels * len];
+        let buf = sized(buf, x.channels * len);
         // Columns `lo..hi` map straight onto `x` (no padding involved).
         let end = start + len;
         let lo = self.left.clamp(start, end);
@@ -99,7 +200,6 @@ impl Padded<'_> {
                 dst[j - start] = if elu_first { elu_scalar(v) } else { v };
             }
         }
-        buf
     }
 }
 
@@ -198,8 +298,8 @@ pub fn elu_into(src: &[f32], dst: &mut [f32]) {
 }
 
 /// ELU (alpha = 1), in parallel chunks.
-pub fn elu(x: &Signal) -> Signal {
-    let mut data = vec![0.0f32; x.data.len()];
+pub fn elu(x: &Signal, pool: &BufferPool) -> Signal {
+    let mut data = pool.take(x.data.len());
     data.par_chunks_mut(1 << 14)
         .zip(x.data.par_chunks(1 << 14))
         .for_each(|(o, i)| elu_into(i, o));
@@ -279,49 +379,61 @@ impl Taps<'_> {
 
     /// Valid convolution of an already padded `x`, one multi-threaded GEMM per tap (for
     /// signals too short to split into tiles).
-    pub fn conv(&self, x: &Signal) -> Signal {
+    pub fn conv(&self, x: &Signal, pool: &BufferPool) -> Signal {
         let c_out = self.bias.len();
         let t_out = self.out_len(x.len);
-        let mut y = vec![0.0f32; c_out * t_out];
+        let mut y = pool.take(c_out * t_out);
         let par = parallelism(c_out * x.channels * t_out);
-        self.apply(&x.data, x.channels, x.len, t_out, &mut y, par);
+        let mut columns = Vec::new();
+        self.apply(&x.data, x.channels, x.len, t_out, &mut y, par, &mut columns);
         Signal::new(c_out, t_out, y)
     }
 
     /// [`Taps::conv`] of `elu(x)` (or `x`) computed tile by tile in parallel: on long signals
     /// this keeps the working set in cache and fuses the activation, instead of streaming
     /// whole tensors through memory once per operation.
-    pub fn conv_tiled(&self, x: Padded, elu_first: bool) -> Signal {
+    pub fn conv_tiled(&self, x: Padded, elu_first: bool, pool: &BufferPool) -> Signal {
         let c_out = self.bias.len();
         let c_in = x.x.channels;
         let span = (self.kernel - 1) * self.dilation + 1;
         let t_out = self.out_len(x.len());
         let tile = tile_len(c_in.max(c_out) * self.stride);
-        let mut y = vec![0.0f32; c_out * t_out];
+        let mut y = pool.take(c_out * t_out);
         let shared = SharedOut(y.as_mut_ptr());
         let starts: Vec<usize> = (0..t_out).step_by(tile).collect();
         starts.into_par_iter().for_each(|t0| {
             let n = tile.min(t_out - t0);
             let in_len = (n - 1) * self.stride + span;
-            let xin = x.gather(t0 * self.stride, in_len, elu_first);
-            let mut out = vec![0.0f32; c_out * n];
-            self.apply(&xin, c_in, in_len, n, &mut out, Parallelism::None);
-            for (co, row) in out.chunks_exact(n).enumerate() {
-                // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        row.as_ptr(),
-                        shared.ptr().add(co * t_out + t0),
-                        n,
-                    );
+            with_scratch(|s| {
+                x.gather_into(t0 * self.stride, in_len, elu_first, &mut s.input);
+                let out = sized(&mut s.output, c_out * n);
+                self.apply(
+                    &s.input,
+                    c_in,
+                    in_len,
+                    n,
+                    out,
+                    Parallelism::None,
+                    &mut s.columns,
+                );
+                for (co, row) in out.chunks_exact(n).enumerate() {
+                    // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            row.as_ptr(),
+                            shared.ptr().add(co * t_out + t0),
+                            n,
+                        );
+                    }
                 }
-            }
+            })
         });
         Signal::new(c_out, t_out, y)
     }
 
     /// `out[co][n] = bias + sum_k W_k xin[.., k * dilation + t * stride]` with `xin`
-    /// `[c_in][in_len]` and `out` `[c_out][n]`.
+    /// `[c_in][in_len]` and `out` `[c_out][n]`; `columns` holds the im2col copy.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         xin: &[f32],
@@ -330,6 +442,7 @@ impl Taps<'_> {
         n: usize,
         out: &mut [f32],
         par: Parallelism,
+        columns: &mut Vec<f32>,
     ) {
         let Taps {
             weight,
@@ -357,7 +470,7 @@ impl Taps<'_> {
             // One GEMM over all taps at once on an im2col copy `[(c_in, k)][n]`. Per-tap GEMMs
             // would have an inner dimension of only `c_in` (64 at the full sample rate), read
             // the input through the stride and read/write the output `kernel` times.
-            let mut col = vec![0.0f32; depth * n];
+            let col = sized(columns, depth * n);
             for (row, dst) in col.chunks_exact_mut(n).enumerate() {
                 let (c, k) = (row / kernel, row % kernel);
                 let src = &xin[c * in_len + k * dilation..];
@@ -441,35 +554,42 @@ const TRANSPOSE_BELOW_CHANNELS: usize = 64;
 
 /// A residual unit `x + conv2(elu(conv1(elu(x))))` fused per tile; `x_padded` is `x` seen with
 /// conv1's padding; conv1 has stride 1 and conv2 is 1x1.
-pub fn residual_tiled(x: &Signal, x_padded: Padded, conv1: Taps, conv2: Taps) -> Signal {
+pub fn residual_tiled(
+    x: &Signal,
+    x_padded: Padded,
+    conv1: Taps,
+    conv2: Taps,
+    pool: &BufferPool,
+) -> Signal {
     let hidden = conv1.bias.len();
     let c = x.channels;
     let span = (conv1.kernel - 1) * conv1.dilation + 1;
     let len = x.len;
     let tile = tile_len(c);
-    let mut y = vec![0.0f32; c * len];
+    let mut y = pool.take(c * len);
     let shared = SharedOut(y.as_mut_ptr());
     let starts: Vec<usize> = (0..len).step_by(tile).collect();
     starts.into_par_iter().for_each(|t0| {
         let n = tile.min(len - t0);
         let in_len = n - 1 + span;
-        let xin = x_padded.gather(t0, in_len, true);
-        let mut h = vec![0.0f32; hidden * n];
-        conv1.apply(&xin, c, in_len, n, &mut h, Parallelism::None);
-        let mut h_act = vec![0.0f32; h.len()];
-        elu_into(&h, &mut h_act);
-        let h = h_act;
-        let mut out = vec![0.0f32; c * n];
-        conv2.apply(&h, hidden, n, n, &mut out, Parallelism::None);
-        for (ch, row) in out.chunks_exact_mut(n).enumerate() {
-            for (o, v) in row.iter_mut().zip(&x.row(ch)[t0..t0 + n]) {
-                *o += v;
+        with_scratch(|s| {
+            x_padded.gather_into(t0, in_len, true, &mut s.input);
+            let h = sized(&mut s.hidden, hidden * n);
+            conv1.apply(&s.input, c, in_len, n, h, Parallelism::None, &mut s.columns);
+            let h_act = sized(&mut s.activated, hidden * n);
+            elu_into(h, h_act);
+            let out = sized(&mut s.output, c * n);
+            conv2.apply(h_act, hidden, n, n, out, Parallelism::None, &mut s.columns);
+            for (ch, row) in out.chunks_exact_mut(n).enumerate() {
+                for (o, v) in row.iter_mut().zip(&x.row(ch)[t0..t0 + n]) {
+                    *o += v;
+                }
+                // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), shared.ptr().add(ch * len + t0), n);
+                }
             }
-            // Safety: tiles cover disjoint column ranges t0..t0 + n of every row.
-            unsafe {
-                std::ptr::copy_nonoverlapping(row.as_ptr(), shared.ptr().add(ch * len + t0), n);
-            }
-        }
+        })
     });
     Signal::new(c, len, y)
 }
@@ -523,11 +643,17 @@ impl PolyphaseTranspose {
 
     /// The transposed convolution of `elu(x)` (or `x`) with `left`/`right` samples trimmed
     /// from the full output, plus the bias.
-    pub fn forward(&self, x: &Signal, left: usize, right: usize, elu_first: bool) -> Signal {
+    pub fn forward(
+        &self,
+        x: &Signal,
+        (left, right): (usize, usize),
+        elu_first: bool,
+        pool: &BufferPool,
+    ) -> Signal {
         let (s, c_out) = (self.stride, self.bias.len());
         let full = (x.len - 1) * s + self.kernel;
         let len = full - left - right;
-        let mut y = vec![0.0f32; c_out * len];
+        let mut y = pool.take(c_out * len);
         if len == 0 {
             return Signal::new(c_out, 0, y);
         }
@@ -535,16 +661,18 @@ impl PolyphaseTranspose {
         let rows = s * c_out;
         let cols = self.taps * self.c_in;
         let shared = SharedOut(y.as_mut_ptr());
-        let block = |m0: usize, n: usize, par: Parallelism| {
-            let mut b = vec![0.0f32; cols * n];
+        let block = |m0: usize, n: usize, par: Parallelism, scratch: &mut Scratch| {
+            let b = sized(&mut scratch.columns, cols * n);
             for j in 0..self.taps {
                 for ci in 0..self.c_in {
                     let dst = &mut b[(j * self.c_in + ci) * n..][..n];
                     let src = x.row(ci);
-                    // Input frame of column mm: m0 + mm - j, inside 0..x.len.
+                    // Input frame of column mm: m0 + mm - j, inside 0..x.len; zero outside.
                     let first = j.saturating_sub(m0).min(n);
                     let last = (x.len + j).saturating_sub(m0).min(n).max(first);
                     let from = &src[m0 + first - j..m0 + last - j];
+                    dst[..first].fill(0.0);
+                    dst[last..].fill(0.0);
                     if elu_first {
                         elu_into(from, &mut dst[first..last]);
                     } else {
@@ -552,7 +680,7 @@ impl PolyphaseTranspose {
                     }
                 }
             }
-            let mut z = vec![0.0f32; rows * n];
+            let z = sized(&mut scratch.output, rows * n);
             // Safety: `z` is `[rows][n]`, the weight `[rows][cols]` and `b` `[cols][n]`.
             unsafe {
                 gemm::gemm(
@@ -602,12 +730,13 @@ impl PolyphaseTranspose {
         let frames = m_hi - m_lo;
         let tile = ((1usize << 17) / (rows + cols)).clamp(32, 2048);
         if frames < 4 * tile {
-            block(m_lo, frames, parallelism(rows * cols * frames));
+            let par = parallelism(rows * cols * frames);
+            block(m_lo, frames, par, &mut Scratch::default());
         } else {
             let starts: Vec<usize> = (m_lo..m_hi).step_by(tile).collect();
-            starts
-                .into_par_iter()
-                .for_each(|m0| block(m0, tile.min(m_hi - m0), Parallelism::None));
+            starts.into_par_iter().for_each(|m0| {
+                with_scratch(|s| block(m0, tile.min(m_hi - m0), Parallelism::None, s))
+            });
         }
         Signal::new(c_out, len, y)
     }
@@ -699,6 +828,22 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn buffer_pool_reuses_the_smallest_fit_and_keeps_the_largest() {
+        let pool = BufferPool::default();
+        for len in [10, 1000, 100, 5000, 50] {
+            pool.give(vec![1.0; len]);
+        }
+        let buf = pool.take(80);
+        assert_eq!((buf.len(), buf.capacity()), (80, 100));
+        let bigger = pool.take(20_000);
+        assert_eq!(bigger.len(), 20_000);
+        // Of the three largest free ones (5000, 1000, 50), those that fit in the budget together.
+        let kept = pool.retain(4 * 5100);
+        let sizes: Vec<usize> = kept.iter().map(Vec::capacity).collect();
+        assert_eq!(sizes, vec![5000, 50]);
+    }
+
+    #[test]
     fn exp_neg_matches_exp_over_its_range() {
         let mut worst = 0.0f64;
         for i in 0..=200_000 {
@@ -726,9 +871,13 @@ pub(super) mod tests {
             let b: Vec<f32> = (0..c_out).map(|_| rnd()).collect();
             let poly = PolyphaseTranspose::new(&w, &b, c_in, k, s);
             for elu_first in [false, true] {
-                let input = if elu_first { elu(&x) } else { x.clone() };
+                let input = if elu_first {
+                    elu(&x, &BufferPool::default())
+                } else {
+                    x.clone()
+                };
                 let want = direct(&input, &w, &b, k, s, l, r);
-                let got = poly.forward(&x, l, r, elu_first);
+                let got = poly.forward(&x, (l, r), elu_first, &BufferPool::default());
                 assert_eq!((got.channels, got.len), (want.channels, want.len));
                 let err = got
                     .data

@@ -1,7 +1,7 @@
 //! The SEANet building blocks: padded convolutions and dilated residual units.
 
 use super::config::EncodecConfig;
-use super::cpu::{self, Signal};
+use super::cpu::{self, BufferPool, Signal};
 use super::weights::Checkpoint;
 use super::{ConvSpec, TransposeSpec};
 use anyhow::Result;
@@ -99,17 +99,17 @@ impl Conv1d {
 
     /// CPU path of [`Conv1d::forward`], applied to `elu(x)` when `elu_first` (ELU commutes
     /// with padding, so it is fused into the convolution's input read).
-    pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
+    pub fn forward_cpu(&self, x: &Signal, elu_first: bool, pool: &BufferPool) -> Signal {
         let view = self.pad_view(x);
         if x.len / self.stride >= 2 * TILED_MIN_FRAMES {
-            return self.taps().conv_tiled(view, elu_first);
+            return self.taps().conv_tiled(view, elu_first, pool);
         }
         let input = Signal::new(
             x.channels,
             view.len(),
             view.gather(0, view.len(), elu_first),
         );
-        self.taps().conv(&input)
+        self.taps().conv(&input, pool)
     }
 
     /// `C_in->C_out kK sS [dD]`, for timing labels.
@@ -246,9 +246,8 @@ impl ConvTranspose1d {
     }
 
     /// CPU path of [`ConvTranspose1d::forward`], applied to `elu(x)` when `elu_first`.
-    pub fn forward_cpu(&self, x: &Signal, elu_first: bool) -> Signal {
-        let (left, right) = self.trim();
-        self.poly.forward(x, left, right, elu_first)
+    pub fn forward_cpu(&self, x: &Signal, elu_first: bool, pool: &BufferPool) -> Signal {
+        self.poly.forward(x, self.trim(), elu_first, pool)
     }
 
     /// `x`: `[B, C_in, T]` -> `[B, C_out, T * stride]`.
@@ -278,12 +277,14 @@ impl ResidualUnit {
     }
 
     /// CPU path of [`ResidualUnit::forward`].
-    pub fn forward_cpu(&self, x: &Signal) -> Signal {
+    pub fn forward_cpu(&self, x: &Signal, pool: &BufferPool) -> Signal {
         let (c1, c2) = (&self.conv1, &self.conv2);
         if x.len >= 4096 && c2.kernel == 1 && c1.stride == 1 {
-            return cpu::residual_tiled(x, c1.pad_view(x), c1.taps(), c2.taps());
+            return cpu::residual_tiled(x, c1.pad_view(x), c1.taps(), c2.taps(), pool);
         }
-        let mut h = c2.forward_cpu(&c1.forward_cpu(x, true), true);
+        let hidden = c1.forward_cpu(x, true, pool);
+        let mut h = c2.forward_cpu(&hidden, true, pool);
+        pool.give(hidden.data);
         cpu::add_assign(&mut h, x);
         h
     }

@@ -26,6 +26,7 @@ use lstm::Lstm;
 use quantizer::ResidualVq;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use weights::Checkpoint;
 
 /// One convolution of the plan, with transformers' module name.
@@ -285,26 +286,32 @@ pub type StageTimes = Vec<(String, f64)>;
 
 /// Runs the stages with the CPU kernels, fusing each ELU into the convolution after it; with
 /// `timings`, records each stage's wall time.
-fn run_cpu(stages: &[Stage], mut x: Signal, mut timings: Option<&mut StageTimes>) -> Signal {
+fn run_cpu(
+    stages: &[Stage],
+    mut x: Signal,
+    pool: &cpu::BufferPool,
+    mut timings: Option<&mut StageTimes>,
+) -> Signal {
     let mut i = 0;
     while i < stages.len() {
         let start = std::time::Instant::now();
         let first = i;
-        x = match (&stages[i], stages.get(i + 1)) {
+        let y = match (&stages[i], stages.get(i + 1)) {
             (Stage::Elu, Some(Stage::Conv(conv))) => {
                 i += 1;
-                conv.forward_cpu(&x, true)
+                conv.forward_cpu(&x, true, pool)
             }
             (Stage::Elu, Some(Stage::ConvTranspose(conv))) => {
                 i += 1;
-                conv.forward_cpu(&x, true)
+                conv.forward_cpu(&x, true, pool)
             }
-            (Stage::Elu, _) => cpu::elu(&x),
-            (Stage::Conv(m), _) => m.forward_cpu(&x, false),
-            (Stage::ConvTranspose(m), _) => m.forward_cpu(&x, false),
-            (Stage::Residual(m), _) => m.forward_cpu(&x),
+            (Stage::Elu, _) => cpu::elu(&x, pool),
+            (Stage::Conv(m), _) => m.forward_cpu(&x, false, pool),
+            (Stage::ConvTranspose(m), _) => m.forward_cpu(&x, false, pool),
+            (Stage::Residual(m), _) => m.forward_cpu(&x, pool),
             (Stage::Lstm(m), _) => m.forward_cpu(&x),
         };
+        pool.give(std::mem::replace(&mut x, y).data);
         if let Some(t) = timings.as_deref_mut() {
             let fused = if i > first { "elu + " } else { "" };
             t.push((
@@ -317,13 +324,21 @@ fn run_cpu(stages: &[Stage], mut x: Signal, mut timings: Option<&mut StageTimes>
     x
 }
 
-/// Runs `stages` on `x` `[1, C, T]`: with the CPU kernels on the CPU, with candle ops elsewhere.
-fn run(stages: &[Stage], x: &Tensor, backend: Backend) -> Result<Tensor> {
+/// Runs `stages` on `x` `[1, C, T]`: with the CPU kernels on the CPU (recycling `buffers`),
+/// with candle ops elsewhere.
+fn run(
+    stages: &[Stage],
+    x: &Tensor,
+    backend: Backend,
+    buffers: &Mutex<Vec<Vec<f32>>>,
+) -> Result<Tensor> {
     match backend {
         Backend::CpuKernels => {
             let (_, c, t) = x.dims3()?;
             let data = x.flatten_all()?.to_vec1()?;
-            let y = run_cpu(stages, Signal::new(c, t, data), None);
+            let y = with_pool(buffers, |pool| {
+                run_cpu(stages, Signal::new(c, t, data), pool, None)
+            });
             Ok(Tensor::from_vec(
                 y.data,
                 (1, y.channels, y.len),
@@ -332,6 +347,20 @@ fn run(stages: &[Stage], x: &Tensor, backend: Backend) -> Result<Tensor> {
         }
         Backend::Candle => stages.iter().try_fold(x.clone(), |x, s| s.forward(&x)),
     }
+}
+
+/// Bytes of layer buffers an [`Encodec`] keeps between passes: all of them for clips up to
+/// about 20 s, so repeated calls do not page-fault fresh memory in every time.
+const RETAINED_BUFFER_BYTES: usize = 512 << 20;
+
+/// Runs `f` with a pool holding the buffers kept from earlier passes, then keeps the largest
+/// again. Concurrent passes each get their own (the lock is held only to swap the list).
+fn with_pool<R>(buffers: &Mutex<Vec<Vec<f32>>>, f: impl FnOnce(&cpu::BufferPool) -> R) -> R {
+    let kept = std::mem::take(&mut *buffers.lock().unwrap_or_else(|e| e.into_inner()));
+    let pool = cpu::BufferPool::with_buffers(kept);
+    let result = f(&pool);
+    *buffers.lock().unwrap_or_else(|e| e.into_inner()) = pool.retain(RETAINED_BUFFER_BYTES);
+    result
 }
 
 /// Which implementation runs the convolution stack.
@@ -358,6 +387,8 @@ pub struct Encodec {
     levels: usize,
     device: Device,
     backend: Backend,
+    /// Layer buffers kept between CPU-kernel passes (see [`with_pool`]).
+    buffers: Mutex<Vec<Vec<f32>>>,
 }
 
 impl Encodec {
@@ -401,6 +432,7 @@ impl Encodec {
             } else {
                 Backend::Candle
             },
+            buffers: Mutex::default(),
         })
     }
 
@@ -458,7 +490,7 @@ impl Encodec {
     /// Encoder output (pre-quantisation latent) `[1, D, T]` for mono samples at the codec rate.
     pub fn embed(&self, samples: &[f32]) -> Result<Tensor> {
         let x = Tensor::from_slice(samples, (1, 1, samples.len()), &self.device)?;
-        run(&self.encoder, &x, self.backend)
+        run(&self.encoder, &x, self.backend, &self.buffers)
     }
 
     /// Codes `[levels][T]` for mono samples at the codec rate, in one pass.
@@ -471,19 +503,18 @@ impl Encodec {
     /// decoder over the latent it produces (quantisation excluded), for profiling.
     pub fn stage_times(&self, samples: &[f32]) -> (StageTimes, StageTimes) {
         let (mut enc, mut dec) = (Vec::new(), Vec::new());
-        let latent = run_cpu(
-            &self.encoder,
-            Signal::new(1, samples.len(), samples.to_vec()),
-            Some(&mut enc),
-        );
-        run_cpu(&self.decoder, latent, Some(&mut dec));
+        with_pool(&self.buffers, |pool| {
+            let input = Signal::new(1, samples.len(), samples.to_vec());
+            let latent = run_cpu(&self.encoder, input, pool, Some(&mut enc));
+            run_cpu(&self.decoder, latent, pool, Some(&mut dec));
+        });
         (enc, dec)
     }
 
     /// Mono samples at the codec rate for codes `[levels][T]`, in one pass.
     pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<f32>> {
         let latent = self.quantizer.decode(codes)?.t()?.unsqueeze(0)?;
-        let audio = run(&self.decoder, &latent, self.backend)?;
+        let audio = run(&self.decoder, &latent, self.backend, &self.buffers)?;
         Ok(audio.flatten_all()?.to_vec1()?)
     }
 }
