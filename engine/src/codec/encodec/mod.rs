@@ -349,9 +349,10 @@ fn run(
     }
 }
 
-/// Bytes of layer buffers an [`Encodec`] keeps between passes: all of them for clips up to
-/// about 20 s, so repeated calls do not page-fault fresh memory in every time.
-const RETAINED_BUFFER_BYTES: usize = 512 << 20;
+/// Bytes of layer buffers an [`Encodec`] keeps between passes: all three large ones for clips
+/// up to about 12 s (20 MB per second of audio), so repeated calls do not page-fault fresh
+/// memory in every time, while an idle codec (e.g. in a plugin) holds at most this much.
+const RETAINED_BUFFER_BYTES: usize = 256 << 20;
 
 /// Runs `f` with a pool holding the buffers kept from earlier passes, then keeps the largest
 /// again. Concurrent passes each get their own (the lock is held only to swap the list).
