@@ -61,8 +61,7 @@ impl BufferPool {
             Some(i) => free.swap_remove(i),
             None => Vec::with_capacity(len),
         };
-        buf.truncate(len);
-        buf.resize(len, 0.0);
+        sized(&mut buf, len);
         buf
     }
 
