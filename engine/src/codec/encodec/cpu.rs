@@ -399,12 +399,43 @@ impl Taps<'_> {
         let tile = tile_len(c_in.max(c_out) * self.stride);
         let mut y = pool.take(c_out * t_out);
         let shared = SharedOut(y.as_mut_ptr());
+        let phases = self.phase_weight();
+        let direct = match &phases {
+            Some(weight) => {
+                let split = Taps {
+                    weight,
+                    kernel: self.kernel / self.stride,
+                    stride: 1,
+                    ..*self
+                };
+                direct_kernel(&split, c_in * self.stride).map(|k| (split, k))
+            }
+            None => direct_kernel(self, c_in).map(|k| (*self, k)),
+        };
         let starts: Vec<usize> = (0..t_out).step_by(tile).collect();
         starts.into_par_iter().for_each(|t0| {
             let n = tile.min(t_out - t0);
             let in_len = (n - 1) * self.stride + span;
             with_scratch(|s| {
                 x.gather_into(t0 * self.stride, in_len, elu_first, &mut s.input);
+                if let Some((taps, kernel)) = &direct {
+                    let (src, rows, row_len) = if self.stride > 1 {
+                        split_phases(&s.input, c_in, in_len, self.stride, &mut s.columns);
+                        (&s.columns, c_in * self.stride, in_len / self.stride)
+                    } else {
+                        (&s.input, c_in, in_len)
+                    };
+                    let to = DirectOut {
+                        ptr: shared.ptr().wrapping_add(t0),
+                        stride: t_out,
+                        residual: None,
+                        elu: false,
+                    };
+                    // Safety: `src` holds `rows` rows of `row_len = n - 1 + taps.kernel`;
+                    // tiles write disjoint columns `t0..t0 + n` of `y`'s `c_out` rows.
+                    unsafe { kernel(taps, src, rows, row_len, n, to) };
+                    return;
+                }
                 let out = sized(&mut s.output, c_out * n);
                 self.apply(
                     &s.input,
@@ -430,6 +461,30 @@ impl Taps<'_> {
         Signal::new(c_out, t_out, y)
     }
 
+    /// For a strided convolution whose kernel is a multiple of its stride: the weights
+    /// `[C_out][(phase, C_in)][K / stride]` of the same convolution as a stride-1 one over
+    /// the input split into its `stride` phases (see [`split_phases`]).
+    fn phase_weight(&self) -> Option<Vec<f32>> {
+        let (k, s) = (self.kernel, self.stride);
+        if s == 1 || self.dilation != 1 || !k.is_multiple_of(s) {
+            return None;
+        }
+        let (c_out, taps) = (self.bias.len(), k / s);
+        let c_in = self.weight.len() / (c_out * k);
+        let mut out = vec![0.0f32; self.weight.len()];
+        for co in 0..c_out {
+            for p in 0..s {
+                for ci in 0..c_in {
+                    for j in 0..taps {
+                        out[((co * s + p) * c_in + ci) * taps + j] =
+                            self.weight[(co * c_in + ci) * k + j * s + p];
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// `out[co][n] = bias + sum_k W_k xin[.., k * dilation + t * stride]` with `xin`
     /// `[c_in][in_len]` and `out` `[c_out][n]`; `columns` holds the im2col copy.
     #[allow(clippy::too_many_arguments)]
@@ -450,6 +505,12 @@ impl Taps<'_> {
             stride,
             dilation,
         } = *self;
+        if let (Some(direct), Parallelism::None) = (direct_kernel(self, c_in), par) {
+            // Safety: `xin` holds `c_in` rows of `in_len >= n + (kernel - 1) * dilation`
+            // samples, `out` `c_out` rows of `n`, and the kernel's CPU features were detected.
+            unsafe { direct(self, xin, c_in, in_len, n, DirectOut::rows(out, n)) };
+            return;
+        }
         for (row, b) in out.chunks_exact_mut(n).zip(bias) {
             row.fill(*b);
         }
@@ -513,6 +574,161 @@ impl Taps<'_> {
     }
 }
 
+/// Largest `c_in * kernel` that [`direct_kernel`] takes: its inner loop reads the weights of
+/// 8 output channels and a 48-frame window of every input row, which must stay in L1 cache.
+const DIRECT_MAX_DEPTH: usize = 768;
+
+/// A convolution kernel working on the input rows directly (see [`direct_conv_avx512`]).
+type DirectConv = unsafe fn(&Taps, &[f32], usize, usize, usize, DirectOut);
+
+/// Where the direct kernel writes: `c_out` rows of `n` samples, `stride` apart, optionally
+/// plus a residual (same layout) and through ELU; so a residual unit's convolutions write
+/// their activated hidden state and the unit's output without extra passes.
+#[derive(Clone, Copy)]
+pub(crate) struct DirectOut {
+    ptr: *mut f32,
+    stride: usize,
+    /// Added to the convolution (before `elu`), `(pointer, row stride)`.
+    residual: Option<(*const f32, usize)>,
+    elu: bool,
+}
+
+impl DirectOut {
+    /// Plain `[c_out][n]` rows of `out`.
+    fn rows(out: &mut [f32], n: usize) -> Self {
+        DirectOut {
+            ptr: out.as_mut_ptr(),
+            stride: n,
+            residual: None,
+            elu: false,
+        }
+    }
+}
+
+/// The direct kernel for a stride-1 convolution with few inputs per output (EnCodec's
+/// residual units at the full and quarter rates), when this CPU runs it.
+///
+/// There an im2col copy and GEMM's packing move several times more bytes than the product
+/// needs (its inner dimension is only 32-384), and the residual units ran at about 40% of
+/// the matmul rate. The direct kernel reads each input window once per 8 output channels
+/// straight from L1.
+fn direct_kernel(taps: &Taps, c_in: usize) -> Option<DirectConv> {
+    let fits = taps.stride == 1
+        && taps.bias.len().is_multiple_of(DIRECT_ROWS)
+        && c_in * taps.kernel <= DIRECT_MAX_DEPTH;
+    #[cfg(target_arch = "x86_64")]
+    if fits && is_x86_feature_detected!("avx512f") {
+        return Some(direct_conv_avx512);
+    }
+    let _ = fits;
+    None
+}
+
+/// `[c_in][len]` rows split into `[(phase, c_in)][len / stride]` rows, sample `m * stride + p`
+/// of row `ci` going to row `p * c_in + ci`: a strided convolution over `xin` is a stride-1
+/// one over the phases (`len` is a multiple of `stride`).
+fn split_phases(xin: &[f32], c_in: usize, len: usize, stride: usize, out: &mut Vec<f32>) {
+    let m_len = len / stride;
+    let out = sized(out, c_in * len);
+    for ci in 0..c_in {
+        let src = &xin[ci * len..][..m_len * stride];
+        for p in 0..stride {
+            let dst = &mut out[(p * c_in + ci) * m_len..][..m_len];
+            for (d, frame) in dst.iter_mut().zip(src.chunks_exact(stride)) {
+                *d = frame[p];
+            }
+        }
+    }
+}
+
+/// Output channels per block of the direct kernel.
+const DIRECT_ROWS: usize = 8;
+
+/// `out[co][t] = bias[co] + sum_(ci, k) W[co][ci][k] xin[ci][t + k * dilation]` for a stride-1
+/// convolution, `xin` `[c_in][in_len]`, written as `out` says (residual added, ELU).
+///
+/// Blocks of 8 output channels x 48 frames are held in 24 AVX-512 accumulators; each input
+/// vector loaded feeds 8 FMAs with broadcast weights, read along the rows of the original
+/// `[C_out][C_in][K]` layout (8 sequential streams), so the weights need no packing.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `xin` must hold `c_in * in_len` samples with
+/// `in_len >= n + (kernel - 1) * dilation`, and `out` (and its residual) `c_out` rows of `n`
+/// samples at its stride, not overlapping `xin`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_conv_avx512(
+    taps: &Taps,
+    xin: &[f32],
+    c_in: usize,
+    in_len: usize,
+    n: usize,
+    out: DirectOut,
+) {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    const VECTORS: usize = 3;
+    const BLOCK: usize = LANES * VECTORS;
+    let (kernel, dilation, c_out) = (taps.kernel, taps.dilation, taps.bias.len());
+    let depth = c_in * kernel;
+    assert!(in_len >= n + (kernel - 1) * dilation);
+    assert!(xin.len() >= c_in * in_len && taps.weight.len() >= c_out * depth);
+    let (xp, wp) = (xin.as_ptr(), taps.weight.as_ptr());
+    let lane_mask = |from: usize| -> __mmask16 {
+        let left = n.saturating_sub(from).min(LANES);
+        ((1u32 << left) - 1) as __mmask16
+    };
+    for t0 in (0..n).step_by(BLOCK) {
+        let masks: [__mmask16; VECTORS] = std::array::from_fn(|v| lane_mask(t0 + v * LANES));
+        for co0 in (0..c_out).step_by(DIRECT_ROWS) {
+            let mut acc: [[__m512; VECTORS]; DIRECT_ROWS] = std::array::from_fn(|r| {
+                let b = _mm512_set1_ps(taps.bias[co0 + r]);
+                match out.residual {
+                    Some((res, stride)) => std::array::from_fn(|v| {
+                        let at = res.add((co0 + r) * stride + t0 + v * LANES);
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], at), b)
+                    }),
+                    None => [b; VECTORS],
+                }
+            });
+            let w_rows: [*const f32; DIRECT_ROWS] =
+                std::array::from_fn(|r| wp.add((co0 + r) * depth));
+            for ci in 0..c_in {
+                let x_row = xp.add(ci * in_len + t0);
+                for k in 0..kernel {
+                    let x_at = x_row.add(k * dilation);
+                    let xv: [__m512; VECTORS] = std::array::from_fn(|v| {
+                        _mm512_maskz_loadu_ps(masks[v], x_at.add(v * LANES))
+                    });
+                    let tap = ci * kernel + k;
+                    for r in 0..DIRECT_ROWS {
+                        let w = _mm512_set1_ps(*w_rows[r].add(tap));
+                        for v in 0..VECTORS {
+                            acc[r][v] = _mm512_fmadd_ps(xv[v], w, acc[r][v]);
+                        }
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let o = out.ptr.add((co0 + r) * out.stride + t0);
+                for v in 0..VECTORS {
+                    _mm512_mask_storeu_ps(o.add(v * LANES), masks[v], row[v]);
+                }
+            }
+        }
+        if out.elu {
+            // The block is still in L1; the activation vectorises with AVX-512 here.
+            let len = BLOCK.min(n - t0);
+            for co in 0..c_out {
+                let row = std::slice::from_raw_parts_mut(out.ptr.add(co * out.stride + t0), len);
+                for v in row.iter_mut() {
+                    *v = elu_scalar(*v);
+                }
+            }
+        }
+    }
+}
+
 /// `out[c_out][n] += W X` for `W` `[c_out][depth]` and `X` `[depth][n]`, each given as
 /// (pointer, row stride, column stride).
 ///
@@ -567,16 +783,39 @@ pub fn residual_tiled(
     let tile = tile_len(c);
     let mut y = pool.take(c * len);
     let shared = SharedOut(y.as_mut_ptr());
+    let (direct1, direct2) = (direct_kernel(&conv1, c), direct_kernel(&conv2, hidden));
     let starts: Vec<usize> = (0..len).step_by(tile).collect();
     starts.into_par_iter().for_each(|t0| {
         let n = tile.min(len - t0);
         let in_len = n - 1 + span;
         with_scratch(|s| {
             x_padded.gather_into(t0, in_len, true, &mut s.input);
-            let h = sized(&mut s.hidden, hidden * n);
-            conv1.apply(&s.input, c, in_len, n, h, Parallelism::None, &mut s.columns);
             let h_act = sized(&mut s.activated, hidden * n);
-            elu_into(h, h_act);
+            if let Some(direct) = direct1 {
+                let to = DirectOut {
+                    elu: true,
+                    ..DirectOut::rows(h_act, n)
+                };
+                // Safety: `input` holds `c` rows of `in_len`, `h_act` `hidden` rows of `n`.
+                unsafe { direct(&conv1, &s.input, c, in_len, n, to) };
+            } else {
+                let h = sized(&mut s.hidden, hidden * n);
+                conv1.apply(&s.input, c, in_len, n, h, Parallelism::None, &mut s.columns);
+                elu_into(h, h_act);
+            }
+            if let Some(direct) = direct2 {
+                // The unit's output, with the input added, goes straight to its columns.
+                let to = DirectOut {
+                    ptr: shared.ptr().wrapping_add(t0),
+                    stride: len,
+                    residual: Some((x.data[t0..].as_ptr(), len)),
+                    elu: false,
+                };
+                // Safety: `h_act` holds `hidden` rows of `n`; `y` and `x` hold `c` rows of
+                // `len >= t0 + n`, and tiles write disjoint columns of `y`.
+                unsafe { direct(&conv2, h_act, hidden, n, n, to) };
+                return;
+            }
             let out = sized(&mut s.output, c * n);
             conv2.apply(h_act, hidden, n, n, out, Parallelism::None, &mut s.columns);
             for (ch, row) in out.chunks_exact_mut(n).enumerate() {
@@ -821,6 +1060,105 @@ pub(super) mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stride_one_convolutions_match_the_definition() {
+        let mut rnd = noise(3);
+        // (c_in, c_out, kernel, dilation, frames): EnCodec's residual convolutions (direct
+        // kernel where the CPU has it) with partial frame blocks, and shapes it leaves to GEMM.
+        for (c_in, c_out, k, d, n) in [
+            (64, 32, 3, 1, 4101),
+            (32, 64, 1, 1, 47),
+            (5, 8, 3, 3, 50),
+            (7, 16, 7, 1, 16),
+            (200, 8, 3, 1, 30),
+            (6, 12, 2, 1, 33),
+        ] {
+            let in_len = n + (k - 1) * d;
+            let xin: Vec<f32> = (0..c_in * in_len).map(|_| rnd()).collect();
+            let weight: Vec<f32> = (0..c_out * c_in * k).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..c_out).map(|_| rnd()).collect();
+            let taps = Taps {
+                weight: &weight,
+                bias: &bias,
+                kernel: k,
+                stride: 1,
+                dilation: d,
+            };
+            let mut out = vec![f32::NAN; c_out * n];
+            taps.apply(
+                &xin,
+                c_in,
+                in_len,
+                n,
+                &mut out,
+                Parallelism::None,
+                &mut Vec::new(),
+            );
+            for co in 0..c_out {
+                for t in 0..n {
+                    let mut want = bias[co] as f64;
+                    for ci in 0..c_in {
+                        for kk in 0..k {
+                            want += weight[(co * c_in + ci) * k + kk] as f64
+                                * xin[ci * in_len + t + kk * d] as f64;
+                        }
+                    }
+                    let got = out[co * n + t] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{c_in}->{c_out} k{k} d{d} n{n}: [{co}][{t}] {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_strided_convolutions_match_the_definition() {
+        let mut rnd = noise(5);
+        // (c_in, c_out, kernel, stride): phase-split direct kernel (where the CPU has it),
+        // a kernel that is no multiple of its stride, and a depth left to im2col + GEMM.
+        for (c_in, c_out, k, s) in [(16, 24, 8, 4), (6, 8, 7, 3), (96, 16, 12, 4)] {
+            let len = 9001;
+            let x = Signal::new(c_in, len, (0..c_in * len).map(|_| rnd()).collect());
+            let weight: Vec<f32> = (0..c_out * c_in * k).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..c_out).map(|_| rnd()).collect();
+            let taps = Taps {
+                weight: &weight,
+                bias: &bias,
+                kernel: k,
+                stride: s,
+                dilation: 1,
+            };
+            let view = Padded {
+                x: &x,
+                left: 3,
+                right: 2,
+                reflect: false,
+            };
+            let got = taps.conv_tiled(view, false, &BufferPool::default());
+            let padded = view.gather(0, view.len(), false);
+            let t_out = (view.len() - k) / s + 1;
+            assert_eq!((got.channels, got.len), (c_out, t_out));
+            for co in 0..c_out {
+                for t in (0..t_out).step_by(7) {
+                    let mut want = bias[co] as f64;
+                    for ci in 0..c_in {
+                        for kk in 0..k {
+                            want += weight[(co * c_in + ci) * k + kk] as f64
+                                * padded[ci * view.len() + t * s + kk] as f64;
+                        }
+                    }
+                    let err = (got.row(co)[t] as f64 - want).abs();
+                    assert!(
+                        err < 1e-4,
+                        "{c_in}->{c_out} k{k} s{s}: [{co}][{t}] off by {err}"
+                    );
                 }
             }
         }
