@@ -256,7 +256,8 @@ pub fn attach_tokenizer(model_dir: &Path, tokenizer_dir: &Path) -> Result<()> {
 /// Copies a model directory (e.g. a training checkpoint) to `dst` for shipping: JSON files as
 /// they are, every safetensors file (the model's weights, the tokenizer's codebooks) with its
 /// f32 tensors stored as f16 when `half` — half the size in git, and the loaders widen them
-/// to f32 — and the training state left behind. The result is loaded once as a check.
+/// to f32 — and the training state and optimizer moments left behind. The result is loaded
+/// once as a check.
 pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
     use candle_core::DType;
     /// Tensors kept in f32: the tokenizer's refinement filter multiplies log-magnitudes near
@@ -274,7 +275,10 @@ pub fn export_model_dir(src: &Path, dst: &Path, half: bool) -> Result<()> {
             let out = dst.join(name);
             if path.is_dir() {
                 copy_dir(&path, &out, half)?;
-            } else if name == "train_state.json" || name.to_string_lossy().ends_with(".tmp") {
+            } else if name == crate::train::model::STATE_FILE
+                || name == crate::train::model::OPTIMIZER_FILE
+                || name.to_string_lossy().ends_with(".tmp")
+            {
                 continue;
             } else if half && path.extension().is_some_and(|e| e == "safetensors") {
                 let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)

@@ -492,10 +492,16 @@ fn cli_generates_from_a_context_and_a_metronome() {
 fn export_stores_half_precision_weights_that_load_and_generate() {
     let dir = model_dir(&tiny_config());
     std::fs::write(dir.path().join("train_state.json"), "{}").unwrap();
+    std::fs::copy(
+        dir.path().join("model.safetensors"),
+        dir.path().join("optimizer.safetensors"),
+    )
+    .unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("exported");
     stemgen::pipeline::export_model_dir(dir.path(), &out, true).unwrap();
     assert!(!out.join("train_state.json").exists());
+    assert!(!out.join("optimizer.safetensors").exists());
 
     let original =
         candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();

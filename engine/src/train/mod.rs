@@ -1,6 +1,7 @@
 //! Training loops. Each reads only pre-computed data (the token cache for the model), logs
 //! CSV, checkpoints periodically and resumes from its last checkpoint.
 
+pub mod adamw;
 pub mod model;
 pub mod schedule;
 

@@ -2,6 +2,7 @@
 //! the warm-up/hold/decay schedule, gradient clipping, per-level validation accuracy,
 //! periodic checkpoints and resume.
 
+use super::adamw::AdamW;
 use super::schedule::{clip_grad_norm, LrSchedule};
 use crate::data::cache::TokenCache;
 use crate::model::{
@@ -9,9 +10,9 @@ use crate::model::{
 };
 use anyhow::{Context, Result};
 use candle_core::Device;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -80,7 +81,19 @@ pub struct TrainReport {
 struct TrainState {
     step: usize,
     config: ModelTrainConfig,
+    /// Updates in the saved AdamW moments (`optimizer.safetensors`); absent in checkpoints
+    /// from before the moments were saved, whose runs restart them.
+    #[serde(default)]
+    optimizer_steps: Option<usize>,
+    /// Position of the masking RNG's stream (decimal `u128`), so a resumed run draws the
+    /// masks an uninterrupted one would.
+    #[serde(default)]
+    mask_rng_position: Option<String>,
 }
+
+/// AdamW's moments, next to the weights in a checkpoint directory.
+pub(crate) const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub(crate) const STATE_FILE: &str = "train_state.json";
 
 /// Songs whose index is a multiple of this are held out for validation.
 const VALIDATION_EVERY_NTH_SONG: usize = 10;
@@ -218,9 +231,9 @@ pub fn held_out_accuracy(
 /// Trains (or resumes, when `out_dir/checkpoint` exists) a model on `cache`.
 ///
 /// Writes `out_dir/checkpoint/` (a model directory + `train_state.json`) every
-/// `checkpoint_every` steps and at the end, and appends to `out_dir/log.csv`. The optimiser's
-/// moments are not saved: a resumed run restarts them, which costs a few hundred steps of
-/// warm-up-like noise but keeps checkpoints to the model's own size.
+/// `checkpoint_every` steps and at the end, and appends to `out_dir/log.csv`. The checkpoint
+/// holds the optimiser's moments and the RNG positions too, so a resumed run trains exactly
+/// as an uninterrupted one would (see [`save_checkpoint`] for how a save stays atomic).
 pub fn train_model(
     cache: &TokenCache,
     model_config: &ModelConfig,
@@ -251,11 +264,15 @@ pub fn train_model(
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("{}: cannot create the output folder", out_dir.display()))?;
     let ckpt_dir = out_dir.join("checkpoint");
-    let state_path = ckpt_dir.join("train_state.json");
+    recover_interrupted_save(&ckpt_dir)?;
+    let state_path = ckpt_dir.join(STATE_FILE);
+    let mut resumed: Option<TrainState> = None;
     let (checkpoint, start) = if state_path.is_file() {
         let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
             .with_context(|| format!("{}: unreadable training state", state_path.display()))?;
-        (ModelCheckpoint::load(&ckpt_dir, device)?, state.step)
+        let start = state.step;
+        resumed = Some(state);
+        (ModelCheckpoint::load(&ckpt_dir, device)?, start)
     } else if let Some(init) = &config.init_from {
         let checkpoint = ModelCheckpoint::load(init, device)
             .with_context(|| format!("{}: cannot start from this model", init.display()))?;
@@ -272,14 +289,31 @@ pub fn train_model(
         )
     };
     let vars = checkpoint.vars.all_vars();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: config.schedule.at(start),
-            weight_decay: config.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let named_vars = checkpoint
+        .vars
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the model's variables are poisoned"))?
+        .clone();
+    let mut opt = AdamW::new(&named_vars, config.schedule.at(start), config.weight_decay)?;
+    let mut rng = ChaCha12Rng::seed_from_u64(config.seed);
+    if let Some(state) = &resumed {
+        match state.optimizer_steps {
+            Some(steps) => opt.load(&ckpt_dir.join(OPTIMIZER_FILE), steps)?,
+            None => eprintln!(
+                "{}: no optimizer state (an older checkpoint): AdamW's moments restart",
+                ckpt_dir.display()
+            ),
+        }
+        match &state.mask_rng_position {
+            Some(pos) => rng.set_word_pos(
+                pos.parse()
+                    .with_context(|| format!("{}: bad mask_rng_position", state_path.display()))?,
+            ),
+            // Older checkpoints seeded the masks of a resumed run by its first step.
+            None => rng = ChaCha12Rng::seed_from_u64(config.seed.wrapping_add(start as u64 * 7919)),
+        }
+    }
     let (train_idx, val_idx) = split(cache);
     anyhow::ensure!(
         !train_idx.is_empty(),
@@ -307,21 +341,25 @@ pub fn train_model(
             "step,lr,loss,accuracy,grad_norm,tokens_per_s,validation_accuracy"
         )?;
     }
-    // The batch order continues where it stopped: the sampler and mask RNG are seeded by step.
-    let mut sampler = cache
-        .sampler(config.seed ^ start as u64)
-        .with_indices(train_idx);
-    let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(start as u64 * 7919));
-    let save = |step: usize| -> Result<()> {
-        checkpoint.save(&ckpt_dir)?;
+    // The batch order continues where it stopped: replaying the shuffles of the steps
+    // already done (indices only, no data) puts the sampler where it was.
+    let mut sampler = cache.sampler(config.seed).with_indices(train_idx);
+    for _ in 0..start {
+        sampler.next_indices(config.batch_size)?;
+    }
+    let save = |step: usize, opt: &AdamW, rng: &ChaCha12Rng| -> Result<()> {
         let state = TrainState {
             step,
             config: config.clone(),
+            optimizer_steps: Some(opt.steps()),
+            mask_rng_position: Some(rng.get_word_pos().to_string()),
         };
-        let tmp = ckpt_dir.join("train_state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
-        std::fs::rename(&tmp, &state_path)?;
-        Ok(())
+        save_checkpoint(&ckpt_dir, |dir| {
+            checkpoint.save(dir)?;
+            opt.save(&dir.join(OPTIMIZER_FILE))?;
+            std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
+            Ok(())
+        })
     };
     let tokens_per_batch = config.batch_size * cache.info.frames * cache.info.levels;
     let (mut last_loss, mut val_acc, mut tps) = (f32::NAN, Vec::new(), 0.0);
@@ -373,7 +411,7 @@ pub fn train_model(
             out.accuracy
         )?;
         if done.is_multiple_of(config.checkpoint_every) || done == end {
-            save(done)?;
+            save(done, &opt, &rng)?;
         }
         progress(done, config.steps, last_loss, out.accuracy);
     }
@@ -384,4 +422,58 @@ pub fn train_model(
         unigram_accuracy: unigram,
         tokens_per_second: tps,
     })
+}
+
+/// Writes a checkpoint as a whole: into `DIR.next`, which then replaces `DIR` by two
+/// renames. Weights, moments and state therefore always belong to the same step; an
+/// interruption at any point leaves one complete checkpoint (see
+/// [`recover_interrupted_save`]).
+fn save_checkpoint(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (next, prev) = (sibling(dir, "next"), sibling(dir, "prev"));
+    if next.exists() {
+        std::fs::remove_dir_all(&next)?;
+    }
+    std::fs::create_dir_all(&next).with_context(|| format!("{}: cannot create", next.display()))?;
+    write(&next).with_context(|| format!("{}: cannot write the checkpoint", next.display()))?;
+    if dir.exists() {
+        if prev.exists() {
+            std::fs::remove_dir_all(&prev)?;
+        }
+        std::fs::rename(dir, &prev)?;
+    }
+    std::fs::rename(&next, dir)?;
+    if prev.exists() {
+        std::fs::remove_dir_all(&prev)?;
+    }
+    Ok(())
+}
+
+/// Finishes or undoes a [`save_checkpoint`] that was interrupted: a complete `DIR.next`
+/// (its state file is written last) becomes `DIR` if `DIR` is gone, else `DIR.prev` comes back.
+fn recover_interrupted_save(dir: &Path) -> Result<()> {
+    if dir.join(STATE_FILE).is_file() {
+        return Ok(());
+    }
+    let (next, prev) = (sibling(dir, "next"), sibling(dir, "prev"));
+    for candidate in [next, prev] {
+        if candidate.join(STATE_FILE).is_file() {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+            std::fs::rename(&candidate, dir).with_context(|| {
+                format!("{}: cannot restore the checkpoint", candidate.display())
+            })?;
+            eprintln!("{}: restored from an interrupted save", dir.display());
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `DIR.suffix` next to `dir`.
+fn sibling(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    name.into()
 }
