@@ -240,6 +240,12 @@ fn resumed_training_matches_an_uninterrupted_run() {
     // Stopped after 9 steps, and the checkpoint caught between the two renames of a save
     // (the finished copy still under its temporary name).
     let resumed = tempfile::tempdir().unwrap();
+    // What was put beside the weights before training (the CLI attaches the tokenizer so
+    // that a checkpoint is a model directory) stays through every save.
+    let ckpt = resumed.path().join("checkpoint");
+    std::fs::create_dir_all(ckpt.join("tokenizer")).unwrap();
+    std::fs::write(ckpt.join("tokenizer.json"), "{}").unwrap();
+    std::fs::write(ckpt.join("tokenizer/codebooks.bin"), [1u8, 2, 3]).unwrap();
     run(
         &ModelTrainConfig {
             stop_after: Some(9),
@@ -247,12 +253,16 @@ fn resumed_training_matches_an_uninterrupted_run() {
         },
         resumed.path(),
     );
-    let ckpt = resumed.path().join("checkpoint");
     assert!(ckpt.join("optimizer.safetensors").is_file());
     std::fs::rename(&ckpt, resumed.path().join("checkpoint.next")).unwrap();
     let report = run(&config, resumed.path());
     assert_eq!(report.step, 24);
     assert!(!resumed.path().join("checkpoint.next").exists());
+    assert_eq!(std::fs::read(ckpt.join("tokenizer.json")).unwrap(), b"{}");
+    assert_eq!(
+        std::fs::read(ckpt.join("tokenizer/codebooks.bin")).unwrap(),
+        [1u8, 2, 3]
+    );
 
     // Same batches, masks and AdamW moments: the same weights, bit for bit.
     let (a, b) = (weights(&straight.path().join("checkpoint")), weights(&ckpt));

@@ -436,6 +436,7 @@ fn save_checkpoint(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
     std::fs::create_dir_all(&next).with_context(|| format!("{}: cannot create", next.display()))?;
     write(&next).with_context(|| format!("{}: cannot write the checkpoint", next.display()))?;
     if dir.exists() {
+        carry_over(dir, &next)?;
         if prev.exists() {
             std::fs::remove_dir_all(&prev)?;
         }
@@ -444,6 +445,29 @@ fn save_checkpoint(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
     std::fs::rename(&next, dir)?;
     if prev.exists() {
         std::fs::remove_dir_all(&prev)?;
+    }
+    Ok(())
+}
+
+/// Links (or copies) into `to` every entry of `from` that `to` lacks: what was put beside
+/// the weights, such as the attached tokenizer that makes a checkpoint a model directory,
+/// stays with every later save.
+fn carry_over(from: &Path, to: &Path) -> Result<()> {
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("{}: cannot read", from.display()))?
+    {
+        let path = entry?.path();
+        let target = to.join(path.file_name().expect("a directory entry has a name"));
+        if target.exists() {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            carry_over(&path, &target)?;
+        } else if std::fs::hard_link(&path, &target).is_err() {
+            std::fs::copy(&path, &target)
+                .with_context(|| format!("{}: cannot copy", path.display()))?;
+        }
     }
     Ok(())
 }
