@@ -1064,6 +1064,9 @@ struct EvalArgs {
     /// Leave out the four ablations (no guidance, one guidance source, no causal bias).
     #[arg(long)]
     no_ablations: bool,
+    /// Sampling temperature of the generated stems (default: the preset's, 1).
+    #[arg(long)]
+    temperature: Option<f64>,
     /// SoundFont for synthesizing the test songs.
     #[arg(long)]
     soundfont: Option<PathBuf>,
@@ -1079,6 +1082,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     options.preset = args.preset.unwrap_or(options.preset);
     options.seed = args.seed;
     options.ablations = !args.no_ablations;
+    options.temperature = args.temperature;
     options.soundfont = args.soundfont;
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;
     for path in report::write_all(&result, &args.out)? {

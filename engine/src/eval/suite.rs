@@ -132,6 +132,8 @@ pub struct SuiteOptions {
     pub soundfont: Option<PathBuf>,
     /// Also run the four ablations (no guidance, one guidance source, no causal bias).
     pub ablations: bool,
+    /// Sampling temperature of every generated population (`None`: the preset's, 1).
+    pub temperature: Option<f64>,
     /// Recorded in the report: whether this was a `--quick` run.
     pub quick: bool,
 }
@@ -149,6 +151,7 @@ impl SuiteOptions {
             seed: 0,
             soundfont: None,
             ablations: true,
+            temperature: None,
             quick,
         }
     }
@@ -839,7 +842,10 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
 
     // Populations.
     let t_pop = Instant::now();
-    let base = generator.settings(options.preset);
+    let mut base = generator.settings(options.preset);
+    if let Some(t) = options.temperature {
+        base.temperature = t;
+    }
     let populations = standard_populations(options.ablations);
     let cancel = AtomicBool::new(false);
     struct Measured {
