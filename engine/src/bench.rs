@@ -1,7 +1,7 @@
 //! Speed measurements printed by `stemgen bench`. Figures are reported next to a plain
 //! matmul measured in the same run, because absolute times on a shared machine drift.
 
-use crate::codec::encodec::{random_weights, Encodec, EncodecConfig, StageTimes};
+use crate::codec::encodec::{kernel_isa, random_weights, Encodec, EncodecConfig, StageTimes};
 use crate::codec::{no_progress, Tokenizer};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -31,6 +31,8 @@ pub fn matmul_gflops(n: usize, repeats: usize) -> Result<f64> {
 #[derive(Debug, Serialize)]
 pub struct CodecBench {
     pub config: String,
+    /// Instruction set of the convolution and LSTM kernels (`STEMGEN_MAX_ISA=avx2` caps it).
+    pub kernels: &'static str,
     pub audio_seconds: f64,
     pub matmul_gflops: f64,
     pub encode_seconds: f64,
@@ -86,6 +88,7 @@ pub fn codec(
     let dec_flop = model.decode_flops(tokens.frames) / 1e9;
     Ok(CodecBench {
         config,
+        kernels: kernel_isa(),
         audio_seconds: seconds,
         matmul_gflops: matmul,
         encode_seconds: enc,
@@ -116,10 +119,11 @@ impl std::fmt::Display for CodecBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "EnCodec bench: {}, {} s of audio, {} threads",
+            "EnCodec bench: {}, {} s of audio, {} threads, {} kernels",
             self.config,
             self.audio_seconds,
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            self.kernels
         )?;
         writeln!(
             f,

@@ -7,6 +7,10 @@
 # no training); it needs the one-time venv of ../shared/anchors/README.md.
 #
 #   xtask/recipes/bench_codec_vs_reference.sh [ROUNDS] [SECONDS]
+#
+# On an AVX-512 CPU, compare the AVX2 code paths of both sides (the environment reaches both):
+#   STEMGEN_MAX_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+#     xtask/recipes/bench_codec_vs_reference.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}

@@ -169,19 +169,27 @@ impl Padded<'_> {
     /// Padded columns `start..start + len` of every row, through ELU when `elu_first`.
     pub fn gather(&self, start: usize, len: usize, elu_first: bool) -> Vec<f32> {
         let mut buf = Vec::new();
-        self.gather_into(start, len, elu_first, &mut buf);
+        self.gather_into(start, len, len, elu_first, &mut buf);
         buf
     }
 
-    /// [`Padded::gather`] into `buf` (resized; every element written).
-    fn gather_into(&self, start: usize, len: usize, elu_first: bool, buf: &mut Vec<f32>) {
+    /// [`Padded::gather`] into `buf` as rows `row_stride >= len` apart (resized; the first
+    /// `len` elements of every row written).
+    fn gather_into(
+        &self,
+        start: usize,
+        len: usize,
+        row_stride: usize,
+        elu_first: bool,
+        buf: &mut Vec<f32>,
+    ) {
         let x = self.x;
-        let buf = sized(buf, x.channels * len);
+        let buf = sized(buf, x.channels * row_stride);
         // Columns `lo..hi` map straight onto `x` (no padding involved).
         let end = start + len;
         let lo = self.left.clamp(start, end);
         let hi = (self.left + x.len).clamp(lo, end);
-        for (c, dst) in buf.chunks_exact_mut(len).enumerate() {
+        for (c, dst) in buf.chunks_exact_mut(row_stride).enumerate() {
             let row = x.row(c);
             if hi > lo {
                 let (src, out) = (
@@ -417,13 +425,23 @@ impl Taps<'_> {
             let n = tile.min(t_out - t0);
             let in_len = (n - 1) * self.stride + span;
             with_scratch(|s| {
-                x.gather_into(t0 * self.stride, in_len, elu_first, &mut s.input);
                 if let Some((taps, kernel)) = &direct {
                     let (src, rows, row_len) = if self.stride > 1 {
-                        split_phases(&s.input, c_in, in_len, self.stride, &mut s.columns);
-                        (&s.columns, c_in * self.stride, in_len / self.stride)
+                        x.gather_into(t0 * self.stride, in_len, in_len, elu_first, &mut s.input);
+                        let phase_len = row_stride(in_len / self.stride);
+                        split_phases(
+                            &s.input,
+                            c_in,
+                            in_len,
+                            self.stride,
+                            phase_len,
+                            &mut s.columns,
+                        );
+                        (&s.columns, c_in * self.stride, phase_len)
                     } else {
-                        (&s.input, c_in, in_len)
+                        let len = row_stride(in_len);
+                        x.gather_into(t0 * self.stride, in_len, len, elu_first, &mut s.input);
+                        (&s.input, c_in, len)
                     };
                     let to = DirectOut {
                         ptr: shared.ptr().wrapping_add(t0),
@@ -436,6 +454,7 @@ impl Taps<'_> {
                     unsafe { kernel(taps, src, rows, row_len, n, to) };
                     return;
                 }
+                x.gather_into(t0 * self.stride, in_len, in_len, elu_first, &mut s.input);
                 let out = sized(&mut s.output, c_out * n);
                 self.apply(
                     &s.input,
@@ -617,28 +636,79 @@ fn direct_kernel(taps: &Taps, c_in: usize) -> Option<DirectConv> {
         && taps.bias.len().is_multiple_of(DIRECT_ROWS)
         && c_in * taps.kernel <= DIRECT_MAX_DEPTH;
     #[cfg(target_arch = "x86_64")]
-    if fits && is_x86_feature_detected!("avx512f") {
+    if fits && avx512_enabled() {
         return Some(direct_conv_avx512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if taps.stride == 1
+        && c_in * taps.kernel <= AVX2_DIRECT_MAX_DEPTH
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+    {
+        return Some(direct_conv_avx2);
     }
     let _ = fits;
     None
 }
 
-/// `[c_in][len]` rows split into `[(phase, c_in)][len / stride]` rows, sample `m * stride + p`
-/// of row `ci` going to row `p * c_in + ci`: a strided convolution over `xin` is a stride-1
-/// one over the phases (`len` is a multiple of `stride`).
-fn split_phases(xin: &[f32], c_in: usize, len: usize, stride: usize, out: &mut Vec<f32>) {
+/// `[c_in][len]` rows split into `[(phase, c_in)][len / stride]` rows `out_stride` apart,
+/// sample `m * stride + p` of row `ci` going to row `p * c_in + ci`: a strided convolution
+/// over `xin` is a stride-1 one over the phases (`len` is a multiple of `stride`).
+fn split_phases(
+    xin: &[f32],
+    c_in: usize,
+    len: usize,
+    stride: usize,
+    out_stride: usize,
+    out: &mut Vec<f32>,
+) {
     let m_len = len / stride;
-    let out = sized(out, c_in * len);
+    let out = sized(out, c_in * stride * out_stride);
     for ci in 0..c_in {
         let src = &xin[ci * len..][..m_len * stride];
         for p in 0..stride {
-            let dst = &mut out[(p * c_in + ci) * m_len..][..m_len];
+            let dst = &mut out[(p * c_in + ci) * out_stride..][..m_len];
             for (d, frame) in dst.iter_mut().zip(src.chunks_exact(stride)) {
                 *d = frame[p];
             }
         }
     }
+}
+
+/// Whether the AVX-512 kernels may run: the CPU has AVX-512F and `STEMGEN_MAX_ISA=avx2` does
+/// not cap them (read once), so that the AVX2 kernels can be tested and timed on any x86 CPU
+/// (the counterpart of PyTorch's `ATEN_CPU_CAPABILITY` / oneDNN's `DNNL_MAX_CPU_ISA`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let capped = std::env::var("STEMGEN_MAX_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("avx2"));
+        !capped && is_x86_feature_detected!("avx512f")
+    })
+}
+
+/// The widest instruction set the hand-written kernels use on this CPU.
+pub fn kernel_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512_enabled() {
+            return "avx512f";
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return "avx2+fma";
+        }
+    }
+    "generic"
+}
+
+/// A row stride of at least `len` floats that is an odd number of 64-byte cache lines.
+///
+/// The direct kernels read a few lines of every input row per block. Rows a power-of-two
+/// number of lines apart (a 4096-frame tile is 16 KB) all fall into the same few sets of the
+/// 8-way L1 cache and evict each other; an odd line count spreads them over all 64 sets.
+fn row_stride(len: usize) -> usize {
+    let lines = len.div_ceil(16);
+    16 * (lines | 1)
 }
 
 /// Output channels per block of the direct kernel.
@@ -729,6 +799,161 @@ unsafe fn direct_conv_avx512(
     }
 }
 
+/// The AVX2 + FMA counterpart of [`direct_conv_avx512`]: blocks of up to 6 output channels x
+/// 16 frames held in 12 of the 16 ymm registers (two more hold the input vectors and one the
+/// broadcast weight), so each FMA's 4-cycle latency is covered by 12 independent chains.
+///
+/// Deep convolutions are cut like a GEMM: the taps into chunks of [`AVX2_DEPTH_CHUNK`] and
+/// the output channels into groups of [`AVX2_ROW_GROUP`], so that a group's weights for a
+/// chunk stay in L2 while the 16-frame input window of the chunk stays in L1 across the
+/// group; partial sums go through `out`.
+///
+/// # Safety
+/// As [`direct_conv_avx512`], with AVX2 and FMA instead of AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct_conv_avx2(
+    taps: &Taps,
+    xin: &[f32],
+    c_in: usize,
+    in_len: usize,
+    n: usize,
+    out: DirectOut,
+) {
+    let (kernel, dilation, c_out) = (taps.kernel, taps.dilation, taps.bias.len());
+    assert!(in_len >= n + (kernel - 1) * dilation);
+    assert!(xin.len() >= c_in * in_len && taps.weight.len() >= c_out * c_in * kernel);
+    let chunk_rows = (AVX2_DEPTH_CHUNK / kernel).max(1);
+    for ci0 in (0..c_in).step_by(chunk_rows) {
+        let inputs = ci0..(ci0 + chunk_rows).min(c_in);
+        let last = inputs.end == c_in;
+        for co_lo in (0..c_out).step_by(AVX2_ROW_GROUP) {
+            let co_hi = (co_lo + AVX2_ROW_GROUP).min(c_out);
+            for t0 in (0..n).step_by(AVX2_BLOCK) {
+                let frames = AVX2_BLOCK.min(n - t0);
+                let mut co0 = co_lo;
+                while co0 < co_hi {
+                    let rows = match co_hi - co0 {
+                        left if left >= 6 => 6,
+                        left if left >= 4 => 4,
+                        left if left >= 2 => 2,
+                        _ => 1,
+                    };
+                    let at = (co0, t0, frames);
+                    let x = (xin, in_len, inputs.clone());
+                    match (rows, frames == AVX2_BLOCK) {
+                        (6, true) => direct_block_avx2::<6, false>(taps, x, at, out),
+                        (6, false) => direct_block_avx2::<6, true>(taps, x, at, out),
+                        (4, true) => direct_block_avx2::<4, false>(taps, x, at, out),
+                        (4, false) => direct_block_avx2::<4, true>(taps, x, at, out),
+                        (2, true) => direct_block_avx2::<2, false>(taps, x, at, out),
+                        (2, false) => direct_block_avx2::<2, true>(taps, x, at, out),
+                        (_, true) => direct_block_avx2::<1, false>(taps, x, at, out),
+                        (_, false) => direct_block_avx2::<1, true>(taps, x, at, out),
+                    }
+                    co0 += rows;
+                }
+                if last && out.elu {
+                    // The block is still in L1; the activation vectorises with AVX2 here.
+                    for co in co_lo..co_hi {
+                        let at = out.ptr.add(co * out.stride + t0);
+                        for v in std::slice::from_raw_parts_mut(at, frames) {
+                            *v = elu_scalar(*v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The deepest convolution (`c_in * kernel`) [`direct_conv_avx2`] takes: at 768 (EnCodec's
+/// 256-channel residual unit) GEMM was faster on both a Zen 3 and a Zen 5 core.
+const AVX2_DIRECT_MAX_DEPTH: usize = 384;
+/// Frames per block of [`direct_conv_avx2`]: two ymm vectors.
+const AVX2_BLOCK: usize = 16;
+/// Taps (`c_in * kernel`) per pass of [`direct_conv_avx2`]: a 16-frame window of that many
+/// input rows (two cache lines each) fits L1 beside the weights being streamed.
+const AVX2_DEPTH_CHUNK: usize = 192;
+/// Output channels per group of [`direct_conv_avx2`]: their weights for one chunk of taps
+/// (`128 * 192 * 4` = 96 KB) stay in L2.
+const AVX2_ROW_GROUP: usize = 128;
+
+/// One block of [`direct_conv_avx2`]: output channels `co0..co0 + ROWS`, frames
+/// `t0..t0 + frames`, the taps of input rows `inputs`, added to what `out` holds unless the
+/// chunk is the first (which starts from the bias and residual). `PARTIAL` blocks
+/// (`frames < 16`, the end of a tile) use masked loads and stores so that nothing past the
+/// rows is touched.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn direct_block_avx2<const ROWS: usize, const PARTIAL: bool>(
+    taps: &Taps,
+    (xin, in_len, inputs): (&[f32], usize, std::ops::Range<usize>),
+    (co0, t0, frames): (usize, usize, usize),
+    out: DirectOut,
+) {
+    use std::arch::x86_64::*;
+    const LANES: usize = 8;
+    let (kernel, dilation) = (taps.kernel, taps.dilation);
+    let depth = taps.weight.len() / taps.bias.len();
+    let lane_mask = |v: usize| -> __m256i {
+        let left = frames.saturating_sub(v * LANES).min(LANES) as i32;
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(left),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    };
+    let masks = [lane_mask(0), lane_mask(1)];
+    let load = |p: *const f32, v: usize| -> __m256 {
+        if PARTIAL {
+            _mm256_maskload_ps(p.add(v * LANES), masks[v])
+        } else {
+            _mm256_loadu_ps(p.add(v * LANES))
+        }
+    };
+    let out_row = |r: usize| out.ptr.add((co0 + r) * out.stride + t0);
+    let mut acc: [[__m256; 2]; ROWS] = std::array::from_fn(|r| {
+        if inputs.start > 0 {
+            return [load(out_row(r), 0), load(out_row(r), 1)];
+        }
+        let b = _mm256_set1_ps(taps.bias[co0 + r]);
+        match out.residual {
+            Some((res, stride)) => {
+                let at = res.add((co0 + r) * stride + t0);
+                [_mm256_add_ps(load(at, 0), b), _mm256_add_ps(load(at, 1), b)]
+            }
+            None => [b; 2],
+        }
+    });
+    let w_rows: [*const f32; ROWS] =
+        std::array::from_fn(|r| taps.weight.as_ptr().add((co0 + r) * depth));
+    // Taps outer, input rows inner: the inner loop runs over the whole chunk (kernels are
+    // only 1-3 taps long), stepping one pointer by a row and the weight index by `kernel`.
+    for k in 0..kernel {
+        let xp = xin.as_ptr().add(t0 + k * dilation);
+        for ci in inputs.clone() {
+            let x_at = xp.add(ci * in_len);
+            let (x0, x1) = (load(x_at, 0), load(x_at, 1));
+            let tap = ci * kernel + k;
+            for r in 0..ROWS {
+                let w = _mm256_broadcast_ss(&*w_rows[r].add(tap));
+                acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (v, value) in row.iter().enumerate() {
+            if PARTIAL {
+                _mm256_maskstore_ps(out_row(r).add(v * LANES), masks[v], *value);
+            } else {
+                _mm256_storeu_ps(out_row(r).add(v * LANES), *value);
+            }
+        }
+    }
+}
+
 /// `out[c_out][n] += W X` for `W` `[c_out][depth]` and `X` `[depth][n]`, each given as
 /// (pointer, row stride, column stride).
 ///
@@ -789,15 +1014,24 @@ pub fn residual_tiled(
         let n = tile.min(len - t0);
         let in_len = n - 1 + span;
         with_scratch(|s| {
-            x_padded.gather_into(t0, in_len, true, &mut s.input);
-            let h_act = sized(&mut s.activated, hidden * n);
+            // Padded row strides where a direct kernel reads the rows (see `row_stride`).
+            let in_stride = direct1.map_or(in_len, |_| row_stride(in_len));
+            let h_stride = match (direct1, direct2) {
+                (Some(_), Some(_)) => row_stride(n),
+                _ => n,
+            };
+            x_padded.gather_into(t0, in_len, in_stride, true, &mut s.input);
+            let h_act = sized(&mut s.activated, hidden * h_stride);
             if let Some(direct) = direct1 {
                 let to = DirectOut {
+                    ptr: h_act.as_mut_ptr(),
+                    stride: h_stride,
+                    residual: None,
                     elu: true,
-                    ..DirectOut::rows(h_act, n)
                 };
-                // Safety: `input` holds `c` rows of `in_len`, `h_act` `hidden` rows of `n`.
-                unsafe { direct(&conv1, &s.input, c, in_len, n, to) };
+                // Safety: `input` holds `c` rows `in_stride >= in_len` apart, `h_act` `hidden`
+                // rows `h_stride >= n` apart.
+                unsafe { direct(&conv1, &s.input, c, in_stride, n, to) };
             } else {
                 let h = sized(&mut s.hidden, hidden * n);
                 conv1.apply(&s.input, c, in_len, n, h, Parallelism::None, &mut s.columns);
@@ -813,7 +1047,7 @@ pub fn residual_tiled(
                 };
                 // Safety: `h_act` holds `hidden` rows of `n`; `y` and `x` hold `c` rows of
                 // `len >= t0 + n`, and tiles write disjoint columns of `y`.
-                unsafe { direct(&conv2, h_act, hidden, n, n, to) };
+                unsafe { direct(&conv2, h_act, hidden, h_stride, n, to) };
                 return;
             }
             let out = sized(&mut s.output, c * n);
@@ -1113,6 +1347,91 @@ pub(super) mod tests {
                         (got - want).abs() < 1e-4,
                         "{c_in}->{c_out} k{k} d{d} n{n}: [{co}][{t}] {got} vs {want}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Every direct kernel this CPU runs (AVX-512 only where its shape fits), called on its
+    /// own, so that the AVX2 one is checked on AVX-512 machines too.
+    #[cfg(target_arch = "x86_64")]
+    fn direct_kernels_on_this_cpu(c_out: usize, depth: usize) -> Vec<(&'static str, DirectConv)> {
+        let mut kernels: Vec<(&'static str, DirectConv)> = Vec::new();
+        if is_x86_feature_detected!("avx512f")
+            && c_out.is_multiple_of(DIRECT_ROWS)
+            && depth <= DIRECT_MAX_DEPTH
+        {
+            kernels.push(("avx512", direct_conv_avx512));
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            kernels.push(("avx2", direct_conv_avx2));
+        }
+        kernels
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn direct_kernels_match_the_definition_with_residual_elu_and_padded_rows() {
+        let mut rnd = noise(11);
+        // (c_in, c_out, kernel, dilation, frames): every AVX2 row block (6, 4, 2, 1) and a
+        // partial frame block; depths past one AVX2 chunk (192 taps) and past one row group
+        // (128 outputs); rows padded past their length on both sides.
+        for (c_in, c_out, k, d, n) in [
+            (64, 13, 3, 1, 37),
+            (100, 32, 3, 9, 50),
+            (9, 136, 1, 1, 16),
+            (256, 16, 3, 3, 21),
+        ] {
+            let in_len = n + (k - 1) * d;
+            let (in_stride, out_stride) = (row_stride(in_len), row_stride(n) + 16);
+            let xin: Vec<f32> = (0..c_in * in_stride).map(|_| rnd()).collect();
+            let weight: Vec<f32> = (0..c_out * c_in * k).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..c_out).map(|_| rnd()).collect();
+            let residual: Vec<f32> = (0..c_out * out_stride).map(|_| rnd()).collect();
+            let taps = Taps {
+                weight: &weight,
+                bias: &bias,
+                kernel: k,
+                stride: 1,
+                dilation: d,
+            };
+            for (name, kernel) in direct_kernels_on_this_cpu(c_out, c_in * k) {
+                for (with_residual, elu) in [(false, false), (true, true)] {
+                    let mut out = vec![f32::NAN; c_out * out_stride];
+                    let to = DirectOut {
+                        ptr: out.as_mut_ptr(),
+                        stride: out_stride,
+                        residual: with_residual.then_some((residual.as_ptr(), out_stride)),
+                        elu,
+                    };
+                    // Safety: the features were detected; the buffers hold the rows above.
+                    unsafe { kernel(&taps, &xin, c_in, in_stride, n, to) };
+                    for co in 0..c_out {
+                        for t in 0..out_stride {
+                            let got = out[co * out_stride + t];
+                            if t >= n {
+                                assert!(got.is_nan(), "{name} wrote past row {co} at {t}");
+                                continue;
+                            }
+                            let mut want = bias[co] as f64;
+                            for ci in 0..c_in {
+                                for kk in 0..k {
+                                    want += weight[(co * c_in + ci) * k + kk] as f64
+                                        * xin[ci * in_stride + t + kk * d] as f64;
+                                }
+                            }
+                            if with_residual {
+                                want += residual[co * out_stride + t] as f64;
+                            }
+                            if elu && want < 0.0 {
+                                want = want.exp_m1();
+                            }
+                            assert!(
+                                (got as f64 - want).abs() < 1e-4,
+                                "{name} {c_in}->{c_out} k{k} d{d} n{n}: [{co}][{t}] {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
         }

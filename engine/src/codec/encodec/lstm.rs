@@ -257,8 +257,8 @@ type Dot4 = fn(&[f32], &[f32]) -> [f32; 4];
 fn dot4_kernel() -> Dot4 {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
-            // Safety: the feature was just detected.
+        if super::cpu::avx512_enabled() {
+            // Safety: the feature was detected.
             return |w, x| unsafe { dot4_avx512(w, x) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

@@ -14,6 +14,7 @@ mod quantizer;
 mod weights;
 
 pub use config::EncodecConfig;
+pub use cpu::kernel_isa;
 pub use weights::random_weights;
 
 use super::{Progress, Tokenizer, Tokens};
@@ -507,6 +508,18 @@ impl Encodec {
         with_pool(&self.buffers, |pool| {
             let input = Signal::new(1, samples.len(), samples.to_vec());
             let latent = run_cpu(&self.encoder, input, pool, Some(&mut enc));
+            let start = std::time::Instant::now();
+            let frames =
+                Tensor::from_slice(&latent.data, (latent.channels, latent.len), &Device::Cpu)
+                    .and_then(|t| t.t()?.contiguous())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|t| self.quantizer.encode(&t, self.levels));
+            if frames.is_ok() {
+                enc.push((
+                    format!("rvq {} x {}", self.levels, self.cfg.codebook_size),
+                    start.elapsed().as_secs_f64(),
+                ));
+            }
             run_cpu(&self.decoder, latent, pool, Some(&mut dec));
         });
         (enc, dec)
