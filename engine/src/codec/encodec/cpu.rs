@@ -449,7 +449,7 @@ impl Taps<'_> {
                         residual: None,
                         elu: false,
                     };
-                    // Safety: `src` holds `rows` rows of `row_len = n - 1 + taps.kernel`;
+                    // Safety: `src` holds `rows` rows `row_len >= n - 1 + taps.kernel` apart;
                     // tiles write disjoint columns `t0..t0 + n` of `y`'s `c_out` rows.
                     unsafe { kernel(taps, src, rows, row_len, n, to) };
                     return;
@@ -1299,6 +1299,18 @@ pub(super) mod tests {
         }
     }
 
+    /// Output `[co][t]` of a stride-1 convolution over rows `in_stride` apart, in f64.
+    fn conv_by_definition(taps: &Taps, xin: &[f32], in_stride: usize, co: usize, t: usize) -> f64 {
+        let (k, d) = (taps.kernel, taps.dilation);
+        let depth = taps.weight.len() / taps.bias.len();
+        let mut sum = taps.bias[co] as f64;
+        for (tap, w) in taps.weight[co * depth..][..depth].iter().enumerate() {
+            let (ci, kk) = (tap / k, tap % k);
+            sum += *w as f64 * xin[ci * in_stride + t + kk * d] as f64;
+        }
+        sum
+    }
+
     #[test]
     fn stride_one_convolutions_match_the_definition() {
         let mut rnd = noise(3);
@@ -1335,13 +1347,7 @@ pub(super) mod tests {
             );
             for co in 0..c_out {
                 for t in 0..n {
-                    let mut want = bias[co] as f64;
-                    for ci in 0..c_in {
-                        for kk in 0..k {
-                            want += weight[(co * c_in + ci) * k + kk] as f64
-                                * xin[ci * in_len + t + kk * d] as f64;
-                        }
-                    }
+                    let want = conv_by_definition(&taps, &xin, in_len, co, t);
                     let got = out[co * n + t] as f64;
                     assert!(
                         (got - want).abs() < 1e-4,
@@ -1413,13 +1419,7 @@ pub(super) mod tests {
                                 assert!(got.is_nan(), "{name} wrote past row {co} at {t}");
                                 continue;
                             }
-                            let mut want = bias[co] as f64;
-                            for ci in 0..c_in {
-                                for kk in 0..k {
-                                    want += weight[(co * c_in + ci) * k + kk] as f64
-                                        * xin[ci * in_stride + t + kk * d] as f64;
-                                }
-                            }
+                            let mut want = conv_by_definition(&taps, &xin, in_stride, co, t);
                             if with_residual {
                                 want += residual[co * out_stride + t] as f64;
                             }

@@ -497,24 +497,28 @@ impl Encodec {
 
     /// Codes `[levels][T]` for mono samples at the codec rate, in one pass.
     pub fn encode_samples(&self, samples: &[f32]) -> Result<Vec<Vec<u32>>> {
-        let latent = self.embed(samples)?.squeeze(0)?.t()?.contiguous()?;
-        self.quantizer.encode(&latent, self.levels)
+        self.quantize(&self.embed(samples)?.squeeze(0)?)
+    }
+
+    /// Codes `[levels][T]` of an encoder latent `[D, T]`.
+    fn quantize(&self, latent: &Tensor) -> Result<Vec<Vec<u32>>> {
+        self.quantizer
+            .encode(&latent.t()?.contiguous()?, self.levels)
     }
 
     /// Per-stage wall times of one CPU-kernel pass of the encoder over `samples` and of the
-    /// decoder over the latent it produces (quantisation excluded), for profiling.
+    /// decoder over the latent it produces, plus the RVQ search as its own encoder stage.
     pub fn stage_times(&self, samples: &[f32]) -> (StageTimes, StageTimes) {
         let (mut enc, mut dec) = (Vec::new(), Vec::new());
         with_pool(&self.buffers, |pool| {
             let input = Signal::new(1, samples.len(), samples.to_vec());
             let latent = run_cpu(&self.encoder, input, pool, Some(&mut enc));
             let start = std::time::Instant::now();
-            let frames =
+            let codes =
                 Tensor::from_slice(&latent.data, (latent.channels, latent.len), &Device::Cpu)
-                    .and_then(|t| t.t()?.contiguous())
                     .map_err(anyhow::Error::from)
-                    .and_then(|t| self.quantizer.encode(&t, self.levels));
-            if frames.is_ok() {
+                    .and_then(|t| self.quantize(&t));
+            if codes.is_ok() {
                 enc.push((
                     format!("rvq {} x {}", self.levels, self.cfg.codebook_size),
                     start.elapsed().as_secs_f64(),
