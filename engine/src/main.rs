@@ -136,6 +136,17 @@ enum TrainCommand {
         /// Lloyd iterations per level.
         #[arg(long, default_value_t = 10)]
         kmeans_iters: usize,
+        /// Paths the encoder's beam search keeps per frame (1: greedy). Wider beams code each
+        /// frame more closely; they change the tokens, not the bitrate.
+        #[arg(long, default_value_t = 1)]
+        encode_beam: usize,
+        /// More training songs (every song there is trained on; the held-out songs stay every
+        /// 10th song of --songs). Repeatable.
+        #[arg(long, value_name = "DIR")]
+        extra_songs: Vec<PathBuf>,
+        /// Report held-out LSD and mel L1 for the full token grid only, not for each level.
+        #[arg(long)]
+        full_grid_only: bool,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -174,6 +185,46 @@ enum TrainCommand {
         /// Gauss-Seidel sweeps over the levels.
         #[arg(long, default_value_t = 20)]
         sweeps: usize,
+    },
+    /// Train a postnet for the magnitude tokenizer: a small network that corrects the decoded
+    /// log-magnitudes from the codes of neighbouring frames, trained on the log-spectral
+    /// distance with the tokens frozen, so caches and models made with the tokenizer remain
+    /// valid. Reports held-out LSD and mel L1.
+    Postnet {
+        /// The tokenizer folder to extend.
+        #[arg(long, value_name = "DIR")]
+        tokenizer: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        songs: PathBuf,
+        #[arg(short, long, value_name = "DIR")]
+        out: PathBuf,
+        /// Also train on every training song's stems (what the model generates), not only mixes.
+        #[arg(long)]
+        stems: bool,
+        /// Hidden channels.
+        #[arg(long, default_value_t = 384)]
+        width: usize,
+        /// Residual blocks.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Frames each block's temporal convolution reads (odd).
+        #[arg(long, default_value_t = 3)]
+        kernel: usize,
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        /// Windows per step.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Frames per window.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Peak learning rate (warm-up 5% of the steps, held to 40%, then halved every 15%).
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 250)]
+        validate_every: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Train the StemGen model on a token cache (resumes from OUT/checkpoint if present).
     Model {
@@ -743,6 +794,9 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             gain_reference,
             train_frames,
             kmeans_iters,
+            encode_beam,
+            extra_songs,
+            full_grid_only,
             seed,
         } => {
             use stemgen::codec::magnitude::{GainReference, MagnitudeConfig};
@@ -764,9 +818,17 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 gain_max_db,
                 max_train_frames: train_frames,
                 kmeans_iters,
+                encode_beam,
                 ..defaults
             };
-            let report = stemgen::pipeline::train_tokenizer(&songs, &out, config, seed)?;
+            let report = stemgen::pipeline::train_tokenizer(
+                &songs,
+                &extra_songs,
+                &out,
+                config,
+                seed,
+                full_grid_only,
+            )?;
             eprintln!(
                 "trained on {} songs in {:.0} s; held-out songs: {}",
                 report.train_songs, report.train_seconds, report.held_out_songs
@@ -829,6 +891,65 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             );
             std::fs::write(
                 out.join("decoder_report.json"),
+                serde_json::to_string_pretty(&r)?,
+            )?;
+        }
+        TrainCommand::Postnet {
+            tokenizer,
+            songs,
+            out,
+            stems,
+            width,
+            layers,
+            kernel,
+            steps,
+            batch_size,
+            window,
+            lr,
+            validate_every,
+            seed,
+        } => {
+            use stemgen::codec::magnitude::postnet::{PostnetConfig, TrainOptions};
+            use stemgen::train::schedule::LrSchedule;
+            let warmup = (steps / 20).max(1);
+            let options = TrainOptions {
+                config: PostnetConfig {
+                    width,
+                    layers,
+                    kernel,
+                },
+                steps,
+                batch: batch_size,
+                window,
+                schedule: LrSchedule {
+                    peak: lr,
+                    warmup,
+                    hold: (steps * 2 / 5).saturating_sub(warmup),
+                    half_life: (steps * 3 / 20).max(1),
+                },
+                weight_decay: 0.0,
+                clip_norm: 1.0,
+                validate_every,
+                seed,
+            };
+            let r = stemgen::pipeline::train_postnet(&tokenizer, &songs, &out, stems, &options)?;
+            println!(
+                "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (trained on {} \
+                 clips in {:.0} s, {:.0} frames/s; validation LSD before Griffin-Lim {:.2} -> \
+                 {:.2} dB)",
+                r.held_out_songs,
+                r.before.0,
+                r.after.0,
+                r.before.1,
+                r.after.1,
+                r.train_clips,
+                r.fit_seconds,
+                r.fit.frames_per_second,
+                r.fit.lsd_before_db,
+                r.fit.validation.last().map_or(f64::NAN, |v| v.1)
+            );
+            std::fs::write(
+                out.join("postnet_report.json"),
                 serde_json::to_string_pretty(&r)?,
             )?;
         }

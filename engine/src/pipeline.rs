@@ -65,13 +65,24 @@ pub struct TokenizerReport {
 
 /// Trains the magnitude-RVQ tokenizer on the song mixes and writes it to `out_dir` with a
 /// `tokenizer.json`, so the folder can be given wherever a tokenizer is expected.
+/// Every song of each `extra_songs` folder is a training song too (none is held out there),
+/// so more songs can be learned from while the held-out songs stay those of `songs_dir`.
+/// With `all_levels_only`, the held-out report covers only the full token grid (each
+/// partial grid costs a Griffin-Lim pass over every held-out song).
 pub fn train_tokenizer(
     songs_dir: &Path,
+    extra_songs: &[std::path::PathBuf],
     out_dir: &Path,
     config: MagnitudeConfig,
     seed: u64,
+    all_levels_only: bool,
 ) -> Result<TokenizerReport> {
-    let (train, held_out) = song_mixes(songs_dir, config.sample_rate)?;
+    let (mut train, held_out) = song_mixes(songs_dir, config.sample_rate)?;
+    for dir in extra_songs {
+        let (more, more_held_out) = song_mixes(dir, config.sample_rate)?;
+        train.extend(more);
+        train.extend(more_held_out);
+    }
     anyhow::ensure!(
         !train.is_empty(),
         "{}: no training songs",
@@ -89,7 +100,12 @@ pub fn train_tokenizer(
     };
     if !held_out.is_empty() {
         use crate::codec::Tokenizer;
-        for levels in 1..=tokenizer.num_levels() {
+        let first = if all_levels_only {
+            tokenizer.num_levels()
+        } else {
+            1
+        };
+        for levels in first..=tokenizer.num_levels() {
             let (lsd, mel) = metrics::evaluate_levels(&tokenizer, &held_out, levels)?;
             report.held_out.push((levels, lsd, mel));
         }
@@ -207,6 +223,25 @@ pub fn fit_joint_decoder(
             };
             Ok((fitted, fit))
         },
+    )
+}
+
+/// Trains a postnet (see `codec::magnitude::postnet`) for the magnitude tokenizer in
+/// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
+/// saves the result to `out_dir`.
+pub fn train_postnet(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    out_dir: &Path,
+    with_stems: bool,
+    options: &crate::codec::magnitude::postnet::TrainOptions,
+) -> Result<DecoderFitReport<crate::codec::magnitude::postnet::TrainReport>> {
+    fit_decoder(
+        tokenizer_dir,
+        songs_dir,
+        out_dir,
+        with_stems,
+        |tok, train| tok.with_postnet(train, options, |line| eprintln!("{line}")),
     )
 }
 

@@ -220,6 +220,32 @@ fn training_pipeline_runs_end_to_end() {
     ]);
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(report.contains("levels 4: LSD"), "{report}");
+    let o = run(&[
+        "train",
+        "postnet",
+        "--tokenizer",
+        &p("tok"),
+        "--songs",
+        &p("songs"),
+        "--out",
+        &p("tok-postnet"),
+        "--width",
+        "16",
+        "--layers",
+        "1",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--window",
+        "16",
+        "--validate-every",
+        "2",
+    ]);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.contains("held-out songs: LSD"), "{report}");
+    assert!(dir.path().join("tok-postnet/postnet_report.json").is_file());
+    stemgen::codec::magnitude::MagnitudeTokenizer::load(&dir.path().join("tok-postnet")).unwrap();
     run(&[
         "data",
         "cache",

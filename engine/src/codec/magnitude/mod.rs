@@ -27,6 +27,7 @@
 pub mod joint;
 pub mod kmeans;
 pub mod metrics;
+pub mod postnet;
 pub mod refine;
 pub mod stft;
 
@@ -85,6 +86,14 @@ pub struct MagnitudeConfig {
     /// tokens (see [`joint`]); the encoder's codebooks still define the tokens.
     #[serde(default)]
     pub joint_decoder: bool,
+    /// A network trained on frozen tokens corrects the (refined) decode of full token grids
+    /// (see [`postnet`]).
+    #[serde(default)]
+    pub postnet: Option<postnet::PostnetConfig>,
+    /// Paths the encoder's beam search keeps per frame (1: greedy, level by level). Part of the
+    /// token definition: a model is trained on the tokens of one setting.
+    #[serde(default = "default_encode_beam")]
+    pub encode_beam: usize,
     /// Lloyd iterations per level.
     pub kmeans_iters: usize,
     /// Training frames per level at most (a seeded random subset beyond that).
@@ -111,6 +120,8 @@ impl Default for MagnitudeConfig {
             refine_radius: None,
             refine_train_frames: default_refine_frames(),
             joint_decoder: false,
+            postnet: None,
+            encode_beam: 1,
             kmeans_iters: 10,
             max_train_frames: 60_000,
             gl_iters: 32,
@@ -118,6 +129,10 @@ impl Default for MagnitudeConfig {
             gl_seed: 0,
         }
     }
+}
+
+fn default_encode_beam() -> usize {
+    1
 }
 
 fn default_refine_frames() -> usize {
@@ -155,6 +170,11 @@ impl MagnitudeConfig {
         );
         ensure!(self.levels >= 1, "levels must be at least 1");
         ensure!(
+            (1..=64).contains(&self.encode_beam),
+            "encode_beam {} must be in 1..=64",
+            self.encode_beam
+        );
+        ensure!(
             self.codebook_size >= 2 && self.codebook_size <= 1 << 20,
             "codebook_size {} out of range",
             self.codebook_size
@@ -188,6 +208,9 @@ impl MagnitudeConfig {
             (0.0..1.0).contains(&self.gl_momentum),
             "gl_momentum must be in [0, 1)"
         );
+        if let Some(p) = &self.postnet {
+            p.validate()?;
+        }
         Ok(())
     }
 
@@ -254,6 +277,8 @@ pub struct MagnitudeTokenizer {
     /// Joint decoder codewords, level `q`: `[codebook_size][bins]` (level 0 indexed by the
     /// whole token, gain and shape), when `config.joint_decoder` is set.
     decoder: Option<Vec<Vec<f32>>>,
+    /// The correcting network and its tensors (kept for saving) when `config.postnet` is set.
+    postnet: Option<(postnet::Postnet, HashMap<String, Tensor>)>,
     stft: Stft,
 }
 
@@ -266,12 +291,14 @@ struct Analysis {
 
 impl MagnitudeTokenizer {
     /// Builds a tokenizer from a config, its codebooks and (when the config asks for them) its
-    /// refinement filter and joint decoder codewords, checking their shapes.
+    /// refinement filter, joint decoder codewords and postnet tensors (names without
+    /// [`postnet::TENSOR_PREFIX`]), checking their shapes.
     pub fn from_parts(
         config: MagnitudeConfig,
         codebooks: Vec<Vec<f32>>,
         refine: Option<Vec<f32>>,
         decoder: Option<Vec<Vec<f32>>>,
+        postnet_tensors: Option<HashMap<String, Tensor>>,
     ) -> Result<Self> {
         config.validate()?;
         ensure!(
@@ -339,12 +366,42 @@ impl MagnitudeTokenizer {
             (None, true) => bail!("the config asks for a joint decoder but none is given"),
             (Some(_), false) => bail!("joint decoder codewords are given but the config has none"),
         }
+        let postnet = match (config.postnet, postnet_tensors) {
+            (None, None) => None,
+            (Some(p), Some(tensors)) => {
+                ensure!(
+                    tensors.len() == p.tensor_count(config.levels),
+                    "postnet holds {} tensors, its config needs {}",
+                    tensors.len(),
+                    p.tensor_count(config.levels)
+                );
+                ensure!(
+                    tensors.values().all(|t| t
+                        .to_dtype(candle_core::DType::F32)
+                        .and_then(|t| t.flatten_all())
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .is_ok_and(|v| v.iter().all(|x| x.is_finite()))),
+                    "postnet holds non-finite weights"
+                );
+                let net = postnet::from_tensors(
+                    p,
+                    config.bins(),
+                    config.levels,
+                    config.codebook_size,
+                    tensors.clone(),
+                )?;
+                Some((net, tensors))
+            }
+            (Some(_), None) => bail!("the config asks for a postnet but no weights are given"),
+            (None, Some(_)) => bail!("postnet weights are given but the config has none"),
+        };
         let stft = Stft::new(config.n_fft, config.hop);
         Ok(MagnitudeTokenizer {
             config,
             codebooks,
             refine,
             decoder,
+            postnet,
             stft,
         })
     }
@@ -391,7 +448,16 @@ impl MagnitudeTokenizer {
         config.validate()?;
         let stft = Stft::new(config.n_fft, config.hop);
         let bins = config.bins();
-        let mut data = Vec::new();
+        // Reserved up front: the frames of a few hundred songs take gigabytes, and growing by
+        // doubling would briefly hold up to three times that.
+        let expected_frames: usize = clips
+            .iter()
+            .map(|c| {
+                let len = c.num_frames() as u64 * config.sample_rate as u64 / c.sample_rate as u64;
+                len as usize / config.hop + 2
+            })
+            .sum();
+        let mut data = Vec::with_capacity(expected_frames * bins);
         for clip in clips {
             let mono = clip.to_mono_at(config.sample_rate)?;
             let a = analyse(&config, &stft, &mono.channels[0]);
@@ -426,7 +492,8 @@ impl MagnitudeTokenizer {
         let mut plain = config;
         plain.refine_radius = None;
         plain.joint_decoder = false;
-        let plain = Self::from_parts(plain, codebooks, None, None)?;
+        plain.postnet = None;
+        let plain = Self::from_parts(plain, codebooks, None, None, None)?;
         match radius {
             Some(radius) => plain.with_refinement(clips, radius),
             None => Ok(plain),
@@ -440,7 +507,9 @@ impl MagnitudeTokenizer {
         let decoder = self.decoder;
         let mut plain = self.config.clone();
         plain.refine_radius = None;
-        let plain = Self::from_parts(plain, self.codebooks, None, decoder)?;
+        // A postnet was trained on the old decode, so it is dropped.
+        plain.postnet = None;
+        let plain = Self::from_parts(plain, self.codebooks, None, decoder, None)?;
         let mut config = plain.config.clone();
         config.refine_radius = Some(radius);
         let layout = config.refine_layout().expect("radius was just set");
@@ -464,7 +533,7 @@ impl MagnitudeTokenizer {
         }
         ensure!(frames > 0, "no audio to fit the refinement on");
         let weights = fit.solve()?;
-        Self::from_parts(config, plain.codebooks, Some(weights), plain.decoder)
+        Self::from_parts(config, plain.codebooks, Some(weights), plain.decoder, None)
     }
 
     /// The same tokens with joint decoder codewords (see [`joint`]) fitted on every frame of
@@ -480,7 +549,8 @@ impl MagnitudeTokenizer {
         let mut config = self.config.clone();
         config.refine_radius = None;
         config.joint_decoder = false;
-        let plain = Self::from_parts(config.clone(), self.codebooks, None, None)?;
+        config.postnet = None;
+        let plain = Self::from_parts(config.clone(), self.codebooks, None, None, None)?;
         let (bins, size) = (config.bins(), config.codebook_size);
         let mut fit = joint::JointFit::new(config.levels, size, bins);
         for clip in clips {
@@ -491,8 +561,52 @@ impl MagnitudeTokenizer {
         let init = plain.encoder_codewords();
         let solved = fit.solve(&init, ridge, sweeps)?;
         config.joint_decoder = true;
-        let tok = Self::from_parts(config, plain.codebooks, None, Some(solved.codewords))?;
+        let tok = Self::from_parts(config, plain.codebooks, None, Some(solved.codewords), None)?;
         Ok((tok, solved.error))
+    }
+
+    /// The same tokens and decoder with a [`postnet`] trained on `clips` to correct the
+    /// decode (replacing any postnet the tokenizer had): only the decoder changes, so token
+    /// caches and models made with this tokenizer stay valid.
+    pub fn with_postnet(
+        self,
+        clips: &[Audio],
+        options: &postnet::TrainOptions,
+        progress: impl FnMut(&str),
+    ) -> Result<(Self, postnet::TrainReport)> {
+        let mut config = self.config.clone();
+        config.postnet = None;
+        let base = Self::from_parts(config, self.codebooks, self.refine, self.decoder, None)?;
+        let examples = clips
+            .iter()
+            .map(|clip| {
+                let (tokens, truth_db) = base.tokens_and_truth(clip)?;
+                let decode_db = base.decode_db(&tokens)?;
+                Ok(postnet::Example {
+                    tokens,
+                    decode_db,
+                    truth_db,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (tensors, report) = postnet::train(
+            &examples,
+            base.config.bins(),
+            base.config.codebook_size,
+            options,
+            progress,
+        )?;
+        drop(examples);
+        let mut config = base.config.clone();
+        config.postnet = Some(options.config);
+        let tok = Self::from_parts(
+            config,
+            base.codebooks,
+            base.refine,
+            base.decoder,
+            Some(tensors),
+        )?;
+        Ok((tok, report))
     }
 
     /// What the plain decoder adds per token of every level, `[levels][codebook_size * bins]`
@@ -545,6 +659,9 @@ impl MagnitudeTokenizer {
             let shape = (self.config.codebook_size, self.config.bins());
             let t = Tensor::from_slice(cw, shape, &Device::Cpu)?;
             tensors.insert(format!("{DECODER_TENSOR_PREFIX}{q}"), t);
+        }
+        for (name, t) in self.postnet.iter().flat_map(|(_, tensors)| tensors) {
+            tensors.insert(format!("{}{name}", postnet::TENSOR_PREFIX), t.clone());
         }
         let path = dir.join(CODEBOOKS_FILE);
         candle_core::safetensors::save(&tensors, &path)
@@ -663,28 +780,48 @@ impl MagnitudeTokenizer {
         } else {
             None
         };
-        let expected =
-            config.levels + usize::from(refine.is_some()) + decoder.as_ref().map_or(0, |d| d.len());
+        let postnet_tensors: Option<HashMap<String, Tensor>> = config.postnet.map(|_| {
+            map.iter()
+                .filter_map(|(k, t)| {
+                    k.strip_prefix(postnet::TENSOR_PREFIX)
+                        .map(|name| (name.to_string(), t.clone()))
+                })
+                .collect()
+        });
+        if let (Some(p), Some(t)) = (&config.postnet, &postnet_tensors) {
+            ensure!(
+                t.len() == p.tensor_count(config.levels),
+                "{}: holds {} '{}*' tensors, the config's postnet needs {}",
+                path.display(),
+                t.len(),
+                postnet::TENSOR_PREFIX,
+                p.tensor_count(config.levels)
+            );
+        }
+        let expected = config.levels
+            + usize::from(refine.is_some())
+            + decoder.as_ref().map_or(0, |d| d.len())
+            + config.postnet.map_or(0, |p| p.tensor_count(config.levels));
         ensure!(
             map.len() == expected,
             "{}: holds {} tensors, the config needs {expected}",
             path.display(),
             map.len(),
         );
-        Self::from_parts(config, codebooks, refine, decoder)
+        Self::from_parts(config, codebooks, refine, decoder, postnet_tensors)
             .with_context(|| format!("{}", dir.display()))
     }
 
     /// Decoded log-magnitudes in dB `[frames][bins]` of a token grid, floored at
-    /// `floor_db`, refined when the tokenizer has a refinement filter and the grid has every
-    /// level.
+    /// `floor_db`, refined and corrected when the tokenizer has a refinement filter or a
+    /// postnet and the grid has every level.
     pub fn decode_db(&self, tokens: &Tokens) -> Result<Vec<f32>> {
         let layout = self
             .config
             .refine_layout()
             .filter(|_| tokens.levels == self.config.levels);
         let (full, partial) = self.sum_codewords(tokens, layout.is_some())?;
-        match (layout, &self.refine) {
+        let decoded = match (layout, &self.refine) {
             (Some(layout), Some(weights)) => {
                 let decodes = refine::Decodes {
                     full: &full,
@@ -692,14 +829,15 @@ impl MagnitudeTokenizer {
                     frames: tokens.frames,
                     bins: self.config.bins(),
                 };
-                Ok(refine::apply(
-                    layout,
-                    weights,
-                    &decodes,
-                    self.config.floor_db,
-                ))
+                refine::apply(layout, weights, &decodes, self.config.floor_db)
             }
-            _ => Ok(full),
+            _ => full,
+        };
+        match &self.postnet {
+            Some((net, _)) if tokens.levels == self.config.levels => {
+                net.apply(&decoded, tokens, self.config.floor_db)
+            }
+            _ => Ok(decoded),
         }
     }
 
@@ -838,20 +976,34 @@ impl Tokenizer for MagnitudeTokenizer {
         let bins = self.config.bins();
         let (q_n, t_n) = (self.config.levels, a.frames);
         let mut codes = vec![0u32; q_n * t_n];
-        let mut residual = a.shapes;
         let s0 = self.config.level0_shapes() as u32;
-        for q in 0..q_n {
-            let cb = &self.codebooks[q];
-            let assign = kmeans::nearest(&residual, bins, cb)?;
-            subtract_codewords(&mut residual, bins, cb, &assign);
-            for (t, &(c, _)) in assign.iter().enumerate() {
-                codes[q * t_n + t] = if q == 0 {
-                    a.gains[t] as u32 * s0 + c
-                } else {
-                    c
-                };
+        let mut put = |q: usize, t: usize, c: u32| {
+            codes[q * t_n + t] = if q == 0 {
+                a.gains[t] as u32 * s0 + c
+            } else {
+                c
+            };
+        };
+        if self.config.encode_beam > 1 {
+            let books: Vec<&[f32]> = self.codebooks.iter().map(|c| c.as_slice()).collect();
+            let found = kmeans::beam_encode(&a.shapes, bins, &books, self.config.encode_beam)?;
+            for (q, level) in found.iter().enumerate() {
+                for (t, &c) in level.iter().enumerate() {
+                    put(q, t, c);
+                }
             }
-            progress(q + 1, q_n);
+            progress(q_n, q_n);
+        } else {
+            let mut residual = a.shapes;
+            for q in 0..q_n {
+                let cb = &self.codebooks[q];
+                let assign = kmeans::nearest(&residual, bins, cb)?;
+                subtract_codewords(&mut residual, bins, cb, &assign);
+                for (t, &(c, _)) in assign.iter().enumerate() {
+                    put(q, t, c);
+                }
+                progress(q + 1, q_n);
+            }
         }
         Tokens::new(q_n, t_n, codes)
     }
