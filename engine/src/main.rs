@@ -194,8 +194,14 @@ enum TrainCommand {
         /// The tokenizer folder to extend.
         #[arg(long, value_name = "DIR")]
         tokenizer: PathBuf,
+        /// Songs whose every 10th song is held out to score the result (and the rest trained
+        /// on, unless --train-songs is given).
         #[arg(long, value_name = "DIR")]
         songs: PathBuf,
+        /// Train on every song of this folder instead: songs the tokenizer was not trained
+        /// on code like new music, which the postnet has to correct.
+        #[arg(long, value_name = "DIR")]
+        train_songs: Option<PathBuf>,
         #[arg(short, long, value_name = "DIR")]
         out: PathBuf,
         /// Also train on every training song's stems (what the model generates), not only mixes.
@@ -897,6 +903,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
         TrainCommand::Postnet {
             tokenizer,
             songs,
+            train_songs,
             out,
             stems,
             width,
@@ -932,7 +939,14 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 validate_every,
                 seed,
             };
-            let r = stemgen::pipeline::train_postnet(&tokenizer, &songs, &out, stems, &options)?;
+            let r = stemgen::pipeline::train_postnet(
+                &tokenizer,
+                &songs,
+                train_songs.as_deref(),
+                &out,
+                stems,
+                &options,
+            )?;
             println!(
                 "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (trained on {} \
                  clips in {:.0} s, {:.0} frames/s; validation LSD before Griffin-Lim {:.2} -> \

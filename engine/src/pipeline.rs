@@ -147,8 +147,28 @@ fn fit_decoder<T>(
     with_stems: bool,
     fit: impl FnOnce(MagnitudeTokenizer, &[Audio]) -> Result<(MagnitudeTokenizer, T)>,
 ) -> Result<DecoderFitReport<T>> {
+    fit_decoder_on(tokenizer_dir, songs_dir, None, out_dir, with_stems, fit)
+}
+
+/// [`fit_decoder`], training on every song of `train_songs` instead when it is given (the
+/// held-out songs stay every 10th song of `songs_dir`).
+fn fit_decoder_on<T>(
+    tokenizer_dir: &Path,
+    songs_dir: &Path,
+    train_songs: Option<&Path>,
+    out_dir: &Path,
+    with_stems: bool,
+    fit: impl FnOnce(MagnitudeTokenizer, &[Audio]) -> Result<(MagnitudeTokenizer, T)>,
+) -> Result<DecoderFitReport<T>> {
     let tokenizer = MagnitudeTokenizer::load(tokenizer_dir)?;
-    let (train, held_out) = song_clips(songs_dir, tokenizer.config().sample_rate, with_stems)?;
+    let rate = tokenizer.config().sample_rate;
+    let (mut train, held_out) = song_clips(songs_dir, rate, with_stems)?;
+    if let Some(dir) = train_songs {
+        let (more, more_held_out) = song_clips(dir, rate, with_stems)?;
+        train = more;
+        // That folder's every 10th song comes as a mix only; it is trained on all the same.
+        train.extend(more_held_out);
+    }
     anyhow::ensure!(
         !train.is_empty() && !held_out.is_empty(),
         "{}: needs at least 2 songs (training and held-out)",
@@ -229,16 +249,20 @@ pub fn fit_joint_decoder(
 /// Trains a postnet (see `codec::magnitude::postnet`) for the magnitude tokenizer in
 /// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
 /// saves the result to `out_dir`.
+/// With `train_songs`, it trains on every song there instead (songs the tokenizer's codebooks
+/// never saw code like new music, unlike its own training songs).
 pub fn train_postnet(
     tokenizer_dir: &Path,
     songs_dir: &Path,
+    train_songs: Option<&Path>,
     out_dir: &Path,
     with_stems: bool,
     options: &crate::codec::magnitude::postnet::TrainOptions,
 ) -> Result<DecoderFitReport<crate::codec::magnitude::postnet::TrainReport>> {
-    fit_decoder(
+    fit_decoder_on(
         tokenizer_dir,
         songs_dir,
+        train_songs,
         out_dir,
         with_stems,
         |tok, train| tok.with_postnet(train, options, |line| eprintln!("{line}")),
