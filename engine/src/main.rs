@@ -384,6 +384,9 @@ enum CodecCommand {
         /// Griffin-Lim momentum (default: the tokenizer's own setting).
         #[arg(long)]
         gl_momentum: Option<f32>,
+        /// Report the full token grid only, not each number of levels.
+        #[arg(long)]
+        full_grid_only: bool,
     },
 }
 
@@ -504,6 +507,7 @@ fn run(cli: Cli) -> Result<()> {
             songs,
             gl_iters,
             gl_momentum,
+            full_grid_only,
         }) => {
             use stemgen::codec::magnitude::{metrics, MagnitudeTokenizer};
             let tok = MagnitudeTokenizer::load(&tokenizer)?;
@@ -514,7 +518,7 @@ fn run(cli: Cli) -> Result<()> {
             let tok = tok.with_griffin_lim(iters, momentum)?;
             let (_, held_out) = stemgen::pipeline::song_mixes(&songs, tok.config().sample_rate)?;
             let t = std::time::Instant::now();
-            let report = metrics::evaluate_report(&tok, &held_out)?;
+            let report = metrics::evaluate_report(&tok, &held_out, full_grid_only)?;
             println!(
                 "{} held-out songs, Griffin-Lim {iters} iterations (momentum {momentum}), {:.0} s",
                 held_out.len(),

@@ -25,29 +25,40 @@ pub fn song_clips(
     sample_rate: u32,
     with_stems: bool,
 ) -> Result<(Vec<Audio>, Vec<Audio>)> {
+    use rayon::prelude::*;
     let (_, sources) = list_dataset(songs_dir)?;
-    let mut train = Vec::new();
-    let mut held_out = Vec::new();
-    for (i, source) in sources.iter().enumerate() {
-        let song = load_song_source(source, sample_rate)?;
-        let mut mix = vec![0.0f32; song.len];
-        for stem in &song.stems {
-            for (m, s) in mix.iter_mut().zip(&stem.samples) {
-                *m += s;
+    let held_out_at = |i: usize| i % HELD_OUT_EVERY_NTH_SONG == 0 && sources.len() > 1;
+    // Songs load in parallel (decoding and resampling dominate), in order.
+    let loaded = sources
+        .par_iter()
+        .enumerate()
+        .map(|(i, source)| -> Result<(Audio, Vec<Audio>)> {
+            let song = load_song_source(source, sample_rate)?;
+            let mut mix = vec![0.0f32; song.len];
+            for stem in &song.stems {
+                for (m, s) in mix.iter_mut().zip(&stem.samples) {
+                    *m += s;
+                }
             }
-        }
-        let audio = Audio::mono(sample_rate, mix)?;
-        if i % HELD_OUT_EVERY_NTH_SONG == 0 && sources.len() > 1 {
-            held_out.push(audio);
-        } else {
-            train.push(audio);
-            if with_stems {
+            let mut stems = Vec::new();
+            if with_stems && !held_out_at(i) {
                 for stem in song.stems {
                     if stem.samples.iter().any(|&v| v != 0.0) {
-                        train.push(Audio::mono(sample_rate, stem.samples)?);
+                        stems.push(Audio::mono(sample_rate, stem.samples)?);
                     }
                 }
             }
+            Ok((Audio::mono(sample_rate, mix)?, stems))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut train = Vec::new();
+    let mut held_out = Vec::new();
+    for (i, (mix, stems)) in loaded.into_iter().enumerate() {
+        if held_out_at(i) {
+            held_out.push(mix);
+        } else {
+            train.push(mix);
+            train.extend(stems);
         }
     }
     Ok((train, held_out))

@@ -197,10 +197,12 @@ pub struct LevelReport {
     pub si_sdr_db: f64,
 }
 
-/// [`LevelReport`] for every number of levels `1..=Q`, frame-weighted over `clips`.
+/// [`LevelReport`] for every number of levels `1..=Q` (only `Q` with `full_grid_only`),
+/// frame-weighted over `clips`.
 pub fn evaluate_report(
     tokenizer: &super::MagnitudeTokenizer,
     clips: &[Audio],
+    full_grid_only: bool,
 ) -> anyhow::Result<Vec<LevelReport>> {
     let sr = tokenizer.sample_rate();
     let floor = LSD_FLOOR_DB as f32;
@@ -215,6 +217,9 @@ pub fn evaluate_report(
         let target_db = tokenizer.analyse_db(x);
         let w = reference.num_frames() as f64;
         for (q, sum) in sums.iter_mut().enumerate() {
+            if full_grid_only && q + 1 < levels {
+                continue;
+            }
             let tokens = tokens.truncated(q + 1);
             let decoded_db = tokenizer.decode_db(&tokens)?;
             let frames = target_db.len() / bins;
@@ -245,6 +250,7 @@ pub fn evaluate_report(
     Ok(sums
         .iter()
         .enumerate()
+        .filter(|&(q, _)| !full_grid_only || q + 1 == levels)
         .map(|(q, s)| LevelReport {
             levels: q + 1,
             lsd_db: s.0 / weight,
