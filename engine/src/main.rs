@@ -229,6 +229,10 @@ enum TrainCommand {
         lr: f64,
         #[arg(long, default_value_t = 250)]
         validate_every: usize,
+        /// Griffin-Lim iterations of the saved tokenizer (default: the input's). More
+        /// iterations rebuild phase more closely and decode slower.
+        #[arg(long)]
+        gl_iters: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -918,6 +922,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             window,
             lr,
             validate_every,
+            gl_iters,
             seed,
         } => {
             use stemgen::codec::magnitude::postnet::{PostnetConfig, TrainOptions};
@@ -950,6 +955,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 &out,
                 stems,
                 &options,
+                gl_iters,
             )?;
             println!(
                 "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (trained on {} \

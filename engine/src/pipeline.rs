@@ -261,7 +261,8 @@ pub fn fit_joint_decoder(
 /// `tokenizer_dir` on the training songs of `songs_dir` (and their stems, `with_stems`) and
 /// saves the result to `out_dir`.
 /// With `train_songs`, it trains on every song there instead (songs the tokenizer's codebooks
-/// never saw code like new music, unlike its own training songs).
+/// never saw code like new music, unlike its own training songs). `gl_iters` sets the saved
+/// tokenizer's Griffin-Lim iterations (the held-out "after" figures use them).
 pub fn train_postnet(
     tokenizer_dir: &Path,
     songs_dir: &Path,
@@ -269,6 +270,7 @@ pub fn train_postnet(
     out_dir: &Path,
     with_stems: bool,
     options: &crate::codec::magnitude::postnet::TrainOptions,
+    gl_iters: Option<usize>,
 ) -> Result<DecoderFitReport<crate::codec::magnitude::postnet::TrainReport>> {
     fit_decoder_on(
         tokenizer_dir,
@@ -276,7 +278,12 @@ pub fn train_postnet(
         train_songs,
         out_dir,
         with_stems,
-        |tok, train| tok.with_postnet(train, options, |line| eprintln!("{line}")),
+        |tok, train| {
+            let (tok, report) = tok.with_postnet(train, options, |line| eprintln!("{line}"))?;
+            let momentum = tok.config().gl_momentum;
+            let iters = gl_iters.unwrap_or(tok.config().gl_iters);
+            Ok((tok.with_griffin_lim(iters, momentum)?, report))
+        },
     )
 }
 

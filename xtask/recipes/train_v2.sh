@@ -34,11 +34,12 @@ link v2/all a:songs b:songs-b c:songs-pn d:songs-pn2
 [ -f "$W/tok-F/tokenizer.json" ] || $BIN train tokenizer --songs "$W/songs" --extra-songs "$W/songs-b" \
     --out "$W/tok-F" --levels 5 --codebook-size 1024 --gain-reference mean --train-frames 1800000 \
     --kmeans-iters 15 --encode-beam 8 --full-grid-only --seed 0
-# Decoder: the linear refinement filter, then the postnet on 380 songs the codebooks never saw.
+# Decoder: the linear refinement filter, then the postnet on 380 songs the codebooks never saw,
+# then Griffin-Lim with 96 iterations.
 [ -f "$W/tok-F-refine/tokenizer.json" ] || $BIN train refine --tokenizer "$W/tok-F" --songs "$W/songs" --out "$W/tok-F-refine"
 [ -f "$W/tok-F-pn/tokenizer.json" ] || $BIN train postnet --tokenizer "$W/tok-F-refine" --songs "$W/songs" \
     --train-songs "$W/pn-train" --out "$W/tok-F-pn" --width 512 --layers 4 --kernel 3 --steps 4000 \
-    --validate-every 500
+    --validate-every 500 --gl-iters 96
 
 # The model: 4900 pairs (5 per song) of 980 songs, tokenised once; the decoder is not needed
 # for the cache, only the token definition.
