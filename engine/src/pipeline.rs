@@ -27,7 +27,7 @@ pub fn song_clips(
 ) -> Result<(Vec<Audio>, Vec<Audio>)> {
     use rayon::prelude::*;
     let (_, sources) = list_dataset(songs_dir)?;
-    let held_out_at = |i: usize| i % HELD_OUT_EVERY_NTH_SONG == 0 && sources.len() > 1;
+    let held_out_at = |i: usize| i.is_multiple_of(HELD_OUT_EVERY_NTH_SONG) && sources.len() > 1;
     // Songs load in parallel (decoding and resampling dominate), in order.
     let loaded = sources
         .par_iter()
