@@ -863,13 +863,9 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
         } => {
             let r = stemgen::pipeline::refine_tokenizer(&tokenizer, &songs, &out, radius)?;
             println!(
-                "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (fitted on {} \
+                "{} (fitted on {} \
                  songs in {:.0} s)",
-                r.held_out_songs,
-                r.before.0,
-                r.after.0,
-                r.before.1,
-                r.after.1,
+                r.held_out_summary(),
                 r.train_clips,
                 r.fit_seconds
             );
@@ -890,13 +886,9 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 &tokenizer, &songs, &out, stems, ridge, sweeps,
             )?;
             println!(
-                "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (fitted on {} \
+                "{} (fitted on {} \
                  clips, {} frames, in {:.0} s; fit RMS {:.2} -> {:.2} dB)",
-                r.held_out_songs,
-                r.before.0,
-                r.after.0,
-                r.before.1,
-                r.after.1,
+                r.held_out_summary(),
                 r.train_clips,
                 r.fit.error.frames,
                 r.fit_seconds,
@@ -958,14 +950,10 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 gl_iters,
             )?;
             println!(
-                "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3} (trained on {} \
+                "{} (trained on {} \
                  clips in {:.0} s, {:.0} frames/s; validation LSD before Griffin-Lim {:.2} -> \
                  {:.2} dB)",
-                r.held_out_songs,
-                r.before.0,
-                r.after.0,
-                r.before.1,
-                r.after.1,
+                r.held_out_summary(),
                 r.train_clips,
                 r.fit_seconds,
                 r.fit.frames_per_second,

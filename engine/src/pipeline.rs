@@ -147,6 +147,16 @@ pub struct DecoderFitReport<T> {
     pub fit: T,
 }
 
+impl<T> DecoderFitReport<T> {
+    /// `N held-out songs: LSD a -> b dB, mel L1 c -> d`, the start of every fit's summary.
+    pub fn held_out_summary(&self) -> String {
+        format!(
+            "{} held-out songs: LSD {:.2} -> {:.2} dB, mel L1 {:.3} -> {:.3}",
+            self.held_out_songs, self.before.0, self.after.0, self.before.1, self.after.1
+        )
+    }
+}
+
 /// Loads the magnitude tokenizer in `tokenizer_dir`, gives `fit` the training clips of
 /// `songs_dir` (mixes, and stems when `with_stems`), saves the tokenizer it returns to
 /// `out_dir` and scores both on the held-out mixes. Only decoders are fitted this way, so

@@ -12,16 +12,23 @@ use rayon::prelude::*;
 /// Rows handled per matrix product.
 const BLOCK: usize = 2048;
 
+/// A codebook (`k x d`) as the searches use it: `k`, each codeword's squared norm, and the
+/// codebook transposed (`d x k`), so distances are `|x|^2 - 2 x.c + |c|^2` from one GEMM.
+fn search_form(codebook: &[f32], d: usize) -> Result<(usize, Vec<f32>, Tensor)> {
+    let k = codebook.len() / d;
+    anyhow::ensure!(k > 0, "empty codebook");
+    let c_norm = codebook.chunks(d).map(|c| dot(c, c)).collect();
+    let ct = Tensor::from_slice(codebook, (k, d), &Device::Cpu)?
+        .t()?
+        .contiguous()?;
+    Ok((k, c_norm, ct))
+}
+
 /// For each row of `data` (`n x d`), the index of the nearest row of `codebook` (`k x d`) and
 /// the squared distance to it.
 pub fn nearest(data: &[f32], d: usize, codebook: &[f32]) -> Result<Vec<(u32, f32)>> {
     let n = data.len() / d;
-    let k = codebook.len() / d;
-    anyhow::ensure!(k > 0, "empty codebook");
-    let c_norm: Vec<f32> = codebook.chunks(d).map(|c| dot(c, c)).collect();
-    let ct = Tensor::from_slice(codebook, (k, d), &Device::Cpu)?
-        .t()?
-        .contiguous()?;
+    let (k, c_norm, ct) = search_form(codebook, d)?;
     let mut out = Vec::with_capacity(n);
     for r0 in (0..n).step_by(BLOCK) {
         let rows = BLOCK.min(n - r0);
@@ -144,12 +151,7 @@ pub fn beam_encode(
     let mut residual: Vec<f32> = data.to_vec();
     let mut width = 1;
     for codebook in codebooks {
-        let k = codebook.len() / d;
-        anyhow::ensure!(k > 0, "empty codebook");
-        let c_norm: Vec<f32> = codebook.chunks(d).map(|c| dot(c, c)).collect();
-        let ct = Tensor::from_slice(codebook, (k, d), &Device::Cpu)?
-            .t()?
-            .contiguous()?;
+        let (k, c_norm, ct) = search_form(codebook, d)?;
         let next_width = beam.min(width * k);
         let mut next_residual = vec![0.0f32; n * next_width * d];
         let rows_per_block = (BLOCK / width).max(1);
