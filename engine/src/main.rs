@@ -863,8 +863,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
         } => {
             let r = stemgen::pipeline::refine_tokenizer(&tokenizer, &songs, &out, radius)?;
             println!(
-                "{} (fitted on {} \
-                 songs in {:.0} s)",
+                "{} (fitted on {} songs in {:.0} s)",
                 r.held_out_summary(),
                 r.train_clips,
                 r.fit_seconds
@@ -886,8 +885,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 &tokenizer, &songs, &out, stems, ridge, sweeps,
             )?;
             println!(
-                "{} (fitted on {} \
-                 clips, {} frames, in {:.0} s; fit RMS {:.2} -> {:.2} dB)",
+                "{} (fitted on {} clips, {} frames, in {:.0} s; fit RMS {:.2} -> {:.2} dB)",
                 r.held_out_summary(),
                 r.train_clips,
                 r.fit.error.frames,
@@ -950,9 +948,8 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 gl_iters,
             )?;
             println!(
-                "{} (trained on {} \
-                 clips in {:.0} s, {:.0} frames/s; validation LSD before Griffin-Lim {:.2} -> \
-                 {:.2} dB)",
+                "{} (trained on {} clips in {:.0} s, {:.0} frames/s; validation LSD before \
+                 Griffin-Lim {:.2} -> {:.2} dB)",
                 r.held_out_summary(),
                 r.train_clips,
                 r.fit_seconds,

@@ -78,7 +78,7 @@ pub struct TokenizerReport {
 /// `tokenizer.json`, so the folder can be given wherever a tokenizer is expected.
 /// Every song of each `extra_songs` folder is a training song too (none is held out there),
 /// so more songs can be learned from while the held-out songs stay those of `songs_dir`.
-/// With `all_levels_only`, the held-out report covers only the full token grid (each
+/// With `full_grid_only`, the held-out report covers only the full token grid (each
 /// partial grid costs a Griffin-Lim pass over every held-out song).
 pub fn train_tokenizer(
     songs_dir: &Path,
@@ -86,7 +86,7 @@ pub fn train_tokenizer(
     out_dir: &Path,
     config: MagnitudeConfig,
     seed: u64,
-    all_levels_only: bool,
+    full_grid_only: bool,
 ) -> Result<TokenizerReport> {
     let (mut train, held_out) = song_mixes(songs_dir, config.sample_rate)?;
     for dir in extra_songs {
@@ -111,7 +111,7 @@ pub fn train_tokenizer(
     };
     if !held_out.is_empty() {
         use crate::codec::Tokenizer;
-        let first = if all_levels_only {
+        let first = if full_grid_only {
             tokenizer.num_levels()
         } else {
             1

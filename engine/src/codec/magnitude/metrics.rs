@@ -208,6 +208,8 @@ pub fn evaluate_report(
     let floor = LSD_FLOOR_DB as f32;
     let bins = tokenizer.config().bins();
     let levels = tokenizer.num_levels();
+    // Reports start at this many levels: 1, or Q alone with `full_grid_only`.
+    let first = if full_grid_only { levels } else { 1 };
     let mut sums = vec![(0.0f64, 0.0f64, 0.0f64, 0.0f64); levels];
     let mut weight = 0.0;
     for clip in clips {
@@ -216,10 +218,7 @@ pub fn evaluate_report(
         let tokens = tokenizer.encode(&reference, &mut no_progress())?;
         let target_db = tokenizer.analyse_db(x);
         let w = reference.num_frames() as f64;
-        for (q, sum) in sums.iter_mut().enumerate() {
-            if full_grid_only && q + 1 < levels {
-                continue;
-            }
+        for (q, sum) in sums.iter_mut().enumerate().skip(first - 1) {
             let tokens = tokens.truncated(q + 1);
             let decoded_db = tokenizer.decode_db(&tokens)?;
             let frames = target_db.len() / bins;
@@ -250,7 +249,7 @@ pub fn evaluate_report(
     Ok(sums
         .iter()
         .enumerate()
-        .filter(|&(q, _)| !full_grid_only || q + 1 == levels)
+        .skip(first - 1)
         .map(|(q, s)| LevelReport {
             levels: q + 1,
             lsd_db: s.0 / weight,
