@@ -57,9 +57,9 @@ enum Command {
         /// Model directory (config.json, model.safetensors).
         #[arg(long, value_name = "DIR")]
         model: PathBuf,
-        /// Token cache made with the model's tokenizer.
-        #[arg(long, value_name = "DIR")]
-        cache: PathBuf,
+        /// Token cache made with the model's tokenizer (repeat to join several).
+        #[arg(long, value_name = "DIR", required = true)]
+        cache: Vec<PathBuf>,
         /// Batches per level.
         #[arg(long, default_value_t = 16)]
         batches: usize,
@@ -238,8 +238,10 @@ enum TrainCommand {
     },
     /// Train the StemGen model on a token cache (resumes from OUT/checkpoint if present).
     Model {
-        #[arg(long, value_name = "DIR")]
-        cache: PathBuf,
+        /// Token cache folder; repeat to join several (for example caches of the same songs
+        /// drawn with different seeds).
+        #[arg(long, value_name = "DIR", required = true)]
+        cache: Vec<PathBuf>,
         /// The tokenizer the cache was made with; copied into the checkpoint so it is a
         /// complete model directory for `stemgen generate`.
         #[arg(long, value_name = "DIR")]
@@ -610,7 +612,7 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
         } => {
             let checkpoint = ModelCheckpoint::load(&model, &Device::Cpu)?;
-            let cache = stemgen::data::cache::TokenCache::open(&cache)?;
+            let cache = stemgen::data::cache::TokenCache::open_all(&cache)?;
             let r = stemgen::train::held_out_accuracy(
                 &checkpoint.model,
                 &cache,
@@ -992,7 +994,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                     None => stemgen::model::ModelConfig::cpu_default(),
                 },
             };
-            let cache = stemgen::data::cache::TokenCache::open(&cache)?;
+            let cache = stemgen::data::cache::TokenCache::open_all(&cache)?;
             let train = ModelTrainConfig {
                 steps,
                 batch_size,

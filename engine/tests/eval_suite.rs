@@ -343,6 +343,44 @@ fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
             }
         }
     }
+    // The same against the untokenized anchors, and the per-population means of both.
+    let named = |name: &str| pops.iter().find(|p| p["name"] == name).unwrap();
+    let (real_raw, shuffled_raw) = (named("real_raw"), named("shuffled_raw"));
+    for p in pops {
+        let mut defined = Vec::new();
+        for m in COHERENCE_METRICS {
+            let (x, f, c) = (
+                metric(p, m)["mean"].as_f64(),
+                metric(shuffled_raw, m)["mean"].as_f64(),
+                metric(real_raw, m)["mean"].as_f64(),
+            );
+            let got = metric(p, m)["normalised_raw"].as_f64();
+            match (x, f, c) {
+                (Some(x), Some(f), Some(c)) if c - f >= MIN_ANCHOR_GAP => {
+                    assert!((got.unwrap() - (x - f) / (c - f)).abs() < 1e-9, "{m}")
+                }
+                _ => assert!(got.is_none(), "{m}"),
+            }
+            defined.extend(metric(p, m)["normalised"].as_f64());
+        }
+        let want = defined.iter().sum::<f64>() / defined.len() as f64;
+        assert!((p["normalised_mean"].as_f64().unwrap() - want).abs() < 1e-9);
+    }
+    // Bootstrap interval over the clips: the anchors sit exactly at 1 and 0 in every
+    // resample; the model's interval is ordered.
+    let interval = |p: &serde_json::Value| -> (f64, f64) {
+        let i = &p["normalised_mean_interval"];
+        (i[0].as_f64().unwrap(), i[1].as_f64().unwrap())
+    };
+    let (lo, hi) = interval(real);
+    assert!(
+        (lo - 1.0).abs() < 1e-9 && (hi - 1.0).abs() < 1e-9,
+        "{lo} {hi}"
+    );
+    let (lo, hi) = interval(shuffled);
+    assert!(lo.abs() < 1e-9 && hi.abs() < 1e-9, "{lo} {hi}");
+    let (lo, hi) = interval(generated);
+    assert!(lo <= hi, "{lo} {hi}");
     let n = metric(real, "onset_grid_share")["normalised"]
         .as_f64()
         .unwrap();

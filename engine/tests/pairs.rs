@@ -456,3 +456,58 @@ fn mismatched_or_missing_shards_are_clear_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn caches_of_several_seeds_join_and_disagreeing_ones_are_named() {
+    let root = dataset(2, 1.0);
+    let codec = encodec();
+    let write = |cfg: &CacheConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        write_shard(
+            root.path(),
+            &codec,
+            cfg,
+            ShardSpec::ALL,
+            dir.path(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        dir
+    };
+    let cfg = CacheConfig {
+        pairs_per_song: 1,
+        ..cache_config()
+    };
+    let a = write(&cfg);
+    let b = write(&CacheConfig {
+        seed: 7,
+        ..cfg.clone()
+    });
+    let dirs = [a.path().to_path_buf(), b.path().to_path_buf()];
+    let joined = TokenCache::open_all(&dirs).unwrap();
+    let (first, second) = (
+        TokenCache::open(a.path()).unwrap(),
+        TokenCache::open(b.path()).unwrap(),
+    );
+    assert_eq!(joined.len(), first.len() + second.len());
+    // The second folder's pairs follow the first's, with their song indices kept.
+    for i in 0..second.len() {
+        let j = first.len() + i;
+        assert_eq!(joined.pair_codes(j).unwrap(), second.pair_codes(i).unwrap());
+        assert_eq!(joined.song_index(j).unwrap(), second.song_index(i).unwrap());
+    }
+    let short = write(&CacheConfig {
+        pairs: config(0.3),
+        ..cfg
+    });
+    let err = format!(
+        "{:#}",
+        TokenCache::open_all(&[a.path().to_path_buf(), short.path().to_path_buf()]).unwrap_err()
+    );
+    assert!(
+        err.contains("disagree") && err.contains("15 frames"),
+        "{err}"
+    );
+    assert!(err.contains(&short.path().display().to_string()), "{err}");
+    assert!(TokenCache::open_all(&[]).is_err());
+}

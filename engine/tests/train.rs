@@ -123,6 +123,18 @@ fn trains_checkpoints_and_resumes() {
     assert!(out.path().join("checkpoint/model.safetensors").is_file());
     let state = std::fs::read_to_string(out.path().join("checkpoint/train_state.json")).unwrap();
     assert!(state.contains("\"step\": 20"), "{state}");
+    // Resuming on other pairs would silently draw other batches: refused, checkpoint kept.
+    let err = train_model(
+        &tiny_cache(11, 2),
+        &tiny_model(),
+        &train_config(60),
+        out.path(),
+        &Device::Cpu,
+        &mut |_, _, _, _| {},
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("training pairs"), "{err:#}");
+    assert!(out.path().join("checkpoint/model.safetensors").is_file());
     // ...and resumed to 60: the progress continues from step 21.
     let mut steps_seen = Vec::new();
     let report = train_model(

@@ -10,7 +10,8 @@
 //!
 //! [`TokenCache::open`] loads every shard of a folder, checks that they agree (tokenizer,
 //! rates, levels, codebook size, frames, shard count) and that no shard is missing, and serves
-//! random batches as candle tensors ready for the training objective.
+//! random batches as candle tensors ready for the training objective. [`TokenCache::open_all`]
+//! joins several such folders (caches of the same songs drawn with different seeds).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -548,6 +549,54 @@ impl TokenCache {
             bail!("{}: shard index {extra} is out of range", dir.display());
         }
         cache.info = info;
+        Ok(cache)
+    }
+
+    /// Loads several cache folders as one set of pairs, for example caches drawn from the same
+    /// songs with different seeds (new crops, targets and context subsets). Each folder is
+    /// checked as by [`TokenCache::open`]; the folders must agree on tokenizer, rates, levels,
+    /// codebook size and frames. Song indices are kept as stored, so the held-out songs stay
+    /// held out when every folder was drawn from the same song list.
+    pub fn open_all(dirs: &[PathBuf]) -> Result<Self> {
+        let Some((first_dir, rest)) = dirs.split_first() else {
+            bail!("no token cache folder given");
+        };
+        let mut cache = Self::open(first_dir)?;
+        for dir in rest {
+            let more = Self::open(dir)?;
+            let (a, b) = (&cache.info, &more.info);
+            let same = a.tokenizer == b.tokenizer
+                && a.sample_rate == b.sample_rate
+                && a.frame_rate == b.frame_rate
+                && a.levels == b.levels
+                && a.codebook_size == b.codebook_size
+                && a.frames == b.frames;
+            if !same {
+                bail!(
+                    "token caches disagree: {} has tokenizer '{}' at {} Hz, {} frames/s, {} levels \
+                     x {} codes, {} frames; {} has tokenizer '{}' at {} Hz, {} frames/s, {} levels \
+                     x {} codes, {} frames (train on caches made with one tokenizer and crop length)",
+                    first_dir.display(),
+                    a.tokenizer,
+                    a.sample_rate,
+                    a.frame_rate,
+                    a.levels,
+                    a.codebook_size,
+                    a.frames,
+                    dir.display(),
+                    b.tokenizer,
+                    b.sample_rate,
+                    b.frame_rate,
+                    b.levels,
+                    b.codebook_size,
+                    b.frames,
+                );
+            }
+            cache.context.extend(more.context);
+            cache.target.extend(more.target);
+            cache.category.extend(more.category);
+            cache.song_index.extend(more.song_index);
+        }
         Ok(cache)
     }
 

@@ -134,7 +134,7 @@ pub fn markdown(r: &SuiteReport) -> String {
             let _ = write!(w, " {t} |");
         }
         let _ = writeln!(w);
-        let _ = write!(w, "|---|---|---|");
+        let _ = write!(w, "|---|---|{}", "---|".repeat(first.matches('|').count()));
         for _ in METRIC_TITLES {
             let _ = write!(w, "---:|");
         }
@@ -172,16 +172,19 @@ pub fn markdown(r: &SuiteReport) -> String {
         w,
         "\n## Coherence normalised: floor (shuffled) = 0, ceiling (real) = 1\n"
     );
-    header(w, "mean |");
+    header(w, "mean | 90% interval | mean vs untokenized anchors |");
     for p in &r.populations {
-        let defined: Vec<f64> = p.coherence.iter().filter_map(|m| m.normalised).collect();
-        let avg = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
+        let interval = p
+            .normalised_mean_interval
+            .map(|[lo, hi]| format!("{lo:.2} .. {hi:.2}"))
+            .unwrap_or_default();
         let _ = write!(
             w,
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {interval} | {} |",
             p.population.name,
             role_name(p.population.role),
-            num(avg, 2)
+            num(p.normalised_mean, 2),
+            num(p.normalised_raw_mean, 2)
         );
         for m in &p.coherence {
             let _ = write!(w, " {} |", num(m.normalised, 2));

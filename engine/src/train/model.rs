@@ -89,6 +89,10 @@ struct TrainState {
     /// masks an uninterrupted one would.
     #[serde(default)]
     mask_rng_position: Option<String>,
+    /// Training pairs the run draws from, so a resume on other caches is refused rather than
+    /// silently drawing other batches; absent in older checkpoints.
+    #[serde(default)]
+    train_pairs: Option<usize>,
 }
 
 /// AdamW's moments, next to the weights in a checkpoint directory.
@@ -319,6 +323,15 @@ pub fn train_model(
         !train_idx.is_empty(),
         "the token cache has no training pairs"
     );
+    if let Some(saved) = resumed.as_ref().and_then(|s| s.train_pairs) {
+        anyhow::ensure!(
+            saved == train_idx.len(),
+            "{}: this run was trained on {saved} training pairs, but the given caches hold {}; \
+             resume with the same --cache folders (or train into a new folder with --init-from)",
+            ckpt_dir.display(),
+            train_idx.len()
+        );
+    }
     let unigram = unigram_accuracy(
         cache,
         &train_idx,
@@ -343,6 +356,7 @@ pub fn train_model(
     }
     // The batch order continues where it stopped: replaying the shuffles of the steps
     // already done (indices only, no data) puts the sampler where it was.
+    let train_idx_len = train_idx.len();
     let mut sampler = cache.sampler(config.seed).with_indices(train_idx);
     for _ in 0..start {
         sampler.next_indices(config.batch_size)?;
@@ -353,6 +367,7 @@ pub fn train_model(
             config: config.clone(),
             optimizer_steps: Some(opt.steps()),
             mask_rng_position: Some(rng.get_word_pos().to_string()),
+            train_pairs: Some(train_idx_len),
         };
         save_checkpoint(&ckpt_dir, |dir| {
             checkpoint.save(dir)?;
