@@ -65,6 +65,14 @@ enum Command {
         batches: usize,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        /// Score the same batches again with the context reversed in time, from another song,
+        /// and dropped: how much the model listens to its context, and to its timing.
+        #[arg(long)]
+        context_probes: bool,
+        /// Mask every frame of the scored level (the sampler's first iteration of each level)
+        /// instead of a cosine share.
+        #[arg(long)]
+        whole_level: bool,
     },
     /// Prepare training data.
     #[command(subcommand)]
@@ -610,23 +618,49 @@ fn run(cli: Cli) -> Result<()> {
             cache,
             batches,
             batch_size,
+            context_probes,
+            whole_level,
         } => {
             let checkpoint = ModelCheckpoint::load(&model, &Device::Cpu)?;
             let cache = stemgen::data::cache::TokenCache::open_all(&cache)?;
             let r = stemgen::train::held_out_accuracy(
                 &checkpoint.model,
                 &cache,
-                batches,
-                batch_size,
+                stemgen::train::HeldOutOptions {
+                    batches,
+                    batch_size,
+                    context_probes,
+                    whole_level,
+                },
                 &Device::Cpu,
             )?;
             println!(
                 "{} held-out pairs, {} x {} per level",
                 r.pairs, r.batches, r.batch_size
             );
-            println!("| level | accuracy | unigram baseline |\n|---|---|---|");
+            let probe_titles: String = r
+                .probes
+                .iter()
+                .map(|(p, _)| {
+                    format!(
+                        " context {} |",
+                        serde_json::to_string(p)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                    )
+                })
+                .collect();
+            println!(
+                "| level | accuracy | unigram baseline |{probe_titles}\n|---|---|---|{}",
+                "---|".repeat(r.probes.len())
+            );
             for (q, (a, u)) in r.accuracy.iter().zip(&r.unigram).enumerate() {
-                println!("| {q} | {a:.4} | {u:.4} |");
+                let probed: String = r
+                    .probes
+                    .iter()
+                    .map(|(_, acc)| format!(" {:.4} |", acc[q]))
+                    .collect();
+                println!("| {q} | {a:.4} | {u:.4} |{probed}");
             }
         }
         Command::Info { model_dir } => {
@@ -994,6 +1028,18 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                     None => stemgen::model::ModelConfig::cpu_default(),
                 },
             };
+            if model_config.gain_steps > 0 {
+                let tok = stemgen::codec::load::load_tokenizer(&tokenizer)?;
+                anyhow::ensure!(
+                    tok.level0_gain_steps() == Some(model_config.gain_steps),
+                    "{}: the model config has gain_steps {}, but this tokenizer's level 0 has {} \
+                     (set gain_steps to it, or to 0 for tokens without a gain)",
+                    tokenizer.display(),
+                    model_config.gain_steps,
+                    tok.level0_gain_steps()
+                        .map_or("no gain".to_string(), |g| format!("{g} gain steps"))
+                );
+            }
             let cache = stemgen::data::cache::TokenCache::open_all(&cache)?;
             let train = ModelTrainConfig {
                 steps,

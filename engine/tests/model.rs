@@ -23,6 +23,7 @@ fn tiny_config() -> ModelConfig {
         rope_theta: 10_000.0,
         p_ctx: 0.3,
         p_cat: 0.3,
+        gain_steps: 0,
     }
 }
 
@@ -116,9 +117,28 @@ fn config_round_trips_as_json_and_counts_parameters() {
     let mut heads = config.clone();
     heads.n_heads = 3;
     assert!(heads.validate().unwrap_err().contains("n_heads"));
-    let mut dropout = config;
+    let mut dropout = config.clone();
     dropout.p_ctx = 1.5;
     assert!(dropout.validate().unwrap_err().contains("p_ctx"));
+
+    // The gain embedding: two channels of gain_steps + 1 rows, and it must divide the codes.
+    let gain = ModelConfig {
+        gain_steps: 4,
+        ..config.clone()
+    };
+    assert_eq!(
+        gain.parameter_count(),
+        config.parameter_count() + 2 * 5 * config.channel_dim()
+    );
+    assert_eq!(
+        random_model(&gain, 0).parameter_count(),
+        gain.parameter_count()
+    );
+    let bad = ModelConfig {
+        gain_steps: 5,
+        ..config
+    };
+    assert!(bad.validate().unwrap_err().contains("gain_steps"));
 }
 
 #[test]
@@ -316,7 +336,15 @@ fn loss_counts_only_masked_positions_of_the_chosen_level() {
 
 #[test]
 fn every_parameter_receives_a_gradient() {
-    let config = tiny_config();
+    for gain_steps in [0, 4] {
+        every_parameter_receives_a_gradient_with(ModelConfig {
+            gain_steps,
+            ..tiny_config()
+        });
+    }
+}
+
+fn every_parameter_receives_a_gradient_with(config: ModelConfig) {
     let checkpoint = random_model(&config, 5);
     let (context, target, category) = batch(&config, 6);
     let output = objective_with_masks(
@@ -329,7 +357,11 @@ fn every_parameter_receives_a_gradient() {
     .unwrap();
     let grads = output.loss.backward().unwrap();
     let vars = checkpoint.vars.data().lock().unwrap();
-    assert_eq!(vars.len(), 4 + 6 * config.n_layers + 1 + config.levels);
+    let gain_tables = usize::from(config.gain_steps > 0);
+    assert_eq!(
+        vars.len(),
+        4 + gain_tables + 6 * config.n_layers + 1 + config.levels
+    );
     let mut missing = Vec::new();
     for (name, var) in vars.iter() {
         let norm = grads.get(var.as_tensor()).map(|g| {
@@ -419,6 +451,58 @@ fn save_and_load_round_trip_gives_identical_logits() {
         &category,
     );
     assert!(max_abs_diff(&original, &other) > 1e-3);
+}
+
+#[test]
+fn a_gain_embedding_extends_a_trained_model_without_changing_it() {
+    let config = tiny_config();
+    let checkpoint = random_model(&config, 12);
+    let (context, target, category) = batch(&config, 13);
+    let original = logits(&checkpoint.model, &context, &target, &category);
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint.save(dir.path()).unwrap();
+
+    // Loaded into a config with gain_steps: one more (zero) table, the same logits.
+    let gain = ModelConfig {
+        gain_steps: 4,
+        ..config.clone()
+    };
+    let extended = ModelCheckpoint::load_extended(dir.path(), &gain, &Device::Cpu).unwrap();
+    assert_eq!(extended.parameter_count(), gain.parameter_count());
+    let same = logits(&extended.model, &context, &target, &category);
+    assert_eq!(max_abs_diff(&original, &same), 0.0);
+    // Saved and loaded as an ordinary model directory, and a non-zero table is used.
+    let with_gain = tempfile::tempdir().unwrap();
+    extended.save(with_gain.path()).unwrap();
+    let trained = random_model(&gain, 3);
+    let random_gain = logits(&trained.model, &context, &target, &category);
+    let plain = ModelCheckpoint::load_extended(dir.path(), &gain, &Device::Cpu).unwrap();
+    {
+        let mut vars = plain.vars.data().lock().unwrap();
+        let table = vars.get_mut("gain_embed").unwrap();
+        table
+            .set(&Tensor::ones(table.shape(), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let shifted = logits(&plain.model, &context, &target, &category);
+    assert!(max_abs_diff(&original, &shifted) > 1e-4);
+    assert!(max_abs_diff(&random_gain, &original) > 1e-4);
+    let reloaded = ModelCheckpoint::load(with_gain.path(), &Device::Cpu).unwrap();
+    assert_eq!(reloaded.config(), &gain);
+
+    // Anything else that differs is refused, naming the config file.
+    let wider = ModelConfig {
+        d_model: 64,
+        ..gain
+    };
+    let err = ModelCheckpoint::load_extended(dir.path(), &wider, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("gain_steps"),
+        "{err}"
+    );
 }
 
 #[test]

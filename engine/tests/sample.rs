@@ -27,6 +27,7 @@ fn tiny_config() -> ModelConfig {
         rope_theta: 10_000.0,
         p_ctx: 0.2,
         p_cat: 0.2,
+        gain_steps: 0,
     }
 }
 

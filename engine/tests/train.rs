@@ -1,14 +1,16 @@
 //! `train::train_model` end to end on a tiny token cache: the loss falls, checkpoints are
 //! written, and an interrupted run resumes where its checkpoint stopped.
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use std::path::Path;
 use stemgen::audio::{write_wav, Audio, WavFormat};
 use stemgen::codec::encodec::Encodec;
 use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec, TokenCache};
 use stemgen::data::pairs::PairConfig;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
-use stemgen::train::{held_out_accuracy, train_model, LrSchedule, ModelTrainConfig};
+use stemgen::train::{
+    held_out_accuracy, train_model, ContextProbe, HeldOutOptions, LrSchedule, ModelTrainConfig,
+};
 
 use std::f32::consts::TAU;
 
@@ -48,6 +50,7 @@ fn tiny_model() -> ModelConfig {
         rope_theta: 10_000.0,
         p_ctx: 0.1,
         p_cat: 0.1,
+        gain_steps: 0,
     }
 }
 
@@ -163,10 +166,37 @@ fn trains_checkpoints_and_resumes() {
     // with training's own validation settings reproduces the last validation exactly.
     let trained = out.path().join("checkpoint");
     let loaded = ModelCheckpoint::load(&trained, &Device::Cpu).unwrap();
-    let held_out = held_out_accuracy(&loaded.model, &cache, 1, 4, &Device::Cpu).unwrap();
+    let held_out = held_out_accuracy(
+        &loaded.model,
+        &cache,
+        HeldOutOptions {
+            batches: 1,
+            batch_size: 4,
+            context_probes: true,
+            whole_level: false,
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(held_out.accuracy, report.validation_accuracy);
     assert_eq!(held_out.unigram, report.unigram_accuracy);
     assert!(held_out.pairs > 0);
+    let probed: Vec<ContextProbe> = held_out.probes.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        probed,
+        [
+            ContextProbe::Reversed,
+            ContextProbe::Other,
+            ContextProbe::Dropped
+        ]
+    );
+    for (probe, acc) in &held_out.probes {
+        assert_eq!(acc.len(), 4, "{probe:?}");
+        assert!(
+            acc.iter().all(|a| (0.0..=1.0).contains(a)),
+            "{probe:?}: {acc:?}"
+        );
+    }
     let mismatched = ModelCheckpoint::random(
         &ModelConfig {
             codebook_size: 2048,
@@ -176,7 +206,18 @@ fn trains_checkpoints_and_resumes() {
         0,
     )
     .unwrap();
-    let err = held_out_accuracy(&mismatched.model, &cache, 1, 4, &Device::Cpu).unwrap_err();
+    let err = held_out_accuracy(
+        &mismatched.model,
+        &cache,
+        HeldOutOptions {
+            batches: 1,
+            batch_size: 4,
+            context_probes: false,
+            whole_level: true,
+        },
+        &Device::Cpu,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("256"), "{err}");
 
     // A fresh run started from it (at a negligible learning rate) begins at its loss, not at
@@ -212,10 +253,7 @@ fn trains_checkpoints_and_resumes() {
         &mut |_, _, _, _| {},
     )
     .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("config.json differs"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("config differs"), "{err:#}");
 }
 
 /// Every tensor of `dir/model.safetensors`, by name.
@@ -314,4 +352,16 @@ fn mismatched_cache_and_model_is_an_error() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("256"), "{err}");
+}
+
+#[test]
+fn context_probes_reverse_time_and_swap_songs() {
+    // Two examples, one level, three frames: codes 10 * example + frame.
+    let context = Tensor::new(&[[[0u32, 1, 2]], [[10, 11, 12]]], &Device::Cpu).unwrap();
+    let rows =
+        |p: ContextProbe| -> Vec<Vec<Vec<u32>>> { p.apply(&context).unwrap().to_vec3().unwrap() };
+    assert_eq!(rows(ContextProbe::Own), [[[0, 1, 2]], [[10, 11, 12]]]);
+    assert_eq!(rows(ContextProbe::Reversed), [[[2, 1, 0]], [[12, 11, 10]]]);
+    assert_eq!(rows(ContextProbe::Other), [[[10, 11, 12]], [[0, 1, 2]]]);
+    assert_eq!(rows(ContextProbe::Dropped), [[[0, 1, 2]], [[10, 11, 12]]]);
 }

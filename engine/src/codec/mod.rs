@@ -89,6 +89,11 @@ pub trait Tokenizer: Send + Sync {
     fn num_levels(&self) -> usize;
     /// Codes per level.
     fn codebook_size(&self) -> usize;
+    /// Gain steps folded into level 0 (level-0 code = gain index x shapes + shape), for
+    /// tokens that carry a per-frame gain; a model's `gain_steps` must equal it.
+    fn level0_gain_steps(&self) -> Option<usize> {
+        None
+    }
     /// Audio at any rate and channel count -> tokens (mixed to mono, resampled).
     fn encode(&self, audio: &Audio, progress: Progress) -> anyhow::Result<Tokens>;
     /// Tokens (any number of levels up to `num_levels`) -> mono audio at `sample_rate`.

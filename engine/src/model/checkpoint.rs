@@ -12,6 +12,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::transformer::GAIN_EMBED;
 use super::{ModelConfig, ModelError, StemGenModel};
 
 /// File names inside a model directory.
@@ -46,6 +47,43 @@ impl ModelCheckpoint {
     /// not match the weights is an error naming the file and the tensor.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = read_config(dir)?;
+        Self::load_as(dir, &config, false, device)
+    }
+
+    /// Loads the trained model in `dir` into `config`, which may add a gain embedding
+    /// ([`ModelConfig::gain_steps`]) to a model trained without one; every other setting must
+    /// match. The added table starts at zero, so the model computes what it did before, and
+    /// training continues from there (`train model --init-from`).
+    pub fn load_extended(
+        dir: &Path,
+        config: &ModelConfig,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let stored = read_config(dir)?;
+        let comparable = ModelConfig {
+            gain_steps: config.gain_steps,
+            ..stored.clone()
+        };
+        if comparable != *config
+            || (stored.gain_steps != 0 && stored.gain_steps != config.gain_steps)
+        {
+            return Err(ModelError::File {
+                path: dir.join(CONFIG_FILE),
+                problem: "its config differs from the config being trained in more than an \
+                          added gain embedding (gain_steps)"
+                    .into(),
+            });
+        }
+        Self::load_as(dir, config, true, device)
+    }
+
+    fn load_as(
+        dir: &Path,
+        config: &ModelConfig,
+        extend: bool,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let config = config.clone();
         let weights_path = dir.join(WEIGHTS_FILE);
         let file_error = |problem: String| ModelError::File {
             path: weights_path.clone(),
@@ -60,7 +98,11 @@ impl ModelCheckpoint {
             ))
         })?;
         let stored_names: Vec<String> = stored.keys().cloned().collect();
-        let source = VarSource::new(Source::Stored(stored));
+        let source = VarSource::new(if extend {
+            Source::StoredExtended(stored)
+        } else {
+            Source::Stored(stored)
+        });
         let vars = source.vars.clone();
         let vb = VarBuilder::from_backend(Box::new(source), DType::F32, device.clone());
         let model = StemGenModel::new(&config, vb)
@@ -166,6 +208,9 @@ enum Source {
     /// Boxed: the RNG state is large and the enum lives only while the model is built.
     Seeded(Box<Mutex<StdRng>>),
     Stored(HashMap<String, Tensor>),
+    /// Stored tensors, where parts a config adds to a trained model (the zero-initialised
+    /// gain embedding) take their initial value when the file lacks them.
+    StoredExtended(HashMap<String, Tensor>),
 }
 
 /// A `VarBuilder` backend that turns every requested parameter into a `Var` in `vars`,
@@ -206,7 +251,13 @@ impl SimpleBackend for VarSource {
         }
         let value = match &self.source {
             Source::Seeded(rng) => seeded_tensor(&shape, init, &mut lock(rng), device)?,
-            Source::Stored(tensors) => {
+            Source::StoredExtended(tensors)
+                if name == GAIN_EMBED && !tensors.contains_key(name) =>
+            {
+                let mut unused_rng = StdRng::seed_from_u64(0);
+                seeded_tensor(&shape, init, &mut unused_rng, device)?
+            }
+            Source::Stored(tensors) | Source::StoredExtended(tensors) => {
                 let Some(tensor) = tensors.get(name) else {
                     bail!("tensor `{name}` is missing");
                 };
@@ -233,7 +284,7 @@ impl SimpleBackend for VarSource {
         device: &Device,
     ) -> candle_core::Result<Tensor> {
         match &self.source {
-            Source::Stored(tensors) => match tensors.get(name) {
+            Source::Stored(tensors) | Source::StoredExtended(tensors) => match tensors.get(name) {
                 Some(tensor) => tensor.to_device(device)?.to_dtype(dtype),
                 None => bail!("tensor `{name}` is missing"),
             },
@@ -243,7 +294,7 @@ impl SimpleBackend for VarSource {
 
     fn contains_tensor(&self, name: &str) -> bool {
         lock(self.vars.data()).contains_key(name)
-            || matches!(&self.source, Source::Stored(t) if t.contains_key(name))
+            || matches!(&self.source, Source::Stored(t) | Source::StoredExtended(t) if t.contains_key(name))
     }
 }
 

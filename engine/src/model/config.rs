@@ -30,6 +30,14 @@ pub struct ModelConfig {
     pub p_ctx: f64,
     /// Training only: probability of replacing an example's category by the NULL category.
     pub p_cat: f64,
+    /// Gain steps folded into level 0 by a magnitude tokenizer (level-0 code = gain index x
+    /// shapes + shape), or 0 for tokens without a gain (EnCodec). When set, each channel also
+    /// embeds the gain index of its level-0 code (`gain_embed`). A code's own embedding is
+    /// learned only from that code's rare appearances, so a model without it must learn the
+    /// loudness of each of the 1024 codes separately before it can follow the context's
+    /// dynamics; the shared gain rows are seen in every frame.
+    #[serde(default)]
+    pub gain_steps: usize,
 }
 
 impl ModelConfig {
@@ -49,6 +57,7 @@ impl ModelConfig {
             rope_theta: 10_000.0,
             p_ctx: 0.2,
             p_cat: 0.2,
+            gain_steps: 0,
         }
     }
 
@@ -71,6 +80,7 @@ impl ModelConfig {
             rope_theta: 10_000.0,
             p_ctx: 0.2,
             p_cat: 0.2,
+            gain_steps: 0,
         }
     }
 
@@ -89,6 +99,7 @@ impl ModelConfig {
             rope_theta: 10_000.0,
             p_ctx: 0.2,
             p_cat: 0.2,
+            gain_steps: 0,
         }
     }
 
@@ -100,6 +111,11 @@ impl ModelConfig {
     /// The category id that means "no category" (guidance dropout).
     pub fn null_category(&self) -> u32 {
         self.n_categories as u32
+    }
+
+    /// Level-0 codes per gain step (`codebook_size / gain_steps`), when the tokens have a gain.
+    pub fn shapes_per_gain(&self) -> Option<usize> {
+        (self.gain_steps > 0).then(|| self.codebook_size / self.gain_steps)
     }
 
     /// Width of one channel (context or target) before concatenation.
@@ -127,7 +143,12 @@ impl ModelConfig {
             self.levels,
             self.codebook_size,
         );
-        let embeddings = 2 * q * (v + 1) * c + (self.n_categories + 1) * c + c;
+        let gain = if self.gain_steps > 0 {
+            2 * (self.gain_steps + 1) * c
+        } else {
+            0
+        };
+        let embeddings = 2 * q * (v + 1) * c + (self.n_categories + 1) * c + c + gain;
         let block = 2 * d + 3 * d * d + d * d + 3 * d * self.ffn_dim();
         let output = d + q * v * d;
         embeddings + self.n_layers * block + output
@@ -175,6 +196,12 @@ impl ModelConfig {
             problems.push(format!(
                 "rope_theta {} must be a finite number above 1",
                 self.rope_theta
+            ));
+        }
+        if self.gain_steps > 0 && !self.codebook_size.is_multiple_of(self.gain_steps) {
+            problems.push(format!(
+                "gain_steps {} does not divide codebook_size {}",
+                self.gain_steps, self.codebook_size
             ));
         }
         for (name, p) in [("p_ctx", self.p_ctx), ("p_cat", self.p_cat)] {

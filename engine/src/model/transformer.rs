@@ -18,6 +18,8 @@ const RMS_EPS: f32 = 1e-5;
 /// Output heads start with small logits (std ~0.2), so an untrained model predicts nearly
 /// uniformly (loss ~ ln codebook_size) instead of confidently wrong.
 const HEAD_INIT_SCALE: f64 = 0.2;
+/// Name of the optional gain embedding table ([`ModelConfig::gain_steps`]).
+pub const GAIN_EMBED: &str = "gain_embed";
 
 /// Linear layer without bias, `weight` `[out, in]`. Unlike `candle_nn::Linear`, which runs a
 /// `[B, N, in]` input as B batched products against a broadcast weight, it folds every leading
@@ -409,12 +411,17 @@ impl Block {
 /// `codebook_size` of each level is its MASK token), `category_embed`
 /// `[n_categories + 1, d_model / 2]` (last row = NULL category), `null_context`
 /// `[d_model / 2]`, `blocks.{i}.{attn_norm,attn.qkv,attn.out,mlp_norm,mlp.gate_up,mlp.down}`,
-/// `final_norm`, `heads.{q}` `[codebook_size, d_model]`.
+/// `final_norm`, `heads.{q}` `[codebook_size, d_model]`; with `gain_steps` > 0 also
+/// `gain_embed` `[2, gain_steps + 1, d_model / 2]` (context, target; the last row is the MASK
+/// token's).
 #[derive(Debug, Clone)]
 pub struct StemGenModel {
     config: ModelConfig,
     context_embed: Tensor,
     target_embed: Tensor,
+    /// Embeddings of the level-0 gain index ([`ModelConfig::gain_steps`]), zero-initialised
+    /// so that adding them to a trained model changes nothing until they are trained.
+    gain_embed: Option<Tensor>,
     category_embed: Tensor,
     null_context: Tensor,
     blocks: Vec<Block>,
@@ -455,6 +462,9 @@ impl StemGenModel {
         let category_embed =
             vb.get_with_hints((config.n_categories + 1, c), "category_embed", unit_init)?;
         let null_context = vb.get_with_hints(c, "null_context", unit_init)?;
+        let gain_embed = (config.gain_steps > 0)
+            .then(|| vb.get_with_hints((2, config.gain_steps + 1, c), GAIN_EMBED, Init::Const(0.0)))
+            .transpose()?;
         let blocks = (0..config.n_layers)
             .map(|i| Block::new(config, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
@@ -475,6 +485,7 @@ impl StemGenModel {
             config: config.clone(),
             context_embed,
             target_embed,
+            gain_embed,
             category_embed,
             null_context,
             blocks,
@@ -568,8 +579,12 @@ impl StemGenModel {
         context_dropped: &[bool],
     ) -> Result<Tensor> {
         let (batch, _, _) = self.check_inputs(context, target, category, context_dropped)?;
-        let context_sum = self.sum_level_embeddings(&self.context_embed, context)?;
-        let target_sum = self.sum_level_embeddings(&self.target_embed, target)?;
+        let mut context_sum = self.sum_level_embeddings(&self.context_embed, context)?;
+        let mut target_sum = self.sum_level_embeddings(&self.target_embed, target)?;
+        if let (Some(table), Some(shapes)) = (&self.gain_embed, self.config.shapes_per_gain()) {
+            context_sum = (context_sum + self.gain_embeddings(table, 0, context, shapes)?)?;
+            target_sum = (target_sum + self.gain_embeddings(table, 1, target, shapes)?)?;
+        }
 
         // Blend instead of select: 0/1 weights keep one code path, differentiable for both.
         let dropped: Vec<f32> = context_dropped.iter().map(|&d| f32::from(d)).collect();
@@ -589,6 +604,27 @@ impl StemGenModel {
         let context_channel = context_sum.broadcast_add(&category_vec)?;
         let target_channel = target_sum.broadcast_add(&category_vec)?;
         Tensor::cat(&[context_channel, target_channel], D::Minus1)
+    }
+
+    /// Channel `channel`'s gain embedding of each frame's level-0 code -> `[B, N, d_model / 2]`.
+    /// The MASK id maps to the table's last row (`codebook_size / shapes == gain_steps`).
+    fn gain_embeddings(
+        &self,
+        table: &Tensor,
+        channel: usize,
+        tokens: &Tensor,
+        shapes: usize,
+    ) -> Result<Tensor> {
+        let (batch, _, frames) = tokens.dims3()?;
+        // Integer division on the host: the ids are few (B x N) and already u32.
+        let codes: Vec<u32> = tokens.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
+        let gains: Vec<u32> = codes.iter().map(|&c| c / shapes as u32).collect();
+        let ids = Tensor::from_vec(gains, batch * frames, tokens.device())?;
+        table.get(channel)?.index_select(&ids, 0)?.reshape((
+            batch,
+            frames,
+            self.config.channel_dim(),
+        ))
     }
 
     /// sum_q E_q[tokens[:, q, n]] -> `[B, N, d_model / 2]`.

@@ -5,5 +5,8 @@ pub mod adamw;
 pub mod model;
 pub mod schedule;
 
-pub use model::{held_out_accuracy, train_model, HeldOutAccuracy, ModelTrainConfig, TrainReport};
+pub use model::{
+    held_out_accuracy, train_model, ContextProbe, HeldOutAccuracy, HeldOutOptions,
+    ModelTrainConfig, TrainReport,
+};
 pub use schedule::{clip_grad_norm, LrSchedule};

@@ -9,7 +9,7 @@ use crate::model::{
     draw_mask, objective_with_masks, training_objective, ModelCheckpoint, ModelConfig,
 };
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -140,13 +140,58 @@ fn unigram_accuracy(cache: &TokenCache, train: &[usize], eval: &[usize]) -> Vec<
         .collect()
 }
 
-/// Conditional accuracy (context and category kept) per level on `indices`.
+/// What the model is shown as context when it is scored: the pair's own, or a probe that
+/// removes one kind of information, so the drop in accuracy says what the model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextProbe {
+    /// The pair's own context.
+    Own,
+    /// The same context played backwards: the same sounds, key and density, but no longer
+    /// in time with the target.
+    Reversed,
+    /// The context of the next pair in the batch (another song).
+    Other,
+    /// The NULL context (as with context dropout).
+    Dropped,
+}
+
+impl ContextProbe {
+    pub const ALL: [ContextProbe; 4] = [Self::Own, Self::Reversed, Self::Other, Self::Dropped];
+
+    /// The probe's context for a batch `[B, Q, N]` (`Dropped` keeps the tokens and sets the
+    /// dropout flag instead).
+    pub fn apply(self, context: &Tensor) -> Result<Tensor> {
+        let (batch, _, frames) = context.dims3()?;
+        Ok(match self {
+            Self::Own | Self::Dropped => context.clone(),
+            Self::Reversed => {
+                let backwards: Vec<u32> = (0..frames as u32).rev().collect();
+                let index = Tensor::new(backwards.as_slice(), context.device())?;
+                context.index_select(&index, 2)?
+            }
+            Self::Other if batch < 2 => context.clone(),
+            Self::Other => Tensor::cat(
+                &[context.narrow(0, 1, batch - 1)?, context.narrow(0, 0, 1)?],
+                0,
+            )?,
+        })
+    }
+}
+
+/// Conditional accuracy (category kept, context as `probe` says) per level on `indices`.
+/// Every probe sees the same batches and masks. With `whole_level`, every frame of the scored
+/// level is masked: the state in which the sampler starts each level, where nothing of the
+/// level is known yet and only the context, the category and the coarser levels can help.
+#[allow(clippy::too_many_arguments)]
 fn validate(
     model: &crate::model::StemGenModel,
     cache: &TokenCache,
     indices: &[usize],
     batches: usize,
     batch_size: usize,
+    probe: ContextProbe,
+    whole_level: bool,
     device: &Device,
 ) -> Result<Vec<f32>> {
     let config = model.config();
@@ -161,14 +206,18 @@ fn validate(
                     .map(|_| {
                         let mut m = draw_mask(config, cache.info.frames, &mut rng);
                         m.level = q;
-                        m.context_dropped = false;
+                        if whole_level {
+                            m.mask_ratio = 1.0;
+                            m.masked.fill(true);
+                        }
+                        m.context_dropped = probe == ContextProbe::Dropped;
                         m.category_dropped = false;
                         m
                     })
                     .collect();
                 let out = objective_with_masks(
                     model,
-                    &batch.context,
+                    &probe.apply(&batch.context)?,
                     &batch.target,
                     &batch.category,
                     masks,
@@ -193,18 +242,42 @@ pub struct HeldOutAccuracy {
     pub accuracy: Vec<f32>,
     /// Always predicting each level's most frequent training code.
     pub unigram: Vec<f32>,
+    /// With `probes`: the accuracy per level with each context probe ([`ContextProbe`]).
+    pub probes: Vec<(ContextProbe, Vec<f32>)>,
+    /// Every frame of the scored level was masked ([`HeldOutOptions::whole_level`]).
+    pub whole_level: bool,
+}
+
+/// How [`held_out_accuracy`] scores.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOutOptions {
+    /// Batches per level.
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Score the same batches again with each [`ContextProbe`].
+    pub context_probes: bool,
+    /// Mask every frame of the scored level instead of a cosine share, as the sampler's
+    /// first iteration of each level sees it.
+    pub whole_level: bool,
 }
 
 /// Scores `model` on the held-out songs of `cache` exactly as training validates (the same
 /// split, masks and seeds), with `batches` batches per level: more batches than training's
-/// periodic check give figures steady enough to compare models.
+/// periodic check give figures steady enough to compare models. With `probes`, the same
+/// batches are scored again with the context reversed in time, taken from another song and
+/// dropped: how much the model listens to its context, and to its timing.
 pub fn held_out_accuracy(
     model: &crate::model::StemGenModel,
     cache: &TokenCache,
-    batches: usize,
-    batch_size: usize,
+    options: HeldOutOptions,
     device: &Device,
 ) -> Result<HeldOutAccuracy> {
+    let HeldOutOptions {
+        batches,
+        batch_size,
+        context_probes,
+        whole_level,
+    } = options;
     let config = model.config();
     anyhow::ensure!(
         cache.info.levels == config.levels && cache.info.codebook_size == config.codebook_size,
@@ -227,8 +300,40 @@ pub fn held_out_accuracy(
         pairs: val_idx.len(),
         batches,
         batch_size,
-        accuracy: validate(model, cache, &val_idx, batches, batch_size, device)?,
+        accuracy: validate(
+            model,
+            cache,
+            &val_idx,
+            batches,
+            batch_size,
+            ContextProbe::Own,
+            whole_level,
+            device,
+        )?,
         unigram: unigram_accuracy(cache, &train_idx, &val_idx),
+        whole_level,
+        probes: if context_probes {
+            ContextProbe::ALL[1..]
+                .iter()
+                .map(|&p| {
+                    Ok((
+                        p,
+                        validate(
+                            model,
+                            cache,
+                            &val_idx,
+                            batches,
+                            batch_size,
+                            p,
+                            whole_level,
+                            device,
+                        )?,
+                    ))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -278,13 +383,8 @@ pub fn train_model(
         resumed = Some(state);
         (ModelCheckpoint::load(&ckpt_dir, device)?, start)
     } else if let Some(init) = &config.init_from {
-        let checkpoint = ModelCheckpoint::load(init, device)
+        let checkpoint = ModelCheckpoint::load_extended(init, model_config, device)
             .with_context(|| format!("{}: cannot start from this model", init.display()))?;
-        anyhow::ensure!(
-            checkpoint.model.config() == model_config,
-            "{}: its config.json differs from the config being trained",
-            init.display()
-        );
         (checkpoint, 0)
     } else {
         (
@@ -411,6 +511,8 @@ pub fn train_model(
                     &val_idx,
                     config.validation_batches,
                     config.batch_size,
+                    ContextProbe::Own,
+                    false,
                     device,
                 )?;
                 val_field = val_acc

@@ -970,6 +970,10 @@ impl Tokenizer for MagnitudeTokenizer {
         self.config.codebook_size
     }
 
+    fn level0_gain_steps(&self) -> Option<usize> {
+        Some(1 << self.config.gain_bits)
+    }
+
     fn encode(&self, audio: &Audio, progress: Progress) -> Result<Tokens> {
         let mono = audio.to_mono_at(self.config.sample_rate)?;
         let a = analyse(&self.config, &self.stft, &mono.channels[0]);
