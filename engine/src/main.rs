@@ -281,6 +281,10 @@ enum TrainCommand {
         validate_every: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Share of examples trained as the sampler's first step (level 0, every frame
+        /// masked), where only the context and category inform the model.
+        #[arg(long, default_value_t = 0.0)]
+        whole_level0_share: f64,
         /// Where to train: cpu, cuda or metal (the last two need a build with that feature).
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -1012,9 +1016,14 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             checkpoint_every,
             validate_every,
             seed,
+            whole_level0_share,
             device,
         } => {
             use stemgen::train::{LrSchedule, ModelTrainConfig};
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&whole_level0_share),
+                "--whole-level0-share {whole_level0_share} must be a share in [0, 1]"
+            );
             let device = parse_device(&device)?;
             let model_config = match config {
                 Some(path) => {
@@ -1055,6 +1064,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 seed,
                 init_from,
                 stop_after,
+                whole_level0_share,
                 ..Default::default()
             };
             let ckpt = out.join("checkpoint");

@@ -72,6 +72,7 @@ fn train_config(steps: usize) -> ModelTrainConfig {
         seed: 3,
         init_from: None,
         stop_after: None,
+        whole_level0_share: 0.0,
     }
 }
 
@@ -272,6 +273,8 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
 fn resumed_training_matches_an_uninterrupted_run() {
     let cache = tiny_cache(11, 4);
     let mut config = train_config(24);
+    // Half the examples as the sampler's first step: its draws must resume exactly too.
+    config.whole_level0_share = 0.5;
     config.weight_decay = 0.01;
     let run = |config: &ModelTrainConfig, out: &Path| {
         train_model(

@@ -11,7 +11,7 @@ use crate::model::{
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -39,6 +39,12 @@ pub struct ModelTrainConfig {
     /// Stop (with a checkpoint) after this many steps of the `steps`-long schedule.
     #[serde(default)]
     pub stop_after: Option<usize>,
+    /// Share of examples trained as the sampler's first step: level 0 with every frame
+    /// masked, so that only the context and the category can tell the model anything. With
+    /// the plain objective the visible target frames and coarser levels explain so much that
+    /// a small model never learns to listen to its context (`validate --context-probes`).
+    #[serde(default)]
+    pub whole_level0_share: f64,
 }
 
 impl Default for ModelTrainConfig {
@@ -60,6 +66,7 @@ impl Default for ModelTrainConfig {
             seed: 0,
             init_from: None,
             stop_after: None,
+            whole_level0_share: 0.0,
         }
     }
 }
@@ -484,13 +491,34 @@ pub fn train_model(
         let lr = config.schedule.at(step);
         opt.set_learning_rate(lr);
         let batch = sampler.next_batch(config.batch_size, device)?;
-        let out = training_objective(
-            &checkpoint.model,
-            &batch.context,
-            &batch.target,
-            &batch.category,
-            &mut rng,
-        )?;
+        let out = if config.whole_level0_share > 0.0 {
+            let masks = (0..config.batch_size)
+                .map(|_| {
+                    let mut m = draw_mask(checkpoint.model.config(), cache.info.frames, &mut rng);
+                    if rng.gen::<f64>() < config.whole_level0_share {
+                        m.level = 0;
+                        m.mask_ratio = 1.0;
+                        m.masked.fill(true);
+                    }
+                    m
+                })
+                .collect();
+            objective_with_masks(
+                &checkpoint.model,
+                &batch.context,
+                &batch.target,
+                &batch.category,
+                masks,
+            )?
+        } else {
+            training_objective(
+                &checkpoint.model,
+                &batch.context,
+                &batch.target,
+                &batch.category,
+                &mut rng,
+            )?
+        };
         let mut grads = out.loss.backward()?;
         let norm = clip_grad_norm(&mut grads, &vars, config.clip_norm)?;
         opt.step(&grads)?;
