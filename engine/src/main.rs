@@ -642,29 +642,31 @@ fn run(cli: Cli) -> Result<()> {
                 "{} held-out pairs, {} x {} per level",
                 r.pairs, r.batches, r.batch_size
             );
+            let mode = if r.whole_level {
+                "every frame of the level masked"
+            } else {
+                "a cosine share of the level masked"
+            };
+            println!("{mode}; accuracy / cross-entropy in nats per masked token");
             let probe_titles: String = r
                 .probes
                 .iter()
-                .map(|(p, _)| {
-                    format!(
-                        " context {} |",
-                        serde_json::to_string(p)
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                    )
-                })
+                .map(|p| format!(" context {:?} |", p.probe).to_lowercase())
                 .collect();
             println!(
-                "| level | accuracy | unigram baseline |{probe_titles}\n|---|---|---|{}",
+                "| level | unigram baseline | own context |{probe_titles}\n|---|---|---|{}",
                 "---|".repeat(r.probes.len())
             );
-            for (q, (a, u)) in r.accuracy.iter().zip(&r.unigram).enumerate() {
+            for q in 0..r.accuracy.len() {
                 let probed: String = r
                     .probes
                     .iter()
-                    .map(|(_, acc)| format!(" {:.4} |", acc[q]))
+                    .map(|p| format!(" {:.4} / {:.3} |", p.accuracy[q], p.loss[q]))
                     .collect();
-                println!("| {q} | {a:.4} | {u:.4} |{probed}");
+                println!(
+                    "| {q} | {:.4} | {:.4} / {:.3} |{probed}",
+                    r.unigram[q], r.accuracy[q], r.loss[q]
+                );
             }
         }
         Command::Info { model_dir } => {

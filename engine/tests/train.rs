@@ -182,7 +182,7 @@ fn trains_checkpoints_and_resumes() {
     assert_eq!(held_out.accuracy, report.validation_accuracy);
     assert_eq!(held_out.unigram, report.unigram_accuracy);
     assert!(held_out.pairs > 0);
-    let probed: Vec<ContextProbe> = held_out.probes.iter().map(|(p, _)| *p).collect();
+    let probed: Vec<ContextProbe> = held_out.probes.iter().map(|p| p.probe).collect();
     assert_eq!(
         probed,
         [
@@ -191,13 +191,17 @@ fn trains_checkpoints_and_resumes() {
             ContextProbe::Dropped
         ]
     );
-    for (probe, acc) in &held_out.probes {
-        assert_eq!(acc.len(), 4, "{probe:?}");
+    for p in &held_out.probes {
+        assert_eq!((p.accuracy.len(), p.loss.len()), (4, 4), "{:?}", p.probe);
         assert!(
-            acc.iter().all(|a| (0.0..=1.0).contains(a)),
-            "{probe:?}: {acc:?}"
+            p.accuracy.iter().all(|a| (0.0..=1.0).contains(a)),
+            "{:?}: {:?}",
+            p.probe,
+            p.accuracy
         );
+        assert!(p.loss.iter().all(|l| l.is_finite() && *l > 0.0), "{p:?}");
     }
+    assert!(held_out.loss.iter().all(|l| l.is_finite() && *l > 0.0));
     let mismatched = ModelCheckpoint::random(
         &ModelConfig {
             codebook_size: 2048,

@@ -7,6 +7,6 @@ pub mod schedule;
 
 pub use model::{
     held_out_accuracy, train_model, ContextProbe, HeldOutAccuracy, HeldOutOptions,
-    ModelTrainConfig, TrainReport,
+    ModelTrainConfig, ProbeScores, TrainReport,
 };
 pub use schedule::{clip_grad_norm, LrSchedule};

@@ -186,7 +186,8 @@ impl ContextProbe {
     }
 }
 
-/// Conditional accuracy (category kept, context as `probe` says) per level on `indices`.
+/// Conditional accuracy and cross-entropy (nats per masked token) per level on `indices`,
+/// category kept, context as `probe` says.
 /// Every probe sees the same batches and masks. With `whole_level`, every frame of the scored
 /// level is masked: the state in which the sampler starts each level, where nothing of the
 /// level is known yet and only the context, the category and the coarser levels can help.
@@ -200,13 +201,13 @@ fn validate(
     probe: ContextProbe,
     whole_level: bool,
     device: &Device,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let config = model.config();
     let mut rng = StdRng::seed_from_u64(12345);
     let mut sampler = cache.sampler(777).with_indices(indices.to_vec());
     (0..config.levels)
         .map(|q| {
-            let (mut hits, mut total) = (0f64, 0usize);
+            let (mut hits, mut nll, mut total) = (0f64, 0f64, 0usize);
             for _ in 0..batches {
                 let batch = sampler.next_batch(batch_size, device)?;
                 let masks = (0..batch_size)
@@ -230,11 +231,14 @@ fn validate(
                     masks,
                 )?;
                 hits += out.accuracy as f64 * out.masked_tokens as f64;
+                nll += out.loss.to_scalar::<f32>()? as f64 * out.masked_tokens as f64;
                 total += out.masked_tokens;
             }
-            Ok((hits / total.max(1) as f64) as f32)
+            let n = total.max(1) as f64;
+            Ok(((hits / n) as f32, (nll / n) as f32))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .map(|scores| scores.into_iter().unzip())
 }
 
 /// A model's masked-token accuracy on a cache's held-out songs.
@@ -249,10 +253,21 @@ pub struct HeldOutAccuracy {
     pub accuracy: Vec<f32>,
     /// Always predicting each level's most frequent training code.
     pub unigram: Vec<f32>,
-    /// With `probes`: the accuracy per level with each context probe ([`ContextProbe`]).
-    pub probes: Vec<(ContextProbe, Vec<f32>)>,
+    /// Cross-entropy per level (nats per masked token): more sensitive than accuracy to what
+    /// the model has learned when the most likely code rarely changes.
+    pub loss: Vec<f32>,
+    /// With `probes`: accuracy and cross-entropy per level with each context probe.
+    pub probes: Vec<ProbeScores>,
     /// Every frame of the scored level was masked ([`HeldOutOptions::whole_level`]).
     pub whole_level: bool,
+}
+
+/// Held-out scores with one [`ContextProbe`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeScores {
+    pub probe: ContextProbe,
+    pub accuracy: Vec<f32>,
+    pub loss: Vec<f32>,
 }
 
 /// How [`held_out_accuracy`] scores.
@@ -303,39 +318,43 @@ pub fn held_out_accuracy(
         !val_idx.is_empty() && !train_idx.is_empty(),
         "the token cache needs both training and held-out songs (every {VALIDATION_EVERY_NTH_SONG}th song is held out)"
     );
+    let (accuracy, loss) = validate(
+        model,
+        cache,
+        &val_idx,
+        batches,
+        batch_size,
+        ContextProbe::Own,
+        whole_level,
+        device,
+    )?;
     Ok(HeldOutAccuracy {
         pairs: val_idx.len(),
         batches,
         batch_size,
-        accuracy: validate(
-            model,
-            cache,
-            &val_idx,
-            batches,
-            batch_size,
-            ContextProbe::Own,
-            whole_level,
-            device,
-        )?,
+        accuracy,
+        loss,
         unigram: unigram_accuracy(cache, &train_idx, &val_idx),
         whole_level,
         probes: if context_probes {
             ContextProbe::ALL[1..]
                 .iter()
-                .map(|&p| {
-                    Ok((
-                        p,
-                        validate(
-                            model,
-                            cache,
-                            &val_idx,
-                            batches,
-                            batch_size,
-                            p,
-                            whole_level,
-                            device,
-                        )?,
-                    ))
+                .map(|&probe| {
+                    let (accuracy, loss) = validate(
+                        model,
+                        cache,
+                        &val_idx,
+                        batches,
+                        batch_size,
+                        probe,
+                        whole_level,
+                        device,
+                    )?;
+                    Ok(ProbeScores {
+                        probe,
+                        accuracy,
+                        loss,
+                    })
                 })
                 .collect::<Result<_>>()?
         } else {
@@ -542,7 +561,8 @@ pub fn train_model(
                     ContextProbe::Own,
                     false,
                     device,
-                )?;
+                )?
+                .0;
                 val_field = val_acc
                     .iter()
                     .map(|a| format!("{a:.4}"))
