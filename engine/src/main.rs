@@ -285,6 +285,10 @@ enum TrainCommand {
         /// masked), where only the context and category inform the model.
         #[arg(long, default_value_t = 0.0)]
         whole_level0_share: f64,
+        /// Loss weight of frames where the context has an onset (1 = off; needs a model with
+        /// gain_steps).
+        #[arg(long, default_value_t = 1.0)]
+        context_onset_weight: f64,
         /// Where to train: cpu, cuda or metal (the last two need a build with that feature).
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -1019,6 +1023,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             validate_every,
             seed,
             whole_level0_share,
+            context_onset_weight,
             device,
         } => {
             use stemgen::train::{LrSchedule, ModelTrainConfig};
@@ -1067,6 +1072,7 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
                 init_from,
                 stop_after,
                 whole_level0_share,
+                context_onset_weight,
                 ..Default::default()
             };
             let ckpt = out.join("checkpoint");

@@ -6,8 +6,9 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stemgen::model::{
-    draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective, ExampleMask,
-    ModelCheckpoint, ModelConfig, StemGenModel, CONFIG_FILE, WEIGHTS_FILE,
+    draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective,
+    weighted_objective_with_masks, ExampleMask, ModelCheckpoint, ModelConfig, StemGenModel,
+    CONFIG_FILE, WEIGHTS_FILE,
 };
 
 fn tiny_config() -> ModelConfig {
@@ -311,6 +312,46 @@ fn loss_counts_only_masked_positions_of_the_chosen_level() {
     let (reference, reference_accuracy) = masked_loss(&full_logits, &target, &masks).unwrap();
     assert!((scalar(&fast.loss) - scalar(&reference)).abs() < 1e-5);
     assert_eq!(fast.accuracy, reference_accuracy);
+
+    // Frame weights: all equal give the plain mean; one heavy frame pulls the mean to its
+    // own cross-entropy; non-positive weights are refused.
+    let weighted = |w: &[f32]| {
+        weighted_objective_with_masks(
+            &checkpoint.model,
+            &context,
+            &target,
+            &category,
+            masks.clone(),
+            Some(w),
+        )
+    };
+    let even = weighted(&vec![2.5; BATCH * FRAMES]).unwrap();
+    assert!((scalar(&even.loss) - scalar(&fast.loss)).abs() < 1e-5);
+    assert_eq!(even.accuracy, fast.accuracy);
+    let (b, n) = (0, (0..FRAMES).find(|&n| masks[0].masked[n]).unwrap());
+    let mut heavy = vec![1e-6; BATCH * FRAMES];
+    heavy[b * FRAMES + n] = 1.0;
+    let level_logits = full_logits
+        .get(b)
+        .unwrap()
+        .get(masks[0].level)
+        .unwrap()
+        .get(n)
+        .unwrap();
+    let label = target.to_vec3::<u32>().unwrap()[b][masks[0].level][n];
+    let log_probs = candle_nn::ops::log_softmax(&level_logits, 0).unwrap();
+    let own = -log_probs
+        .get(label as usize)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let pulled = scalar(&weighted(&heavy).unwrap().loss);
+    assert!(
+        (pulled - own).abs() < 1e-3 * own.max(1.0),
+        "{pulled} vs {own}"
+    );
+    assert!(weighted(&vec![0.0; BATCH * FRAMES]).is_err());
+    assert!(weighted(&[1.0]).is_err());
     let expected_count: usize = masks.iter().map(ExampleMask::masked_count).sum();
     assert_eq!(fast.masked_tokens, expected_count);
 

@@ -9,7 +9,8 @@ use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec, TokenCache};
 use stemgen::data::pairs::PairConfig;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
 use stemgen::train::{
-    held_out_accuracy, train_model, ContextProbe, HeldOutOptions, LrSchedule, ModelTrainConfig,
+    context_onset_weights, held_out_accuracy, train_model, ContextProbe, HeldOutOptions,
+    LrSchedule, ModelTrainConfig,
 };
 
 use std::f32::consts::TAU;
@@ -73,6 +74,7 @@ fn train_config(steps: usize) -> ModelTrainConfig {
         init_from: None,
         stop_after: None,
         whole_level0_share: 0.0,
+        context_onset_weight: 1.0,
     }
 }
 
@@ -371,4 +373,30 @@ fn context_probes_reverse_time_and_swap_songs() {
     assert_eq!(rows(ContextProbe::Reversed), [[[2, 1, 0]], [[12, 11, 10]]]);
     assert_eq!(rows(ContextProbe::Other), [[[10, 11, 12]], [[0, 1, 2]]]);
     assert_eq!(rows(ContextProbe::Dropped), [[[0, 1, 2]], [[10, 11, 12]]]);
+}
+
+#[test]
+fn context_onsets_are_gain_rises_of_level_0() {
+    // One example, level-0 codes with 4 shapes per gain step: gains 0, 0, 3, 3, 4, 8, 1.
+    let codes = [0u32, 1, 12, 13, 17, 33, 5];
+    let mut rows = codes.to_vec();
+    rows.extend([7u32; 7]); // level 1 is ignored
+    let context = Tensor::from_vec(rows, (1, 2, 7), &Device::Cpu).unwrap();
+    let w = context_onset_weights(&context, 4, 5.0).unwrap();
+    assert_eq!(w, [1.0, 1.0, 5.0, 1.0, 1.0, 5.0, 1.0]);
+
+    // Training with an onset weight needs a model whose tokens carry a gain.
+    let cache = tiny_cache(2, 1);
+    let mut config = train_config(2);
+    config.context_onset_weight = 4.0;
+    let err = train_model(
+        &cache,
+        &tiny_model(),
+        &config,
+        tempfile::tempdir().unwrap().path(),
+        &Device::Cpu,
+        &mut |_, _, _, _| {},
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("gain_steps"), "{err:#}");
 }

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 pub use checkpoint::{read_config, ModelCheckpoint, CONFIG_FILE, WEIGHTS_FILE};
 pub use config::ModelConfig;
 pub use objective::{
-    draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective, ExampleMask,
-    MaskedInputs, ObjectiveOutput,
+    draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective,
+    weighted_objective_with_masks, ExampleMask, MaskedInputs, ObjectiveOutput,
 };
 pub use transformer::StemGenModel;
 

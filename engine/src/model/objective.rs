@@ -167,6 +167,21 @@ pub fn objective_with_masks(
     category: &Tensor,
     masks: Vec<ExampleMask>,
 ) -> Result<ObjectiveOutput> {
+    weighted_objective_with_masks(model, context, target, category, masks, None)
+}
+
+/// [`objective_with_masks`] with a weight per frame (`[B * N]`, example-major): the loss is
+/// the weighted mean over the masked positions. Weights that depend only on the inputs (not
+/// on the labels) change which frames the gradient comes from, not what the model should
+/// predict at each frame.
+pub fn weighted_objective_with_masks(
+    model: &StemGenModel,
+    context: &Tensor,
+    target: &Tensor,
+    category: &Tensor,
+    masks: Vec<ExampleMask>,
+    frame_weights: Option<&[f32]>,
+) -> Result<ObjectiveOutput> {
     let config = model.config();
     let inputs = masked_inputs(config, context, target, category, &masks)?;
     let (batch, levels, frames) = target.dims3()?;
@@ -180,14 +195,21 @@ pub fn objective_with_masks(
         .reshape((batch * frames, config.d_model))?;
 
     let codes = target.flatten_all()?.to_vec1::<u32>()?;
+    if let Some(w) = frame_weights {
+        if w.len() != batch * frames || w.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+            bail!("frame weights must be {} positive numbers", batch * frames);
+        }
+    }
     let mut logits = Vec::new();
     let mut labels = Vec::new();
+    let mut weights = Vec::new();
     for level in 0..levels {
         let mut rows = Vec::new();
         for (b, mask) in masks.iter().enumerate().filter(|(_, m)| m.level == level) {
             for n in (0..frames).filter(|&n| mask.masked[n]) {
                 rows.push((b * frames + n) as u32);
                 labels.push(codes[(b * levels + level) * frames + n]);
+                weights.push(frame_weights.map_or(1.0, |w| w[b * frames + n]));
             }
         }
         if !rows.is_empty() {
@@ -195,7 +217,11 @@ pub fn objective_with_masks(
             logits.push(model.level_logits(&hidden.index_select(&rows, 0)?, level)?);
         }
     }
-    let (loss, accuracy) = cross_entropy_and_accuracy(&Tensor::cat(&logits, 0)?, &labels)?;
+    let logits = Tensor::cat(&logits, 0)?;
+    let (loss, accuracy) = match frame_weights {
+        None => cross_entropy_and_accuracy(&logits, &labels)?,
+        Some(_) => weighted_cross_entropy_and_accuracy(&logits, &labels, &weights)?,
+    };
     Ok(ObjectiveOutput {
         loss,
         accuracy,
@@ -258,6 +284,33 @@ fn cross_entropy_and_accuracy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor
     let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
     Ok((loss, correct as f32 / count as f32))
+}
+
+/// [`cross_entropy_and_accuracy`] with a weighted mean: sum(w * nll) / sum(w).
+fn weighted_cross_entropy_and_accuracy(
+    logits: &Tensor,
+    labels: &[u32],
+    weights: &[f32],
+) -> Result<(Tensor, f32)> {
+    let (count, vocab) = logits.dims2()?;
+    if count == 0 || count != labels.len() || count != weights.len() {
+        bail!("no masked positions to score");
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vocab) {
+        bail!("target code {bad} is out of range (codes are 0..{vocab})");
+    }
+    let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let accuracy = correct as f32 / count as f32;
+    let device = logits.device();
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_probs
+        .gather(&Tensor::new(labels, device)?.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    let total: f32 = weights.iter().sum();
+    let w = Tensor::new(weights, device)?;
+    let loss = ((picked * w)?.sum_all()?.neg()? / total as f64)?;
+    Ok((loss, accuracy))
 }
 
 /// Checks that `masks` fit `target` `[B, Q, N]` and that the targets are plain codes.

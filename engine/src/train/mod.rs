@@ -6,7 +6,7 @@ pub mod model;
 pub mod schedule;
 
 pub use model::{
-    held_out_accuracy, train_model, ContextProbe, HeldOutAccuracy, HeldOutOptions,
-    ModelTrainConfig, ProbeScores, TrainReport,
+    context_onset_weights, held_out_accuracy, train_model, ContextProbe, HeldOutAccuracy,
+    HeldOutOptions, ModelTrainConfig, ProbeScores, TrainReport,
 };
 pub use schedule::{clip_grad_norm, LrSchedule};
