@@ -263,7 +263,8 @@ fn training_pipeline_runs_end_to_end() {
     ]);
     let config = dir.path().join("tiny.json");
     std::fs::write(&config, r#"{"levels":4,"codebook_size":128,"d_model":32,"n_layers":1,"n_heads":2,
-        "n_categories":18,"max_frames":100,"ffn_multiple_of":1,"rope_theta":10000.0,"p_ctx":0.2,"p_cat":0.2}"#).unwrap();
+        "n_categories":18,"max_frames":100,"ffn_multiple_of":1,"rope_theta":10000.0,"p_ctx":0.2,"p_cat":0.2,
+        "gain_steps":64}"#).unwrap();
     let o = run(&[
         "train",
         "model",
@@ -285,8 +286,39 @@ fn training_pipeline_runs_end_to_end() {
         "2",
         "--validate-every",
         "3",
+        "--whole-level0-share",
+        "0.5",
+        "--context-onset-weight",
+        "2",
     ]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"step\": 3"));
+    // Held-out scores with the context probes: one row per level, four contexts each.
+    let o = run(&[
+        "validate",
+        "--model",
+        &p("model/checkpoint"),
+        "--cache",
+        &p("cache"),
+        "--batches",
+        "1",
+        "--batch-size",
+        "2",
+        "--context-probes",
+        "--whole-level",
+    ]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("context reversed") && table.contains("every frame"),
+        "{table}"
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.matches(" / ").count() == 4)
+            .count(),
+        4,
+        "{table}"
+    );
     run(&[
         "generate",
         "--model",
