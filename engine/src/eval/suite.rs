@@ -1004,13 +1004,13 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             .map(|k| mean(m.per_clip.iter().map(|c| coherence_values(c)[k])))
             .collect()
     };
-    let anchor = |role: Role| {
+    let by_role = |role: Role| {
         measured
             .iter()
             .find(|m| m.population.role == role)
-            .map(means)
             .expect("the anchors are always measured")
     };
+    let anchor = |role: Role| means(by_role(role));
     let (ceiling, floor) = (anchor(Role::Ceiling), anchor(Role::Floor));
     let named = |name: &str| {
         measured
@@ -1019,19 +1019,11 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             .expect("the untokenized anchors are always measured")
     };
     let (ceiling_raw, floor_raw) = (means(named("real_raw")), means(named("shuffled_raw")));
-    let per_clip_of = |role: Role| {
-        &measured
-            .iter()
-            .find(|m| m.population.role == role)
-            .expect("the anchors are always measured")
-            .per_clip
-    };
-    let (ceiling_clips, floor_clips) = (per_clip_of(Role::Ceiling), per_clip_of(Role::Floor));
-    let reference: Vec<Analysis> = measured
-        .iter()
-        .find(|m| m.population.role == Role::Ceiling)
-        .map(|m| m.analyses.clone())
-        .expect("the ceiling is always measured");
+    let (ceiling_clips, floor_clips) = (
+        &by_role(Role::Ceiling).per_clip,
+        &by_role(Role::Floor).per_clip,
+    );
+    let reference: Vec<Analysis> = by_role(Role::Ceiling).analyses.clone();
     let reports: Vec<PopulationReport> = measured
         .iter()
         .map(|m| {

@@ -272,6 +272,15 @@ pub fn masked_loss(
 /// Mean cross-entropy of `logits` `[M, V]` against `labels` (M codes), and the share of rows
 /// whose argmax is the label. Uses the generic log-softmax, which has a backward.
 fn cross_entropy_and_accuracy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+    let accuracy = checked_accuracy(logits, labels)?;
+    let label_tensor = Tensor::new(labels, logits.device())?;
+    let loss = candle_nn::loss::cross_entropy(logits, &label_tensor)?;
+    Ok((loss, accuracy))
+}
+
+/// The share of rows of `logits` `[M, V]` whose argmax is the label, after checking that there
+/// is one label per row and every label is a code.
+fn checked_accuracy(logits: &Tensor, labels: &[u32]) -> Result<f32> {
     let (count, vocab) = logits.dims2()?;
     if count == 0 || count != labels.len() {
         bail!("no masked positions to score");
@@ -279,11 +288,9 @@ fn cross_entropy_and_accuracy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vocab) {
         bail!("target code {bad} is out of range (codes are 0..{vocab})");
     }
-    let label_tensor = Tensor::new(labels, logits.device())?;
-    let loss = candle_nn::loss::cross_entropy(logits, &label_tensor)?;
     let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
-    Ok((loss, correct as f32 / count as f32))
+    Ok(correct as f32 / count as f32)
 }
 
 /// [`cross_entropy_and_accuracy`] with a weighted mean: sum(w * nll) / sum(w).
@@ -292,16 +299,14 @@ fn weighted_cross_entropy_and_accuracy(
     labels: &[u32],
     weights: &[f32],
 ) -> Result<(Tensor, f32)> {
-    let (count, vocab) = logits.dims2()?;
-    if count == 0 || count != labels.len() || count != weights.len() {
-        bail!("no masked positions to score");
+    let accuracy = checked_accuracy(logits, labels)?;
+    if weights.len() != labels.len() {
+        bail!(
+            "{} weights for {} masked positions",
+            weights.len(),
+            labels.len()
+        );
     }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vocab) {
-        bail!("target code {bad} is out of range (codes are 0..{vocab})");
-    }
-    let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
-    let accuracy = correct as f32 / count as f32;
     let device = logits.device();
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs

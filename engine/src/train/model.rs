@@ -6,8 +6,7 @@ use super::adamw::AdamW;
 use super::schedule::{clip_grad_norm, LrSchedule};
 use crate::data::cache::TokenCache;
 use crate::model::{
-    draw_mask, objective_with_masks, training_objective, weighted_objective_with_masks,
-    ModelCheckpoint, ModelConfig,
+    draw_mask, objective_with_masks, weighted_objective_with_masks, ModelCheckpoint, ModelConfig,
 };
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -358,16 +357,19 @@ pub fn held_out_accuracy(
         !val_idx.is_empty() && !train_idx.is_empty(),
         "the token cache needs both training and held-out songs (every {VALIDATION_EVERY_NTH_SONG}th song is held out)"
     );
-    let (accuracy, loss) = validate(
-        model,
-        cache,
-        &val_idx,
-        batches,
-        batch_size,
-        ContextProbe::Own,
-        whole_level,
-        device,
-    )?;
+    let score = |probe| {
+        validate(
+            model,
+            cache,
+            &val_idx,
+            batches,
+            batch_size,
+            probe,
+            whole_level,
+            device,
+        )
+    };
+    let (accuracy, loss) = score(ContextProbe::Own)?;
     Ok(HeldOutAccuracy {
         pairs: val_idx.len(),
         batches,
@@ -380,16 +382,7 @@ pub fn held_out_accuracy(
             ContextProbe::ALL[1..]
                 .iter()
                 .map(|&probe| {
-                    let (accuracy, loss) = validate(
-                        model,
-                        cache,
-                        &val_idx,
-                        batches,
-                        batch_size,
-                        probe,
-                        whole_level,
-                        device,
-                    )?;
+                    let (accuracy, loss) = score(probe)?;
                     Ok(ProbeScores {
                         probe,
                         accuracy,
@@ -566,37 +559,27 @@ pub fn train_model(
             )?),
             _ => None,
         };
-        let out = if config.whole_level0_share > 0.0 || onset_weights.is_some() {
-            let masks = (0..config.batch_size)
-                .map(|_| {
-                    let mut m = draw_mask(checkpoint.model.config(), cache.info.frames, &mut rng);
-                    if config.whole_level0_share > 0.0
-                        && rng.gen::<f64>() < config.whole_level0_share
-                    {
-                        m.level = 0;
-                        m.mask_ratio = 1.0;
-                        m.masked.fill(true);
-                    }
-                    m
-                })
-                .collect();
-            weighted_objective_with_masks(
-                &checkpoint.model,
-                &batch.context,
-                &batch.target,
-                &batch.category,
-                masks,
-                onset_weights.as_deref(),
-            )?
-        } else {
-            training_objective(
-                &checkpoint.model,
-                &batch.context,
-                &batch.target,
-                &batch.category,
-                &mut rng,
-            )?
-        };
+        // Drawn exactly as `training_objective` draws them; the first-step share draws once
+        // more per example only when it is set, so runs without it keep their batches and masks.
+        let masks = (0..config.batch_size)
+            .map(|_| {
+                let mut m = draw_mask(checkpoint.model.config(), cache.info.frames, &mut rng);
+                if config.whole_level0_share > 0.0 && rng.gen::<f64>() < config.whole_level0_share {
+                    m.level = 0;
+                    m.mask_ratio = 1.0;
+                    m.masked.fill(true);
+                }
+                m
+            })
+            .collect();
+        let out = weighted_objective_with_masks(
+            &checkpoint.model,
+            &batch.context,
+            &batch.target,
+            &batch.category,
+            masks,
+            onset_weights.as_deref(),
+        )?;
         let mut grads = out.loss.backward()?;
         let norm = clip_grad_norm(&mut grads, &vars, config.clip_norm)?;
         opt.step(&grads)?;
