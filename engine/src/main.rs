@@ -51,6 +51,17 @@ enum Command {
     /// distances for generated stems, ablations, real pairs (ceiling) and shuffled pairs
     /// (floor); writes report.json, report.md and PNG charts.
     Eval(EvalArgs),
+    /// Coherence of finished stems with their context, the metrics `eval` computes per clip:
+    /// onset on the context's beat grid, beat F1, tempo agreement, key score, beat-synchronous
+    /// chroma and in-key share. For checking a take by its figures, not only by ear.
+    Coherence {
+        /// The context the stems were generated for (or a real mix).
+        #[arg(long, value_name = "WAV")]
+        context: PathBuf,
+        /// Stems to measure against it; each is cut to the shorter of the two.
+        #[arg(required = true, value_name = "STEM")]
+        stems: Vec<PathBuf>,
+    },
     /// Held-out masked-token accuracy per level of a model directory on a token cache's
     /// held-out songs (as training validates, with more batches), next to the unigram baseline.
     Validate {
@@ -686,6 +697,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(args) => generate(args)?,
         Command::Eval(args) => eval_command(args)?,
+        Command::Coherence { context, stems } => coherence_command(&context, &stems)?,
         Command::Bench(BenchCommand::Model {
             sizes,
             repeats,
@@ -1283,6 +1295,86 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;
     for path in report::write_all(&result, &args.out)? {
         println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn coherence_command(context: &Path, stems: &[PathBuf]) -> Result<()> {
+    use stemgen::eval::{metrics::Coherence, Analysis, ANALYSIS_RATE};
+    let mono = |path: &Path| -> Result<Vec<f32>> {
+        let audio = audio::read_audio(path)?;
+        Ok(audio
+            .to_mono_at(ANALYSIS_RATE)
+            .with_context(|| format!("{}: cannot resample for analysis", path.display()))?
+            .channels
+            .swap_remove(0))
+    };
+    let context_samples = mono(context)?;
+    // Every file is read before anything is printed, so a bad one fails the command cleanly.
+    let loaded_stems = stems
+        .iter()
+        .map(|path| {
+            let samples = mono(path)?;
+            anyhow::ensure!(
+                samples.len().min(context_samples.len()) >= ANALYSIS_RATE as usize,
+                "{}: under a second of audio overlaps the context; nothing to measure",
+                path.display()
+            );
+            Ok((path, samples))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let whole = Analysis::of_samples(&context_samples, ANALYSIS_RATE);
+    println!(
+        "context {}: {:.1} s, tempo {:.1} BPM, key {} (clarity {:.2}), {} beats",
+        context.display(),
+        whole.duration_secs,
+        whole.tempo_bpm,
+        whole.key,
+        whole.key_clarity,
+        whole.beat_times.len()
+    );
+    println!(
+        "| stem | s | tempo BPM | key | onset on grid | beat F1 | tempo agree | key score | beat chroma cos | in-key share |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let mut all = Vec::with_capacity(stems.len());
+    for (path, stem_samples) in loaded_stems {
+        let n = stem_samples.len().min(context_samples.len());
+        let context_part = Analysis::of_samples(&context_samples[..n], ANALYSIS_RATE);
+        let stem = Analysis::of_samples(&stem_samples[..n], ANALYSIS_RATE);
+        let c = Coherence::from_analyses(&context_part, &stem);
+        println!(
+            "| {} | {:.1} | {:.1} | {} | {} | {:.3} | {} | {:.3} | {} | {} |",
+            path.display(),
+            stem.duration_secs,
+            stem.tempo_bpm,
+            stem.key,
+            cell(c.onset_grid_share),
+            c.beat_f_measure,
+            if c.tempo_agreement > 0.5 { "yes" } else { "no" },
+            c.key_score,
+            cell(c.beat_chroma_cosine),
+            cell(c.in_key_share),
+        );
+        all.push(c);
+    }
+    if all.len() > 1 {
+        // Means over the stems where each metric is defined, as `eval` averages its clips.
+        let mean = |f: &dyn Fn(&Coherence) -> Option<f64>| {
+            let values: Vec<f64> = all.iter().filter_map(f).collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        println!(
+            "| mean of {} | | | | {} | {} | {} | {} | {} | {} |",
+            all.len(),
+            cell(mean(&|c| c.onset_grid_share)),
+            cell(mean(&|c| Some(c.beat_f_measure))),
+            cell(mean(&|c| Some(c.tempo_agreement))),
+            cell(mean(&|c| Some(c.key_score))),
+            cell(mean(&|c| c.beat_chroma_cosine)),
+            cell(mean(&|c| c.in_key_share)),
+        );
     }
     Ok(())
 }

@@ -345,3 +345,52 @@ fn training_pipeline_runs_end_to_end() {
         stem.duration_secs()
     );
 }
+
+/// `coherence` on the shipped example: the real bass line of the song follows the context's
+/// tempo and key. A missing stem, or one under a second long, fails the whole command by name
+/// before anything is printed, even when it comes after a good one.
+#[test]
+fn coherence_scores_stems_against_their_context() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let context = repo.join("assets/examples/song50-no-bass.wav");
+    let bass = repo.join("assets/examples/song50-bass.wav");
+    let o = stemgen(&[
+        "coherence",
+        "--context",
+        context.to_str().unwrap(),
+        bass.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(table.contains("key G major"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("song50-bass.wav"))
+        .unwrap_or_else(|| panic!("no row for the stem: {table}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | stem | s | tempo | key | onset on grid | beat F1 | tempo agree | key score | ...
+    assert_eq!(cells[4], "G major", "{row}");
+    assert_eq!(cells[7], "yes", "{row}");
+    assert_eq!(cells[8], "1.000", "{row}");
+    assert!(cells[6].parse::<f64>().unwrap() > 0.8, "beat F1: {row}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.wav");
+    let blip = stemgen::audio::Audio::new(32_000, vec![vec![0.1; 8_000]]).unwrap();
+    stemgen::audio::write_wav(&short, &blip, stemgen::audio::WavFormat::Float32).unwrap();
+    for (stem, needle) in [
+        ("missing.wav", "missing.wav: file not found"),
+        (short.to_str().unwrap(), "short.wav: under a second"),
+    ] {
+        let o = stemgen(&[
+            "coherence",
+            "--context",
+            context.to_str().unwrap(),
+            bass.to_str().unwrap(),
+            stem,
+        ]);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(needle), "{err}");
+        assert!(o.stdout.is_empty(), "printed before failing");
+    }
+}
