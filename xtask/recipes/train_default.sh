@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Recipe for the shipped default model (assets/default): synthetic FluidR3 songs ->
-# magnitude-RVQ tokenizer -> token cache -> StemGen model -> f16 export. Every step resumes or
+# Recipe for the stage-4 model, the default until 2026-12-05 (the shipped one is now made by
+# train_v2.sh, then train_v2_listen.sh; OUT=assets/default puts stage 4 back): synthetic
+# FluidR3 songs -> magnitude-RVQ tokenizer -> token cache -> StemGen model -> f16 export. Every step resumes or
 # skips what is already done, so the script can be re-run after an interruption (the model
 # resumes from its last checkpoint). Data and checkpoints live in work-data/ (ignored by git).
 set -euo pipefail
@@ -51,7 +52,7 @@ $BIN train model --cache "$W/cache4" --tokenizer "$W/stage3/tokenizer" --out "$W
 $BIN train model --cache "$W/cache4" --tokenizer "$W/stage3/tokenizer" --out "$W/model-stage4b" \
     --init-from "$W/model-stage4/checkpoint" --steps 250 --batch-size 8 --lr 2e-4 \
     --warmup 10 --checkpoint-every 25 --validate-every 125 --seed 6
-$BIN export "$W/model-stage4b/checkpoint" --out assets/default
+$BIN export "$W/model-stage4b/checkpoint" --out "${OUT:-$W/stage4-export}"
 # The example context: 8 bars of a held-out song without its bass (and that bass, for reference).
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-no-bass.wav 4 8 drums piano strings
 python3 xtask/recipes/make_example_context.py "$W/songs/song-00050" assets/examples/song50-bass.wav 4 8 bass

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Recipe for the v2 model (trained, not shipped; see assets/default/MODEL_CARD.md): a 5 x 1024 magnitude tokenizer learned
+# Recipe for the v2 model, the base of the shipped one (xtask/recipes/train_v2_listen.sh continues
+# it; see assets/default/MODEL_CARD.md): a 5 x 1024 magnitude tokenizer learned
 # from 580 songs, encoded by beam search, decoded by the refinement filter and a postnet; then
 # the StemGen model on 980 songs. Every step skips what is already done and the model resumes
 # from its last checkpoint, so the script can be re-run after an interruption. Data and

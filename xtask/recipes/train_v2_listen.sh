@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Recipe for the session-12 experiment that made the v2 model start listening to its context
-# (see "whether the model listens to its context" in assets/default/MODEL_CARD.md). It needs
-# the v2 model and caches of xtask/recipes/train_v2.sh. Each step resumes or skips what is done.
+# Recipe for the shipped default model (assets/default, since 2026-12-05): the v2 model of
+# xtask/recipes/train_v2.sh trained further until it listens to its context (see
+# assets/default/MODEL_CARD.md). Each step resumes or skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
@@ -22,3 +22,5 @@ $BIN train model "${CACHES[@]}" --tokenizer "$W/tok-F-pn" --out "$W/v2/onset" --
     --checkpoint-every 50 --validate-every 500 --seed 4 --whole-level0-share 0.4 --context-onset-weight 4
 # Does it listen? Own context should score clearly better than reversed / other / dropped.
 $BIN validate --model "$W/v2/onset/checkpoint" --cache "$W/v2/cache" --batches 8 --context-probes --whole-level
+# Ship it: f16 weights and codebooks with the tokenizer (the model card lists the figures).
+$BIN export "$W/v2/onset/checkpoint" --out "${OUT:-assets/default}"

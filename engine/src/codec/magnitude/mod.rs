@@ -17,7 +17,9 @@
 //! bits on the gain: `token0 = gain_index * S0 + shape0` with `S0 = codebook_size >>
 //! gain_bits` (default 2048 = 64 gain steps x 32 shape codes); levels 1.. are plain codebooks
 //! of `codebook_size` codes. Every level stays below `codebook_size`, and the default is
-//! 4 x 11 bits x 50 Hz = 2.2 kbps (DESIGN's budget is 2.5 kbps).
+//! 4 x 11 bits x 50 Hz = 2.2 kbps (DESIGN's budget is 2.5 kbps). The shipped tokenizer uses
+//! 5 levels of 1024 codes (5 x 10 bits x 50 Hz = 2.5 kbps: 64 gain steps x 16 shapes) and
+//! the frame's mean dB as its gain (`gain_reference: mean`).
 //!
 //! **Decoder:** codes -> summed codewords + gain (or, when trained, the [`joint`] decoder's
 //! codewords, refitted on frozen tokens) -> magnitudes -> fast Griffin-Lim
