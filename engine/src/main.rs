@@ -1104,6 +1104,16 @@ fn train_command(cmd: TrainCommand) -> Result<()> {
             )?;
             bar.finish_and_clear();
             println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.training_gflops > 0.0 {
+                // The machine's ceiling, measured now, so the share is of this run's machine.
+                let matmul = stemgen::bench::matmul_gflops(2048, 3)?;
+                println!(
+                    "throughput: {:.0} target tokens/s, {:.1} GFLOP/s ({:.0}% of the {matmul:.0} GFLOP/s plain matmul)",
+                    report.mean_tokens_per_second,
+                    report.training_gflops,
+                    100.0 * report.training_gflops / matmul
+                );
+            }
         }
     }
     Ok(())

@@ -291,7 +291,12 @@ fn training_pipeline_runs_end_to_end() {
         "--context-onset-weight",
         "2",
     ]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("\"step\": 3"));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("\"step\": 3"), "{printed}");
+    assert!(
+        printed.contains("target tokens/s") && printed.contains("% of the"),
+        "{printed}"
+    );
     // Held-out scores with the context probes: one row per level, four contexts each.
     let o = run(&[
         "validate",

@@ -162,6 +162,17 @@ fn trains_checkpoints_and_resumes() {
     assert_eq!(report.validation_accuracy.len(), 4);
     assert_eq!(report.unigram_accuracy.len(), 4);
     assert!(report.tokens_per_second > 0.0);
+    // The compute rate is the token rate times the analytic FLOPs per target token.
+    let (batch, frames) = (train_config(60).batch_size, cache.info.frames);
+    let tokens_per_batch = (batch * frames * cache.info.levels) as f64;
+    let flop_per_batch = 3.0 * stemgen::bench::model_flops(&tiny_model(), batch, frames);
+    let expected = report.mean_tokens_per_second / tokens_per_batch * flop_per_batch / 1e9;
+    assert!(
+        report.training_gflops > 0.0
+            && (report.training_gflops - expected).abs() <= 1e-9 * expected.max(1.0),
+        "{} GFLOP/s, expected {expected}",
+        report.training_gflops
+    );
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
     let last: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");

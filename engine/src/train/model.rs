@@ -120,6 +120,12 @@ pub struct TrainReport {
     /// Accuracy of always predicting each level's most frequent training code.
     pub unigram_accuracy: Vec<f32>,
     pub tokens_per_second: f64,
+    /// Target tokens per second over all the steps of this invocation (data, forward,
+    /// backward and update; checkpoints and validation excluded).
+    pub mean_tokens_per_second: f64,
+    /// The same steps' compute rate: three times the analytic forward FLOPs of a batch
+    /// (forward plus a backward of about twice its cost) per second of step time.
+    pub training_gflops: f64,
 }
 
 /// State saved next to the checkpoint so that a resumed run continues its schedule.
@@ -545,6 +551,7 @@ pub fn train_model(
     };
     let tokens_per_batch = config.batch_size * cache.info.frames * cache.info.levels;
     let (mut last_loss, mut val_acc, mut tps) = (f32::NAN, Vec::new(), 0.0);
+    let mut step_seconds = 0.0;
     let end = config.steps.min(config.stop_after.unwrap_or(usize::MAX));
     for step in start..end {
         let t0 = Instant::now();
@@ -588,7 +595,9 @@ pub fn train_model(
             last_loss.is_finite(),
             "training diverged at step {step} (loss {last_loss})"
         );
-        tps = tokens_per_batch as f64 / t0.elapsed().as_secs_f64();
+        let seconds = t0.elapsed().as_secs_f64();
+        step_seconds += seconds;
+        tps = tokens_per_batch as f64 / seconds;
         let done = step + 1;
         let mut val_field = String::new();
         let validate_now = done.is_multiple_of(config.validate_every) || done == end;
@@ -622,12 +631,28 @@ pub fn train_model(
         }
         progress(done, config.steps, last_loss, out.accuracy);
     }
+    let steps_timed = end.saturating_sub(start) as f64;
+    let timed_rate = |per_step: f64| {
+        if step_seconds > 0.0 {
+            per_step * steps_timed / step_seconds
+        } else {
+            0.0
+        }
+    };
     Ok(TrainReport {
         step: end.max(start),
         last_loss,
         validation_accuracy: val_acc,
         unigram_accuracy: unigram,
         tokens_per_second: tps,
+        mean_tokens_per_second: timed_rate(tokens_per_batch as f64),
+        training_gflops: timed_rate(
+            3.0 * crate::bench::model_flops(
+                checkpoint.model.config(),
+                config.batch_size,
+                cache.info.frames,
+            ) / 1e9,
+        ),
     })
 }
 
