@@ -51,6 +51,18 @@ enum Command {
     /// distances for generated stems, ablations, real pairs (ceiling) and shuffled pairs
     /// (floor); writes report.json, report.md and PNG charts.
     Eval(EvalArgs),
+    /// Two `stemgen eval` reports of the same clips compared clip by clip: each model's
+    /// normalised mean on the untokenized anchors, B minus A with a 90% paired bootstrap
+    /// interval, and every coherence metric side by side.
+    EvalCompare {
+        /// Report of model A (`report.json` or its folder).
+        a: PathBuf,
+        /// Report of model B, on the same clips.
+        b: PathBuf,
+        /// Seed of the bootstrap resampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Coherence of finished stems with their context, the metrics `eval` computes per clip:
     /// onset on the context's beat grid, beat F1, tempo agreement, key score, beat-synchronous
     /// chroma and in-key share. For checking a take by its figures, not only by ear.
@@ -697,6 +709,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(args) => generate(args)?,
         Command::Eval(args) => eval_command(args)?,
+        Command::EvalCompare { a, b, seed } => eval_compare_command(&a, &b, seed)?,
         Command::Coherence { context, stems } => coherence_command(&context, &stems)?,
         Command::Bench(BenchCommand::Model {
             sizes,
@@ -1305,6 +1318,32 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;
     for path in report::write_all(&result, &args.out)? {
         println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn eval_compare_command(a: &Path, b: &Path, seed: u64) -> Result<()> {
+    use stemgen::eval::compare::{compare, EvalRun};
+    let (run_a, run_b) = (EvalRun::read(a)?, EvalRun::read(b)?);
+    let c = compare(&run_a, &run_b, seed)?;
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "{} clips; normalised means on the untokenized anchors (real_raw = 1, shuffled_raw = 0)",
+        c.clips
+    );
+    println!("A {}: {:+.3}", run_a.model_dir, c.mean_a);
+    println!("B {}: {:+.3}", run_b.model_dir, c.mean_b);
+    println!(
+        "B - A: {:+.3}, 90% paired bootstrap interval {:+.3} .. {:+.3}; B not above A in {:.1}% of resamples",
+        c.difference,
+        c.interval[0],
+        c.interval[1],
+        100.0 * c.share_not_above
+    );
+    println!("| metric | A | B |");
+    println!("|---|---|---|");
+    for m in &c.metrics {
+        println!("| {} | {} | {} |", m.metric, cell(m.a), cell(m.b));
     }
     Ok(())
 }

@@ -554,3 +554,131 @@ fn beat_f_measure_any_level_accepts_offbeat_double_and_half_time_but_not_another
     assert!(beat_f_measure_any_level(&beats, &other_tempo) < 0.5);
     assert_eq!(beat_f_measure_any_level(&beats, &[]), 0.0);
 }
+
+/// A `report.json` as `stemgen eval` writes it, reduced to what `eval-compare` reads.
+fn eval_report(
+    dir: &std::path::Path,
+    name: &str,
+    targets: &[&str],
+    generated: &[Coherence],
+    floor: &[Coherence],
+    ceiling: &[Coherence],
+) -> PathBuf {
+    let clips: Vec<Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"song": format!("song-{i:05}"), "target": t,
+                "crop_start_s": i as f64 * 0.5, "context_stems": ["piano"]})
+        })
+        .collect();
+    let population =
+        |name: &str, clips: &[Coherence]| serde_json::json!({"name": name, "per_clip": clips});
+    let report = serde_json::json!({
+        "model_dir": name,
+        "clips": clips,
+        "populations": [population("generated", generated), population("shuffled_raw", floor),
+            population("real_raw", ceiling)],
+    });
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+    path
+}
+
+fn clip_coherence(level: f64, tempo: bool, key: Option<f64>) -> Coherence {
+    Coherence {
+        onset_grid_share: Some(level),
+        beat_f_measure: level,
+        tempo_agreement: if tempo { 1.0 } else { 0.0 },
+        key_score: level,
+        beat_chroma_cosine: Some(level),
+        in_key_share: key,
+    }
+}
+
+#[test]
+fn eval_compare_pairs_clips_and_refuses_other_clips() {
+    use stemgen::eval::compare::{compare, EvalRun};
+    let dir = tempfile::tempdir().unwrap();
+    let n = 12;
+    let targets = vec!["bass"; n];
+    let floor: Vec<Coherence> = (0..n)
+        .map(|i| clip_coherence(0.2, i % 4 == 0, Some(0.5)))
+        .collect();
+    let ceiling: Vec<Coherence> = (0..n)
+        .map(|i| clip_coherence(0.8, i % 4 != 3, Some(0.7)))
+        .collect();
+    // A model halfway on every clip and a model at the ceiling on every clip.
+    let halfway: Vec<Coherence> = (0..n)
+        .map(|i| clip_coherence(0.5, i % 2 == 0, if i == 0 { None } else { Some(0.6) }))
+        .collect();
+    let a = eval_report(dir.path(), "a", &targets, &halfway, &floor, &ceiling);
+    let b = eval_report(dir.path(), "b", &targets, &ceiling, &floor, &ceiling);
+    let (run_a, run_b) = (EvalRun::read(&a).unwrap(), EvalRun::read(&b).unwrap());
+
+    let same = compare(&run_a, &run_a, 0).unwrap();
+    assert_eq!((same.difference, same.interval), (0.0, [0.0, 0.0]));
+    assert_eq!(same.share_not_above, 1.0);
+
+    let c = compare(&run_a, &run_b, 0).unwrap();
+    assert_eq!(c.clips, n);
+    // Onset, beat F1, key score, chroma: (0.5 - 0.2) / 0.6 = 0.5; tempo: floor 3/12, ceiling
+    // 9/12, A 6/12, so 0.5; in-key share: 0.5 too. The ceiling itself scores 1 exactly.
+    assert!((c.mean_a - 0.5).abs() < 1e-12, "{}", c.mean_a);
+    assert!((c.mean_b - 1.0).abs() < 1e-12, "{}", c.mean_b);
+    assert!((c.difference - 0.5).abs() < 1e-12);
+    assert!(
+        c.interval[0] > 0.0 && c.interval[0] <= 0.5 && c.interval[1] >= 0.5,
+        "{:?}",
+        c.interval
+    );
+    assert_eq!(c.share_not_above, 0.0);
+    assert_eq!(c.metrics.len(), 6);
+    assert_eq!(c.metrics[1].metric, "beat_f_measure");
+    let (beat_a, beat_b) = (c.metrics[1].a.unwrap(), c.metrics[1].b.unwrap());
+    assert!((beat_a - 0.5).abs() < 1e-12 && (beat_b - 0.8).abs() < 1e-12);
+
+    // Other clips, or other anchors on the same clips, are refused with both paths named.
+    let mut other_targets = targets.clone();
+    other_targets[3] = "drums";
+    let other = eval_report(
+        dir.path(),
+        "other",
+        &other_targets,
+        &halfway,
+        &floor,
+        &ceiling,
+    );
+    let err = compare(&run_a, &EvalRun::read(&other).unwrap(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("clip 3 differs") && err.contains("other.json"),
+        "{err}"
+    );
+    let moved: Vec<Coherence> = floor
+        .iter()
+        .map(|c| clip_coherence(0.3, c.tempo_agreement > 0.5, Some(0.5)))
+        .collect();
+    let shifted = eval_report(dir.path(), "shifted", &targets, &halfway, &moved, &ceiling);
+    let err = compare(&run_a, &EvalRun::read(&shifted).unwrap(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different untokenized anchors"), "{err}");
+    let fewer = eval_report(
+        dir.path(),
+        "fewer",
+        &targets[..4],
+        &halfway[..4],
+        &floor[..4],
+        &ceiling[..4],
+    );
+    let err = compare(&run_a, &EvalRun::read(&fewer).unwrap(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("12 clips") && err.contains("has 4"), "{err}");
+    let err = EvalRun::read(&dir.path().join("missing.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.json: cannot read"), "{err}");
+}

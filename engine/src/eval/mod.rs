@@ -16,6 +16,7 @@
 
 mod analysis;
 pub mod chroma;
+pub mod compare;
 pub mod distribution;
 pub mod key;
 pub mod metrics;

@@ -134,37 +134,62 @@ pub fn normalised_mean_interval(
     ceiling: &[Coherence],
     seed: u64,
 ) -> Option<[f64; 2]> {
-    let n = population.len();
-    if n < 2 || floor.len() != n || ceiling.len() != n {
+    let means: Vec<f64> = bootstrap_normalised_means(&[population], floor, ceiling, seed)?
+        .into_iter()
+        .map(|m| m[0])
+        .collect();
+    Some(interval_90(means))
+}
+
+/// The normalised means of several populations measured on the same clips, on each of
+/// [`BOOTSTRAP_RESAMPLES`] resamples of those clips (the same resample for every population
+/// and for the anchors). Resamples where a population's mean is undefined are left out;
+/// `None` when fewer than 2 clips, mismatched lengths, or most resamples are undefined.
+pub fn bootstrap_normalised_means(
+    populations: &[&[Coherence]],
+    floor: &[Coherence],
+    ceiling: &[Coherence],
+    seed: u64,
+) -> Option<Vec<Vec<f64>>> {
+    let n = floor.len();
+    if n < 2 || ceiling.len() != n || populations.iter().any(|p| p.len() != n) {
         return None;
     }
     let values =
         |c: &[Coherence]| -> Vec<[Option<f64>; 6]> { c.iter().map(coherence_values).collect() };
-    let (pop, lo, hi) = (values(population), values(floor), values(ceiling));
+    let pops: Vec<_> = populations.iter().map(|p| values(p)).collect();
+    let (lo, hi) = (values(floor), values(ceiling));
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut means = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    let mut resampled = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
     let mut picks = vec![0usize; n];
     for _ in 0..BOOTSTRAP_RESAMPLES {
         picks.iter_mut().for_each(|i| *i = rng.gen_range(0..n));
         let metric_mean =
             |rows: &[[Option<f64>; 6]], k: usize| mean(picks.iter().map(|&i| rows[i][k])).0;
-        let m = normalised_mean((0..COHERENCE_METRICS.len()).map(|k| {
-            normalise(
-                metric_mean(&pop, k),
-                metric_mean(&lo, k),
-                metric_mean(&hi, k),
-            )
-        }));
-        if let Some(m) = m {
-            means.push(m);
+        let means: Option<Vec<f64>> = pops
+            .iter()
+            .map(|pop| {
+                normalised_mean((0..COHERENCE_METRICS.len()).map(|k| {
+                    normalise(
+                        metric_mean(pop, k),
+                        metric_mean(&lo, k),
+                        metric_mean(&hi, k),
+                    )
+                }))
+            })
+            .collect();
+        if let Some(means) = means {
+            resampled.push(means);
         }
     }
-    if means.len() < BOOTSTRAP_RESAMPLES / 2 {
-        return None;
-    }
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
-    Some([at(0.05), at(0.95)])
+    (resampled.len() >= BOOTSTRAP_RESAMPLES / 2).then_some(resampled)
+}
+
+/// The 5th and 95th percentiles of bootstrap values.
+pub fn interval_90(mut values: Vec<f64>) -> [f64; 2] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    [at(0.05), at(0.95)]
 }
 
 /// What `stemgen eval` runs.
