@@ -20,7 +20,11 @@ $BIN train model "${CACHES[@]}" --tokenizer "$W/tok-F-pn" --out "$W/v2/drill" --
 $BIN train model "${CACHES[@]}" --tokenizer "$W/tok-F-pn" --out "$W/v2/onset" --config "$GAIN" \
     --init-from "$W/v2/drill/checkpoint" --steps 1500 --batch-size 8 --lr 4e-4 --warmup 30 \
     --checkpoint-every 50 --validate-every 500 --seed 4 --whole-level0-share 0.4 --context-onset-weight 4
+# 3. 3000 more steps of the same, annealed at the end (run 4 in the model card).
+$BIN train model "${CACHES[@]}" --tokenizer "$W/tok-F-pn" --out "$W/v2/listen2" --config "$GAIN" \
+    --init-from "$W/v2/onset/checkpoint" --steps 3000 --batch-size 8 --lr 3e-4 --warmup 30 \
+    --checkpoint-every 50 --validate-every 500 --seed 5 --whole-level0-share 0.4 --context-onset-weight 4
 # Does it listen? Own context should score clearly better than reversed / other / dropped.
-$BIN validate --model "$W/v2/onset/checkpoint" --cache "$W/v2/cache" --batches 8 --context-probes --whole-level
+$BIN validate --model "$W/v2/listen2/checkpoint" --cache "$W/v2/cache" --batches 8 --context-probes --whole-level
 # Ship it: f16 weights and codebooks with the tokenizer (the model card lists the figures).
-$BIN export "$W/v2/onset/checkpoint" --out "${OUT:-assets/default}"
+$BIN export "$W/v2/listen2/checkpoint" --out "${OUT:-assets/default}"
