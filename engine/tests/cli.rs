@@ -221,11 +221,42 @@ fn training_pipeline_runs_end_to_end() {
     ]);
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(report.contains("levels 4: LSD"), "{report}");
+    // The decoder stages on frozen tokens, as the shipped tokenizer was made: a refinement
+    // filter (then the postnet on top of it below), and the joint decoder refit.
+    run(&[
+        "train",
+        "refine",
+        "--tokenizer",
+        &p("tok"),
+        "--songs",
+        &p("songs"),
+        "--out",
+        &p("tok-refine"),
+        "--radius",
+        "1",
+    ]);
+    assert!(dir.path().join("tok-refine/refine_report.json").is_file());
+    run(&[
+        "train",
+        "decoder",
+        "--tokenizer",
+        &p("tok"),
+        "--songs",
+        &p("songs"),
+        "--out",
+        &p("tok-joint"),
+        "--sweeps",
+        "2",
+    ]);
+    assert!(dir.path().join("tok-joint/decoder_report.json").is_file());
+    for decoded in ["tok-refine", "tok-joint"] {
+        stemgen::codec::magnitude::MagnitudeTokenizer::load(&dir.path().join(decoded)).unwrap();
+    }
     let o = run(&[
         "train",
         "postnet",
         "--tokenizer",
-        &p("tok"),
+        &p("tok-refine"),
         "--songs",
         &p("songs"),
         "--out",
