@@ -1349,7 +1349,7 @@ fn eval_compare_command(a: &Path, b: &Path, seed: u64) -> Result<()> {
 }
 
 fn coherence_command(context: &Path, stems: &[PathBuf]) -> Result<()> {
-    use stemgen::eval::{metrics::Coherence, Analysis, ANALYSIS_RATE};
+    use stemgen::eval::{metrics::Coherence, suite::coherence_means, Analysis, ANALYSIS_RATE};
     let mono = |path: &Path| -> Result<Vec<f32>> {
         let audio = audio::read_audio(path)?;
         Ok(audio
@@ -1388,11 +1388,15 @@ fn coherence_command(context: &Path, stems: &[PathBuf]) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut all = Vec::with_capacity(stems.len());
+    // The context cut to each stem's length, analysed once per length (takes share one).
+    let mut context_cuts = std::collections::HashMap::from([(context_samples.len(), whole)]);
     for (path, stem_samples) in loaded_stems {
         let n = stem_samples.len().min(context_samples.len());
-        let context_part = Analysis::of_samples(&context_samples[..n], ANALYSIS_RATE);
+        let context_part = context_cuts
+            .entry(n)
+            .or_insert_with(|| Analysis::of_samples(&context_samples[..n], ANALYSIS_RATE));
         let stem = Analysis::of_samples(&stem_samples[..n], ANALYSIS_RATE);
-        let c = Coherence::from_analyses(&context_part, &stem);
+        let c = Coherence::from_analyses(context_part, &stem);
         println!(
             "| {} | {:.1} | {:.1} | {} | {} | {:.3} | {} | {:.3} | {} | {} |",
             path.display(),
@@ -1410,20 +1414,11 @@ fn coherence_command(context: &Path, stems: &[PathBuf]) -> Result<()> {
     }
     if all.len() > 1 {
         // Means over the stems where each metric is defined, as `eval` averages its clips.
-        let mean = |f: &dyn Fn(&Coherence) -> Option<f64>| {
-            let values: Vec<f64> = all.iter().filter_map(f).collect();
-            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-        };
-        println!(
-            "| mean of {} | | | | {} | {} | {} | {} | {} | {} |",
-            all.len(),
-            cell(mean(&|c| c.onset_grid_share)),
-            cell(mean(&|c| Some(c.beat_f_measure))),
-            cell(mean(&|c| Some(c.tempo_agreement))),
-            cell(mean(&|c| Some(c.key_score))),
-            cell(mean(&|c| c.beat_chroma_cosine)),
-            cell(mean(&|c| c.in_key_share)),
-        );
+        let means: String = coherence_means(&all)
+            .iter()
+            .map(|(m, _)| format!(" {} |", cell(*m)))
+            .collect();
+        println!("| mean of {} | | | |{means}", all.len());
     }
     Ok(())
 }

@@ -11,7 +11,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use super::metrics::Coherence;
-use super::suite::{bootstrap_normalised_means, coherence_values, interval_90, COHERENCE_METRICS};
+use super::suite::{
+    bootstrap_normalised_means, coherence_means, interval_90, normalise, normalised_mean,
+    COHERENCE_METRICS,
+};
 
 /// The generated population, and the anchors both models are scored against.
 const MODEL: &str = "generated";
@@ -131,13 +134,14 @@ pub fn compare(a: &EvalRun, b: &EvalRun, seed: u64) -> Result<Comparison> {
             .context("too few clips with defined metrics to bootstrap")?;
     let differences: Vec<f64> = resampled.iter().map(|m| m[1] - m[0]).collect();
     let not_above = differences.iter().filter(|&&d| d <= 0.0).count();
+    let (means_a, means_b) = (coherence_means(&a.generated), coherence_means(&b.generated));
     let metrics = COHERENCE_METRICS
         .iter()
         .enumerate()
         .map(|(k, &metric)| MetricPair {
             metric,
-            a: metric_mean(&a.generated, k),
-            b: metric_mean(&b.generated, k),
+            a: means_a[k].0,
+            b: means_b[k].0,
         })
         .collect();
     Ok(Comparison {
@@ -151,26 +155,15 @@ pub fn compare(a: &EvalRun, b: &EvalRun, seed: u64) -> Result<Comparison> {
     })
 }
 
-/// Mean of metric `k` over the clips where it is defined.
-fn metric_mean(clips: &[Coherence], k: usize) -> Option<f64> {
-    let values: Vec<f64> = clips
-        .iter()
-        .filter_map(|c| coherence_values(c)[k])
-        .filter(|v| v.is_finite())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
 /// Both models' normalised means on all the clips (no resampling).
 fn normalised_means(a: &EvalRun, b: &EvalRun) -> Result<(f64, f64)> {
+    let (floor, ceiling) = (coherence_means(&a.floor), coherence_means(&a.ceiling));
     let mean = |run: &EvalRun| {
-        super::suite::normalised_mean((0..COHERENCE_METRICS.len()).map(|k| {
-            super::suite::normalise(
-                metric_mean(&run.generated, k),
-                metric_mean(&run.floor, k),
-                metric_mean(&run.ceiling, k),
-            )
-        }))
+        let generated = coherence_means(&run.generated);
+        normalised_mean(
+            (0..COHERENCE_METRICS.len())
+                .map(|k| normalise(generated[k].0, floor[k].0, ceiling[k].0)),
+        )
     };
     match (mean(a), mean(b)) {
         (Some(x), Some(y)) => Ok((x, y)),

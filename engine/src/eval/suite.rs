@@ -100,6 +100,14 @@ pub fn coherence_values(c: &Coherence) -> [Option<f64>; 6] {
     ]
 }
 
+/// Each coherence metric's mean over the clips where it is defined (and finite), in
+/// [`COHERENCE_METRICS`] order, with the number of those clips.
+pub fn coherence_means(clips: &[Coherence]) -> Vec<(Option<f64>, usize)> {
+    (0..COHERENCE_METRICS.len())
+        .map(|k| mean(clips.iter().map(|c| coherence_values(c)[k])))
+        .collect()
+}
+
 /// The ceiling must exceed the floor by at least this much (every coherence metric lies in
 /// [0, 1]) for a metric to be normalised: dividing by a rounding-level gap would turn noise
 /// into huge values.
@@ -1024,11 +1032,7 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
     timings.populations_s = t_pop.elapsed().as_secs_f64();
 
     // Summaries, normalisation and distances.
-    let means = |m: &Measured| -> Vec<(Option<f64>, usize)> {
-        (0..COHERENCE_METRICS.len())
-            .map(|k| mean(m.per_clip.iter().map(|c| coherence_values(c)[k])))
-            .collect()
-    };
+    let means = |m: &Measured| coherence_means(&m.per_clip);
     let by_role = |role: Role| {
         measured
             .iter()

@@ -64,8 +64,8 @@ impl ModelConfig {
     /// The size of the shipped default model, trained and run on an ordinary 2-core CPU: 10 s
     /// windows (500 frames at 50 Hz), d_model 256 x 4 layers (~7.4M parameters with 4 x 2048
     /// codes, half of them the level embeddings and output heads; the shipped model has this
-    /// trunk with 5 x 1024 codes and a level-0 gain embedding, 5.9M). Chosen by compute: a CPU-hour of training is
-    /// ~1-2e14 FLOP, for which a few million non-embedding parameters is about the
+    /// trunk with 5 x 1024 codes and a level-0 gain embedding, 5.9M). Chosen by compute: a
+    /// CPU-hour of training is ~1-2e14 FLOP, for which a few million non-embedding parameters is about the
     /// compute-optimal size; and 32 guided iterations (`normal`) of it must fit the 5 s budget
     /// for a 10 s stem (`stemgen bench generate` measures it).
     pub fn cpu_default() -> Self {
