@@ -1,6 +1,7 @@
 //! StemGen engine: the data flow from audio to tokens, through the model and sampler, and
 //! back to audio; plus data preparation, training and evaluation.
 
+pub mod analysis;
 pub mod audio;
 pub mod bench;
 pub mod codec;

@@ -49,7 +49,7 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure a model on held-out clips: coherence with the context and classical-feature
     /// distances for generated stems, ablations, real pairs (ceiling) and shuffled pairs
-    /// (floor); writes report.json, report.md and PNG charts.
+    /// (floor); writes report.json, report.md and SVG charts.
     Eval(EvalArgs),
     /// Two `stemgen eval` reports of the same clips compared clip by clip: each model's
     /// normalised mean on the untokenized anchors, B minus A with a 90% paired bootstrap
@@ -1349,7 +1349,8 @@ fn eval_compare_command(a: &Path, b: &Path, seed: u64) -> Result<()> {
 }
 
 fn coherence_command(context: &Path, stems: &[PathBuf]) -> Result<()> {
-    use stemgen::eval::{metrics::Coherence, suite::coherence_means, Analysis, ANALYSIS_RATE};
+    use stemgen::analysis::{Analysis, ANALYSIS_RATE};
+    use stemgen::eval::{metrics::Coherence, suite::coherence_means};
     let mono = |path: &Path| -> Result<Vec<f32>> {
         let audio = audio::read_audio(path)?;
         Ok(audio

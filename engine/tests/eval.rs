@@ -5,15 +5,15 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
+use stemgen::analysis::distance::{multi_resolution_stft_distance, si_sdr};
+use stemgen::analysis::{key, Analysis, Key, ANALYSIS_RATE};
 use stemgen::audio::{read_audio, Audio};
 use stemgen::eval::distribution::{
     classical_features, frechet_distance, kernel_audio_distance, median_pairwise_distance,
     mirdd_classical, ClassicalDistances,
 };
-use stemgen::eval::metrics::{
-    beat_f_measure, multi_resolution_stft_distance, onset_grid_share, si_sdr, tempo_agreement,
-};
-use stemgen::eval::{key, Analysis, Coherence, Key, ANALYSIS_RATE};
+use stemgen::eval::metrics::{beat_f_measure, onset_grid_share, tempo_agreement};
+use stemgen::eval::Coherence;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval")

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+use stemgen::analysis::distance::{compare, log_spectral_distance, mel_l1};
+use stemgen::analysis::stft::Stft;
 use stemgen::audio::Audio;
-use stemgen::codec::magnitude::metrics::{compare, log_spectral_distance, mel_l1};
-use stemgen::codec::magnitude::stft::Stft;
 use stemgen::codec::magnitude::{
     evaluate, evaluate_levels, MagnitudeConfig, MagnitudeTokenizer, CODEBOOKS_FILE, CONFIG_FILE,
 };

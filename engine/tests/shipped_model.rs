@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use stemgen::analysis::stft::Stft;
 use stemgen::audio::{read_audio, Audio};
-use stemgen::codec::magnitude::stft::Stft;
 use stemgen::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
 use stemgen::sample::Preset;
 

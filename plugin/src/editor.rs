@@ -19,10 +19,11 @@ use nice_plug_egui::{
 use stemgen::data::categories::Category;
 
 use crate::capture::CapturePhase;
+use crate::jobs::Stage;
 use crate::params::{CaptureLength, ContextInput, Quality, StemGenParams};
 use crate::shared::{describe_capture, Requests, Shared};
 use crate::takes::{self, Take};
-use crate::worker::{self, Stage};
+use crate::worker;
 
 const WARN: Color32 = Color32::from_rgb(230, 180, 60);
 const ERROR: Color32 = Color32::from_rgb(235, 90, 80);

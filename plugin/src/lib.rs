@@ -5,10 +5,12 @@
 //! Threads: the host's audio thread runs [`StemGen::process`] (atomics and wait-free queues
 //! only: `capture`, `playback`); the host's main thread runs the task executor (copies finished
 //! captures, starts generations) and the editor; the plugin's own workers (`worker`) run the
-//! engine's `Generator` and load takes. `shared::Shared` is the hub between them.
+//! engine's `Generator` and load takes. `shared::Shared` is the hub between them; the
+//! workers reach it only through `jobs::JobOwner`.
 
 pub mod capture;
 pub mod editor;
+pub mod jobs;
 pub mod params;
 pub mod playback;
 pub mod shared;

@@ -8,26 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::capture::{CaptureInfo, CapturePhase, CaptureRing, TransportFacts};
+use crate::jobs::{AtomicF64, CapturedContext, GenerationJob, JobOwner, JobStatus};
 use crate::params::StemGenParams;
-use crate::playback::TakeSender;
+use crate::playback::{TakeAudio, TakeSender};
 use crate::takes::{self, Take};
-use crate::worker::{self, GenerationJob, JobStatus};
-
-/// An `f64` in an atomic (bits), for values the audio thread publishes.
-#[derive(Debug, Default)]
-pub struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    pub fn new(v: f64) -> Self {
-        AtomicF64(AtomicU64::new(v.to_bits()))
-    }
-    pub fn load(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-    pub fn store(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed)
-    }
-}
+use crate::worker;
 
 /// What the host transport said last, published by the audio thread for the editor.
 #[derive(Debug, Default)]
@@ -87,14 +72,6 @@ impl Requests {
     pub fn send(counter: &AtomicU32) {
         counter.fetch_add(1, Ordering::AcqRel);
     }
-}
-
-/// A captured context, copied out of the ring.
-#[derive(Debug, Clone)]
-pub struct CapturedContext {
-    pub info: CaptureInfo,
-    /// Mono at `info.sample_rate`.
-    pub samples: Vec<f32>,
 }
 
 /// The per-instance hub (see the module docs).
@@ -203,7 +180,7 @@ impl Shared {
             cfg_instrument: p.cfg_instrument.value() as f64,
             seed,
             status,
-            shared: self.clone(),
+            owner: self.clone(),
         });
     }
 
@@ -228,7 +205,7 @@ impl Shared {
         }
     }
 
-    pub fn send_take(&self, take: Option<Arc<crate::playback::TakeAudio>>) {
+    pub fn send_take(&self, take: Option<Arc<TakeAudio>>) {
         if !self.take_sender.lock().send(take) {
             self.set_message("The audio thread is not picking up takes (is the host stopped?).");
         }
@@ -274,6 +251,28 @@ impl Shared {
         if let Err(e) = takes::delete_take_files(&take) {
             self.set_message(format!("{e:#}"));
         }
+    }
+}
+
+impl JobOwner for Shared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn host_rate(&self) -> u32 {
+        self.host.sample_rate.load(Ordering::Relaxed)
+    }
+
+    fn set_message(&self, message: String) {
+        Shared::set_message(self, message)
+    }
+
+    fn add_take(&self, take: Take, audio: stemgen::audio::Audio) {
+        Shared::add_take(self, take, audio)
+    }
+
+    fn send_take(&self, take: Option<Arc<TakeAudio>>) {
+        Shared::send_take(self, take)
     }
 }
 

@@ -7,9 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -18,9 +17,8 @@ use stemgen::generate::{
     is_cancelled, CategoryChoice, ContextSource, GenerateRequest, Generator, Length, Progress,
 };
 
-use crate::params::Quality;
+use crate::jobs::{CapturedContext, GenerationJob, JobOwner, Stage};
 use crate::playback::Anchor;
-use crate::shared::{AtomicF64, CapturedContext, Shared};
 use crate::takes::{self, Take};
 
 /// Environment variable naming the model directory (overrides the defaults, not the editor).
@@ -78,149 +76,9 @@ pub fn check_model_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Stage of a generation, for the editor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Stage {
-    Queued = 0,
-    LoadingModel = 1,
-    Encoding = 2,
-    Sampling = 3,
-    Decoding = 4,
-    Writing = 5,
-    Done = 6,
-    Failed = 7,
-    Cancelled = 8,
-}
-
-impl Stage {
-    fn from_u8(v: u8) -> Stage {
-        use Stage::*;
-        [
-            Queued,
-            LoadingModel,
-            Encoding,
-            Sampling,
-            Decoding,
-            Writing,
-            Done,
-            Failed,
-            Cancelled,
-        ]
-        .get(v as usize)
-        .copied()
-        .unwrap_or(Failed)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Stage::Queued => "queued",
-            Stage::LoadingModel => "loading the model",
-            Stage::Encoding => "listening to the context",
-            Stage::Sampling => "generating",
-            Stage::Decoding => "rendering audio",
-            Stage::Writing => "saving the take",
-            Stage::Done => "done",
-            Stage::Failed => "failed",
-            Stage::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Progress and control of one generation, shared with the editor.
-#[derive(Debug)]
-pub struct JobStatus {
-    cancel: AtomicBool,
-    stage: AtomicU8,
-    /// 0..1 as f32 bits.
-    progress: AtomicU32,
-    started: Instant,
-    /// Seconds the generation took (NaN until finished).
-    pub seconds: AtomicF64,
-}
-
-impl Default for JobStatus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl JobStatus {
-    pub fn new() -> Self {
-        JobStatus {
-            cancel: AtomicBool::new(false),
-            stage: AtomicU8::new(Stage::Queued as u8),
-            progress: AtomicU32::new(0),
-            started: Instant::now(),
-            seconds: AtomicF64::new(f64::NAN),
-        }
-    }
-
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Release);
-    }
-
-    pub fn is_cancel_requested(&self) -> bool {
-        self.cancel.load(Ordering::Acquire)
-    }
-
-    pub fn stage(&self) -> Stage {
-        Stage::from_u8(self.stage.load(Ordering::Acquire))
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self.stage(), Stage::Done | Stage::Failed | Stage::Cancelled)
-    }
-
-    pub fn progress(&self) -> f32 {
-        f32::from_bits(self.progress.load(Ordering::Relaxed))
-    }
-
-    pub fn elapsed(&self) -> f64 {
-        let done = self.seconds.load();
-        if done.is_finite() {
-            done
-        } else {
-            self.started.elapsed().as_secs_f64()
-        }
-    }
-
-    fn set(&self, stage: Stage, progress: f32) {
-        self.progress.store(progress.to_bits(), Ordering::Relaxed);
-        self.stage.store(stage as u8, Ordering::Release);
-    }
-
-    fn finish(&self, stage: Stage) {
-        self.seconds.store(self.started.elapsed().as_secs_f64());
-        self.set(
-            stage,
-            if stage == Stage::Done {
-                1.0
-            } else {
-                self.progress()
-            },
-        );
-    }
-}
-
-/// One generation request from an instance.
-pub struct GenerationJob {
-    pub take_id: u64,
-    pub model_dir: PathBuf,
-    pub takes_dir: PathBuf,
-    pub context: Arc<CapturedContext>,
-    pub instrument: u32,
-    pub quality: Quality,
-    pub cfg_context: f64,
-    pub cfg_instrument: f64,
-    pub seed: u64,
-    pub status: Arc<JobStatus>,
-    pub shared: Arc<Shared>,
-}
-
 struct Workers {
     generate: Sender<GenerationJob>,
-    load: Sender<(Arc<Shared>, Take)>,
+    load: Sender<(Arc<dyn JobOwner>, Take)>,
 }
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
@@ -246,25 +104,24 @@ pub fn submit(job: GenerationJob) {
     if let Err(e) = workers().generate.send(job) {
         let job = e.into_inner();
         job.status.finish(Stage::Failed);
-        job.shared
-            .set_message("The generation thread has stopped; reload the plugin.");
+        job.owner
+            .set_message("The generation thread has stopped; reload the plugin.".into());
     }
 }
 
 /// Loads a take's file for playback at the instance's current rate, off the caller's thread.
-pub fn load_take(shared: Arc<Shared>, take: Take) {
-    let _ = workers().load.send((shared, take));
+pub fn load_take(owner: Arc<dyn JobOwner>, take: Take) {
+    let _ = workers().load.send((owner, take));
 }
 
-fn load_loop(jobs: Receiver<(Arc<Shared>, Take)>) {
-    for (shared, take) in jobs {
-        if shared.closed.load(Ordering::Acquire) {
+fn load_loop(jobs: Receiver<(Arc<dyn JobOwner>, Take)>) {
+    for (owner, take) in jobs {
+        if owner.is_closed() {
             continue;
         }
-        let rate = shared.host.sample_rate.load(Ordering::Relaxed).max(1);
-        match takes::load_take_audio(&take, rate) {
-            Ok(audio) => shared.send_take(Some(Arc::new(audio))),
-            Err(e) => shared.set_message(format!("{e:#}")),
+        match takes::load_take_audio(&take, owner.host_rate().max(1)) {
+            Ok(audio) => owner.send_take(Some(Arc::new(audio))),
+            Err(e) => owner.set_message(format!("{e:#}")),
         }
     }
 }
@@ -274,7 +131,7 @@ fn generation_loop(jobs: Receiver<GenerationJob>) {
     let mut models: HashMap<PathBuf, Arc<Generator>> = HashMap::new();
     for job in jobs {
         let status = job.status.clone();
-        let shared = job.shared.clone();
+        let owner = job.owner.clone();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_generation(&job, &mut models)
         }));
@@ -282,15 +139,17 @@ fn generation_loop(jobs: Receiver<GenerationJob>) {
             Ok(Ok(())) => status.finish(Stage::Done),
             Ok(Err(e)) if is_cancelled(&e) => {
                 status.finish(Stage::Cancelled);
-                shared.set_message("Generation cancelled.");
+                owner.set_message("Generation cancelled.".into());
             }
             Ok(Err(e)) => {
                 status.finish(Stage::Failed);
-                shared.set_message(format!("Generation failed: {e:#}"));
+                owner.set_message(format!("Generation failed: {e:#}"));
             }
             Err(_) => {
                 status.finish(Stage::Failed);
-                shared.set_message("Generation failed: the engine panicked (please report it).");
+                owner.set_message(
+                    "Generation failed: the engine panicked (please report it).".into(),
+                );
             }
         }
     }
@@ -316,7 +175,7 @@ fn run_generation(
     let status = &job.status;
     let cancel = AtomicBool::new(false);
     let check_cancel = || {
-        if status.is_cancel_requested() || job.shared.closed.load(Ordering::Acquire) {
+        if status.is_cancel_requested() || job.owner.is_closed() {
             cancel.store(true, Ordering::Release);
         }
     };
@@ -377,7 +236,7 @@ fn run_generation(
         })?;
 
     status.set(Stage::Writing, 0.99);
-    let seconds = status.started.elapsed().as_secs_f64();
+    let seconds = status.elapsed();
     let take = Take {
         id: job.take_id,
         name: format!("Take {}", job.take_id),
@@ -407,12 +266,12 @@ fn run_generation(
         Ok(written) => written,
         Err(e) => {
             // Keep it playing even if it could not be saved; say so.
-            job.shared
+            job.owner
                 .set_message(format!("{e:#} (the take plays but is not saved)"));
             take
         }
     };
-    job.shared.add_take(take, stem.audio);
+    job.owner.add_take(take, stem.audio);
     Ok(())
 }
 

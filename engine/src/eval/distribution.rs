@@ -3,8 +3,8 @@
 //! paper's MIRDD, and named accordingly (`classical_frechet`, `classical_kad`,
 //! `mirdd_classical`).
 
-use super::analysis::Analysis;
-use super::spectrum::median;
+use crate::analysis::spectrum::median;
+use crate::analysis::Analysis;
 
 /// Names of the entries of [`classical_features`], in order.
 pub const FEATURE_NAMES: [&str; 20] = [

@@ -1,17 +1,13 @@
-//! Metrics on audio and on [`Analysis`] results. Pure functions; every threshold is a named
-//! constant.
-//!
-//! Codec metrics compare a reconstruction with its original (mono, same rate; the estimate
-//! is cut or zero-extended to the reference's length). Coherence metrics say how well a
-//! stem fits its context; on their own they mean little, so `stemgen eval` reports them
-//! between shuffled real pairs (floor) and real pairs (ceiling) on the same clips.
+//! Coherence metrics on [`Analysis`] results: how well a stem fits its context. Pure
+//! functions; every threshold is a named constant. On their own they mean little, so
+//! `stemgen eval` reports them between shuffled real pairs (floor) and real pairs (ceiling)
+//! on the same clips. Distances between a signal and its reconstruction live in
+//! [`crate::analysis::distance`].
 
-use super::analysis::Analysis;
-use super::key::{weighted_score, Key};
-use super::spectrum::Frames;
+use crate::analysis::key::{weighted_score, Key};
+use crate::analysis::spectrum::Frames;
+use crate::analysis::Analysis;
 use crate::audio::{Audio, AudioError};
-use crate::codec::magnitude::metrics::mel_l1;
-use crate::codec::magnitude::stft::Stft;
 
 /// Tolerance for an onset or beat to count as on time (mir_eval's beat F-measure window).
 pub const ONSET_WINDOW_SECS: f64 = 0.07;
@@ -19,85 +15,9 @@ pub const ONSET_WINDOW_SECS: f64 = 0.07;
 /// is 8%; 4% keeps librosa's lag quantisation, about 2.4% at 120 BPM, from passing a
 /// genuinely different tempo).
 pub const TEMPO_TOLERANCE: f64 = 0.04;
-/// (n_fft, hop) of the multi-resolution STFT distance.
-pub const MRSTFT_RESOLUTIONS: [(usize, usize); 3] = [(512, 128), (1024, 256), (2048, 512)];
-/// Magnitude floor before the log in the multi-resolution STFT distance.
-pub const MRSTFT_FLOOR: f64 = 1e-7;
 /// Beat segments quieter than this (relative to the loudest segment) are left out of the
 /// beat-synchronous chroma cosine: a silent segment's chroma direction is noise.
 pub const SEGMENT_FLOOR: f64 = 1e-6;
-
-fn matched(reference: &[f32], estimate: &[f32]) -> Vec<f32> {
-    let mut e = estimate[..estimate.len().min(reference.len())].to_vec();
-    e.resize(reference.len(), 0.0);
-    e
-}
-
-/// Scale-invariant SDR in dB (Le Roux et al. 2019), both signals made zero-mean first:
-/// `10 log10(|a s|^2 / |a s - e|^2)` with `a` the least-squares gain of the reference `s`.
-/// Only meaningful for codecs that keep waveform phase. A tiny epsilon keeps a perfect
-/// reconstruction finite.
-pub fn si_sdr(reference: &[f32], estimate: &[f32]) -> f64 {
-    let estimate = matched(reference, estimate);
-    let n = reference.len().max(1) as f64;
-    let mr = reference.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let me = estimate.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let (mut dot, mut rr) = (0.0, 0.0);
-    for (&r, &e) in reference.iter().zip(&estimate) {
-        let (r, e) = (r as f64 - mr, e as f64 - me);
-        dot += r * e;
-        rr += r * r;
-    }
-    let alpha = if rr > 0.0 { dot / rr } else { 0.0 };
-    let (mut target, mut noise) = (0.0, 0.0);
-    for (&r, &e) in reference.iter().zip(&estimate) {
-        let t = alpha * (r as f64 - mr);
-        target += t * t;
-        noise += (e as f64 - me - t).powi(2);
-    }
-    const EPS: f64 = 1e-12;
-    10.0 * ((target + EPS) / (noise + EPS)).log10()
-}
-
-/// Multi-resolution STFT distance (Yamamoto et al. 2020): for each of
-/// [`MRSTFT_RESOLUTIONS`], spectral convergence `|S - S^|_F / |S|_F` plus the mean absolute
-/// difference of log magnitudes; averaged over resolutions. 0 for identical signals.
-pub fn multi_resolution_stft_distance(reference: &[f32], estimate: &[f32]) -> f64 {
-    let estimate = matched(reference, estimate);
-    let mut total = 0.0;
-    for &(n_fft, hop) in &MRSTFT_RESOLUTIONS {
-        let stft = Stft::new(n_fft, hop);
-        let (a, _) = stft.forward(reference);
-        let (b, _) = stft.forward(&estimate);
-        if a.is_empty() {
-            continue;
-        }
-        let (mut diff, mut norm, mut log_l1) = (0.0, 0.0, 0.0);
-        for (x, y) in a.iter().zip(&b) {
-            let (x, y) = (x.norm() as f64, y.norm() as f64);
-            diff += (x - y).powi(2);
-            norm += x * x;
-            log_l1 += (x.max(MRSTFT_FLOOR).ln() - y.max(MRSTFT_FLOOR).ln()).abs();
-        }
-        let sc = if norm > 0.0 {
-            (diff / norm).sqrt()
-        } else {
-            0.0
-        };
-        total += sc + log_l1 / a.len() as f64;
-    }
-    total / MRSTFT_RESOLUTIONS.len() as f64
-}
-
-/// Log-spectral distance in dB, the tokenizer's own metric, re-exported so codec reports
-/// take every number from here.
-pub use crate::codec::magnitude::metrics::log_spectral_distance;
-
-/// 80-band log-mel L1 distance: the tokenizer's own metric
-/// ([`crate::codec::magnitude::metrics::mel_l1`]), so codec numbers stay comparable.
-pub fn mel_distance(reference: &[f32], estimate: &[f32], sample_rate: u32) -> f64 {
-    mel_l1(reference, estimate, sample_rate)
-}
 
 /// Number of (reference, estimate) pairs in a maximum one-to-one matching of events at most
 /// `window` seconds apart (mir_eval's `util.match_events`). Both inputs sorted ascending;
@@ -162,7 +82,7 @@ pub fn beat_grid(beats: &[f64], duration: f64) -> Option<Vec<f64>> {
         return None;
     }
     let periods: Vec<f64> = beats.windows(2).map(|w| w[1] - w[0]).collect();
-    let period = super::spectrum::median(&periods)?;
+    let period = crate::analysis::spectrum::median(&periods)?;
     if period <= 0.0 {
         return None;
     }
@@ -250,7 +170,7 @@ pub fn beat_sync_chroma_cosine(
                 .filter(|&b| b > 0 && b < frames),
         );
     } else {
-        let step = super::spectrum::time_frame(0.5, sample_rate).max(1);
+        let step = crate::analysis::spectrum::time_frame(0.5, sample_rate).max(1);
         bounds.extend((step..frames).step_by(step));
     }
     bounds.push(frames);
@@ -334,7 +254,7 @@ impl Coherence {
     /// Analyses `context` and `stem` (both mixed to mono at the analysis rate and
     /// cut to the shorter) and returns the metrics.
     pub fn measure(context: &Audio, stem: &Audio) -> Result<Coherence, AudioError> {
-        let rate = super::ANALYSIS_RATE;
+        let rate = crate::analysis::ANALYSIS_RATE;
         let c = context.to_mono_at(rate)?.channels.swap_remove(0);
         let s = stem.to_mono_at(rate)?.channels.swap_remove(0);
         let n = c.len().min(s.len());

@@ -1,5 +1,5 @@
 //! Writes a [`SuiteReport`] as `report.json` (everything), `report.md` (tables a person
-//! reads: populations as rows, metrics as columns) and PNG bar charts.
+//! reads: populations as rows, metrics as columns) and SVG bar charts.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,9 +12,9 @@ use super::suite::{Role, SuiteReport};
 /// File names written by [`write_all`].
 pub const REPORT_JSON: &str = "report.json";
 pub const REPORT_MD: &str = "report.md";
-pub const PLOT_NORMALISED: &str = "coherence_normalised.png";
-pub const PLOT_RAW: &str = "coherence_raw.png";
-pub const PLOT_DISTANCES: &str = "classical_distances.png";
+pub const PLOT_NORMALISED: &str = "coherence_normalised.svg";
+pub const PLOT_RAW: &str = "coherence_raw.svg";
+pub const PLOT_DISTANCES: &str = "classical_distances.svg";
 
 /// Short column titles of the coherence metrics, in [`super::suite::COHERENCE_METRICS`] order.
 pub const METRIC_TITLES: [&str; 6] = [
@@ -341,7 +341,7 @@ pub fn charts(r: &SuiteReport) -> Vec<(&'static str, BarChart)> {
     ]
 }
 
-/// Writes report.json, report.md and the PNG charts into `out_dir` (created if needed) and
+/// Writes report.json, report.md and the SVG charts into `out_dir` (created if needed) and
 /// returns their paths.
 pub fn write_all(r: &SuiteReport, out_dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir)
@@ -356,7 +356,7 @@ pub fn write_all(r: &SuiteReport, out_dir: &Path) -> Result<Vec<PathBuf>> {
     written.push(md);
     for (name, chart) in charts(r) {
         let path = out_dir.join(name);
-        chart.render().save_png(&path)?;
+        chart.save_svg(&path)?;
         written.push(path);
     }
     Ok(written)

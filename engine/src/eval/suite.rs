@@ -2,7 +2,7 @@
 //! classical-feature distribution distances of [`super::distribution`] for several populations
 //! of stems on the *same* held-out clips, so each number is read between its floor and its
 //! ceiling. [`run`] measures and returns a [`SuiteReport`]; [`super::report::write_all`] writes
-//! it as JSON, Markdown and PNG.
+//! it as JSON, Markdown and SVG charts.
 //!
 //! Choices:
 //! - **Test set.** Without `--songs`, [`SYNTH_COUNT_PER_CLIP`] synthetic song per clip is
@@ -45,9 +45,10 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::analysis::{Analysis, ANALYSIS_RATE};
 use super::distribution::{ClassicalDistances, FEATURE_NAMES};
-use super::metrics::{self, Coherence};
+use super::metrics::Coherence;
+use crate::analysis::distance;
+use crate::analysis::{Analysis, ANALYSIS_RATE};
 use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
 use crate::data::cache::song_seed;
@@ -927,10 +928,10 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         };
         CodecReport {
             tokenizer: tok.name().to_string(),
-            mel_distance: m(&|a, b| metrics::mel_distance(a, b, rate)),
-            log_spectral_distance_db: m(&|a, b| metrics::log_spectral_distance(a, b)),
+            mel_distance: m(&|a, b| distance::mel_l1(a, b, rate)),
+            log_spectral_distance_db: m(&|a, b| distance::log_spectral_distance(a, b)),
             multi_resolution_stft_distance: m(&|a, b| {
-                metrics::multi_resolution_stft_distance(a, b)
+                distance::multi_resolution_stft_distance(a, b)
             }),
         }
     };

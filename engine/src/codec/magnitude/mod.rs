@@ -31,8 +31,8 @@ pub mod kmeans;
 pub mod metrics;
 pub mod postnet;
 pub mod refine;
-pub mod stft;
 
+use crate::analysis::stft::Stft;
 use crate::audio::Audio;
 use crate::codec::{Progress, Tokenizer, Tokens};
 use anyhow::{bail, ensure, Context, Result};
@@ -41,7 +41,6 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use stft::Stft;
 
 pub use metrics::{evaluate, evaluate_levels};
 

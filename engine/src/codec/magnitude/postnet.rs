@@ -12,7 +12,7 @@
 //! `h + proj(gelu(time_conv(rms_norm(h))))`. Only ops with a candle backward are used
 //! (DESIGN §4.1: no fused norms).
 
-use super::metrics::LSD_FLOOR_DB;
+use crate::analysis::distance::LSD_FLOOR_DB;
 use crate::codec::Tokens;
 use crate::train::adamw::AdamW;
 use crate::train::schedule::{clip_grad_norm, LrSchedule};

@@ -2,8 +2,7 @@
 //! (n_fft 2048, hop 512, periodic Hann, centred with zero padding, `1 + len / hop` frames)
 //! and its 128-band Slaney mel spectrogram in dB.
 
-use crate::codec::magnitude::metrics::mel_filterbank;
-use crate::codec::magnitude::stft::Stft;
+use super::stft::Stft;
 
 /// FFT size of the analysis STFT (librosa's default).
 pub const N_FFT: usize = 2048;
@@ -113,4 +112,54 @@ pub fn median(values: &[f64]) -> Option<f64> {
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
     })
+}
+
+fn hz_to_mel(f: f64) -> f64 {
+    let (f_sp, min_log_hz, min_log_mel) = (200.0 / 3.0, 1000.0, 15.0);
+    let logstep = 6.4f64.ln() / 27.0;
+    if f >= min_log_hz {
+        min_log_mel + (f / min_log_hz).ln() / logstep
+    } else {
+        f / f_sp
+    }
+}
+
+fn mel_to_hz(m: f64) -> f64 {
+    let (f_sp, min_log_hz, min_log_mel) = (200.0 / 3.0, 1000.0, 15.0);
+    let logstep = 6.4f64.ln() / 27.0;
+    if m >= min_log_mel {
+        min_log_hz * (logstep * (m - min_log_mel)).exp()
+    } else {
+        f_sp * m
+    }
+}
+
+/// librosa's `filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney")`:
+/// `[n_mels][n_fft / 2 + 1]`, row-major.
+pub fn mel_filterbank(
+    sample_rate: u32,
+    n_fft: usize,
+    n_mels: usize,
+    fmin: f64,
+    fmax: f64,
+) -> Vec<f64> {
+    let bins = n_fft / 2 + 1;
+    let fft_freqs: Vec<f64> = (0..bins)
+        .map(|k| k as f64 * sample_rate as f64 / n_fft as f64)
+        .collect();
+    let (m0, m1) = (hz_to_mel(fmin), hz_to_mel(fmax));
+    let hz: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(m0 + (m1 - m0) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut w = vec![0.0f64; n_mels * bins];
+    for m in 0..n_mels {
+        let (lo, mid, hi) = (hz[m], hz[m + 1], hz[m + 2]);
+        let enorm = 2.0 / (hi - lo);
+        for (k, &f) in fft_freqs.iter().enumerate() {
+            let lower = (f - lo) / (mid - lo);
+            let upper = (hi - f) / (hi - mid);
+            w[m * bins + k] = lower.min(upper).max(0.0) * enorm;
+        }
+    }
+    w
 }
