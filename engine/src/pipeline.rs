@@ -64,6 +64,37 @@ pub fn song_clips(
     Ok((train, held_out))
 }
 
+/// The held-out songs of the dataset at `songs_dir` (every [`HELD_OUT_EVERY_NTH_SONG`]th, as in
+/// [`song_clips`]) as isolated stems at `sample_rate`, grouped by instrument category name in
+/// category order; stems that are all zeros are left out. What a user hears is a stem, so the
+/// tokenizer is measured on these as well as on mixes.
+pub fn held_out_stems(songs_dir: &Path, sample_rate: u32) -> Result<Vec<(String, Vec<Audio>)>> {
+    use rayon::prelude::*;
+    let (_, sources) = list_dataset(songs_dir)?;
+    let held_out: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i.is_multiple_of(HELD_OUT_EVERY_NTH_SONG) && sources.len() > 1)
+        .map(|(_, s)| s)
+        .collect();
+    let songs = held_out
+        .par_iter()
+        .map(|source| load_song_source(source, sample_rate))
+        .collect::<Result<Vec<_>>>()?;
+    let mut groups: std::collections::BTreeMap<u32, (String, Vec<Audio>)> = Default::default();
+    for song in songs {
+        for stem in song.stems {
+            if stem.samples.iter().any(|&v| v != 0.0) {
+                let group = groups
+                    .entry(stem.category.id())
+                    .or_insert_with(|| (stem.category.name().to_string(), Vec::new()));
+                group.1.push(Audio::mono(sample_rate, stem.samples)?);
+            }
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
 /// What `train tokenizer` measured on the held-out songs, per number of levels decoded.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenizerReport {

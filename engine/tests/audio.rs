@@ -255,3 +255,28 @@ fn mixing_levels_and_silence() {
         .unwrap()
         .is_silent(audio::SILENCE_DBFS));
 }
+
+#[test]
+fn true_peak_sees_inter_sample_peaks_and_the_output_stage_keeps_below_the_ceiling() {
+    use stemgen::audio::{limit_true_peak, peak_dbfs, true_peak_dbfs};
+    // A full-scale sine at a quarter of the rate, sampled 45 degrees off its crests: every
+    // sample is at 0.707 (-3 dBFS) while the waveform between them reaches 1.0.
+    let sine: Vec<f32> = (0..4800)
+        .map(|i| (std::f32::consts::FRAC_PI_2 * i as f32 + std::f32::consts::FRAC_PI_4).sin())
+        .collect();
+    let mut channels = vec![sine];
+    let sample_peak = peak_dbfs(&channels);
+    let true_peak = true_peak_dbfs(&channels);
+    assert!(
+        (sample_peak + 3.01).abs() < 0.05,
+        "sample peak {sample_peak}"
+    );
+    assert!((-0.05..0.15).contains(&true_peak), "true peak {true_peak}");
+    let gain = limit_true_peak(&mut channels, -1.0);
+    assert!((gain + 1.0).abs() < 0.15, "gain {gain}");
+    assert!(true_peak_dbfs(&channels) <= -1.0);
+    // Below the ceiling nothing changes.
+    let before = channels.clone();
+    assert_eq!(limit_true_peak(&mut channels, -1.0), 0.0);
+    assert_eq!(channels, before);
+}

@@ -327,7 +327,7 @@ fn coherence(context: &[f32], stem: &[f32]) -> Coherence {
     Coherence::measure(&c, &s).unwrap()
 }
 
-/// DESIGN §6: the share of stem onsets on the context's beat/half-beat grid separates an
+/// ARCHITECTURE §6: the share of stem onsets on the context's beat/half-beat grid separates an
 /// aligned stem (near 1), one shifted by 120 ms (near 0) and one at a wrong tempo (between).
 #[test]
 fn onset_grid_share_separates_aligned_shifted_and_wrong_tempo() {

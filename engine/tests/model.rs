@@ -108,7 +108,7 @@ fn config_round_trips_as_json_and_counts_parameters() {
     assert_eq!(checkpoint.parameter_count(), config.parameter_count());
     // SwiGLU width: floor(8 * 32 / 3) = 85, rounded up to a multiple of 8.
     assert_eq!(config.ffn_dim(), 88);
-    // DESIGN §3.2: the paper-sized model has about 250M parameters.
+    // ARCHITECTURE §3.2: the paper-sized model has about 250M parameters.
     let paper = ModelConfig::paper().parameter_count();
     assert!((230_000_000..280_000_000).contains(&paper), "{paper}");
 

@@ -1,4 +1,4 @@
-//! Training pairs and the token cache (DESIGN §3.1): tiny datasets of pure-tone stems, so the
+//! Training pairs and the token cache (ARCHITECTURE §3.1): tiny datasets of pure-tone stems, so the
 //! context's spectrum shows exactly which stems were mixed into it.
 
 use std::collections::BTreeMap;

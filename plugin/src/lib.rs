@@ -1,6 +1,6 @@
 //! The StemGen plugin (VST3 + CLAP, and a standalone application): insert it on a track,
 //! capture a few bars of the music on the host timeline, generate a stem that fits them in the
-//! background, and play the chosen take in sync with the timeline (DESIGN §5).
+//! background, and play the chosen take in sync with the timeline (ARCHITECTURE §5).
 //!
 //! Threads: the host's audio thread runs [`StemGen::process`] (atomics and wait-free queues
 //! only: `capture`, `playback`); the host's main thread runs the task executor (copies finished

@@ -4,7 +4,7 @@
 # Rounds alternate the two so that a noisy neighbour slows both alike. In each round the
 # reference runs 3 times and keeps its best; `stemgen bench codec --repeats 3` reports its best
 # too. Prints one line per round and the median ratios. Run it on a quiet machine (no build,
-# no training); it needs the one-time venv of ../shared/anchors/README.md.
+# no training); it needs the one-time venv of xtask/anchors/README.md.
 #
 #   xtask/recipes/bench_codec_vs_reference.sh [ROUNDS] [SECONDS]
 #
@@ -16,9 +16,9 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-5}
 seconds=${2:-10}
 python=${ANCHOR_PYTHON:-.venv-anchors/bin/python}
-anchor=${ANCHOR_SCRIPT:-../shared/anchors/encodec_bench.py}
+anchor=${ANCHOR_SCRIPT:-xtask/anchors/encodec_bench.py}
 stemgen=target/release/stemgen
-[ -x "$python" ] || { echo "no reference venv at $python (see ../shared/anchors/README.md)" >&2; exit 1; }
+[ -x "$python" ] || { echo "no reference venv at $python (see xtask/anchors/README.md)" >&2; exit 1; }
 [ -f "$anchor" ] || { echo "no anchor script at $anchor" >&2; exit 1; }
 cargo build --release -q -p stemgen-engine --bin stemgen
 

@@ -1,5 +1,45 @@
-//! `cargo xtask bundle <package> [--release]`: builds the plugin and lays out the `.vst3` and
-//! `.clap` bundles under `target/bundled/` (nice-plug-xtask does the platform specifics).
-fn main() -> nice_plug_xtask::Result<()> {
-    nice_plug_xtask::main()
+//! Project chores run as `cargo xtask ...`:
+//! - `cargo xtask test [ARGS]`: the README's test command. Installs the Debian packages the
+//!   workspace's build and tests need when any is missing (see [`setup`]), then runs
+//!   `cargo test --workspace ARGS`.
+//! - `cargo xtask bundle <package> [--release]`: builds the plugin and lays out the `.vst3`
+//!   and `.clap` bundles under `target/bundled/` (nice-plug-xtask does the platform specifics).
+
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => run_tests(&args[1..]),
+        _ => match nice_plug_xtask::main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Installs what is missing, then runs the workspace's tests with `extra` passed to cargo.
+fn run_tests(extra: &[String]) -> ExitCode {
+    if let Err(e) = setup::ensure_system_packages() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("error: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! The features follow librosa 0.11 / mir_eval 0.8 at their analysis defaults (22050 Hz,
 //! n_fft 2048, hop 512) and are checked against them with golden fixtures
 //! (`engine/tests/eval.rs`, made by `xtask/fixtures/make_eval_fixtures.py`):
-//! - [`stft`]: the centred STFT pair (and Griffin-Lim) every spectral computation uses;
+//! - [`stft`]: the centred STFT and its inverse, which every spectral computation uses;
 //! - [`spectrum`]: power and mel spectrograms on librosa's frame grid, the mel filterbank;
 //! - [`onset`], [`rhythm`], [`chroma`], [`key`]: onset strength and peaks, tempo and beats,
 //!   tuning-corrected chroma, Krumhansl-Schmuckler key;

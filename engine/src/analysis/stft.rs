@@ -1,10 +1,10 @@
-//! Centred short-time Fourier transform (periodic Hann window, reflect padding), its
-//! window-normalised overlap-add inverse, and (fast) Griffin-Lim phase reconstruction.
+//! Centred short-time Fourier transform (periodic Hann window, reflect padding) and its
+//! window-normalised overlap-add inverse. Phase reconstruction from magnitudes alone lives
+//! with the tokenizer that needs it (`codec::magnitude::phase`).
 //!
 //! Frame `t` is centred on sample `t * hop`, and a clip of `len` samples has
 //! `ceil(len / hop)` frames, the frame grid of EnCodec.
 
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
@@ -111,7 +111,7 @@ impl Stft {
     }
 
     /// STFT of an already padded buffer: frame `t` is `padded[t * hop .. t * hop + n_fft]`.
-    fn analyse_padded(&self, padded: &[f32], frames: usize) -> Vec<Complex32> {
+    pub(crate) fn analyse_padded(&self, padded: &[f32], frames: usize) -> Vec<Complex32> {
         let (n_fft, hop, bins) = (self.n_fft, self.hop, self.bins());
         let mut out = vec![Complex32::default(); frames * bins];
         out.par_chunks_mut(bins * CHUNK)
@@ -134,7 +134,7 @@ impl Stft {
 
     /// Sum of squared windows over the padded buffer of `frames` frames (the overlap-add
     /// normaliser).
-    fn window_sum(&self, frames: usize) -> Vec<f32> {
+    pub(crate) fn window_sum(&self, frames: usize) -> Vec<f32> {
         let mut norm = vec![0.0f32; self.padded_len(frames)];
         for t in 0..frames {
             let start = t * self.hop;
@@ -147,7 +147,12 @@ impl Stft {
 
     /// Window-normalised overlap-add of the inverse transforms of `spec` into the padded
     /// buffer (the least-squares inverse of [`Stft::analyse_padded`]).
-    fn synthesise_padded(&self, spec: &[Complex32], frames: usize, norm: &[f32]) -> Vec<f32> {
+    pub(crate) fn synthesise_padded(
+        &self,
+        spec: &[Complex32],
+        frames: usize,
+        norm: &[f32],
+    ) -> Vec<f32> {
         let (n_fft, hop, bins) = (self.n_fft, self.hop, self.bins());
         let mut out = vec![0.0f32; self.padded_len(frames)];
         let block = CHUNK * 8;
@@ -202,67 +207,8 @@ impl Stft {
         self.crop(&padded, frames)
     }
 
-    fn crop(&self, padded: &[f32], frames: usize) -> Vec<f32> {
+    pub(crate) fn crop(&self, padded: &[f32], frames: usize) -> Vec<f32> {
         let half = self.n_fft / 2;
         padded[half..half + frames * self.hop].to_vec()
-    }
-
-    /// Fast Griffin-Lim (Perraudin et al. 2013; `momentum` 0 is the classic algorithm):
-    /// a signal of `frames * hop` samples whose STFT magnitude approaches `mags`
-    /// (`[frames][bins]`), starting from seeded random phases. `progress(i, iters)` is called
-    /// after each iteration.
-    pub fn griffin_lim(
-        &self,
-        mags: &[f32],
-        frames: usize,
-        iters: usize,
-        momentum: f32,
-        seed: u64,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Vec<f32> {
-        if frames == 0 {
-            return Vec::new();
-        }
-        assert_eq!(mags.len(), frames * self.bins());
-        let norm = self.window_sum(frames);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut angles: Vec<Complex32> = mags
-            .iter()
-            .map(|_| {
-                Complex32::from_polar(
-                    1.0,
-                    rng.gen_range(-std::f32::consts::PI..std::f32::consts::PI),
-                )
-            })
-            .collect();
-        let mut previous = vec![Complex32::default(); angles.len()];
-        let mut spec = vec![Complex32::default(); angles.len()];
-        let beta = momentum / (1.0 + momentum);
-        for i in 0..iters {
-            for ((s, &a), &m) in spec.iter_mut().zip(&angles).zip(mags) {
-                *s = a * m;
-            }
-            let x = self.synthesise_padded(&spec, frames, &norm);
-            let rebuilt = self.analyse_padded(&x, frames);
-            angles
-                .par_iter_mut()
-                .zip(rebuilt.par_iter().zip(previous.par_iter()))
-                .for_each(|(a, (&r, &p))| {
-                    let v = r - p * beta;
-                    let n = v.norm();
-                    *a = if n > 1e-12 {
-                        v / n
-                    } else {
-                        Complex32::new(1.0, 0.0)
-                    };
-                });
-            previous = rebuilt;
-            progress(i + 1, iters);
-        }
-        for ((s, &a), &m) in spec.iter_mut().zip(&angles).zip(mags) {
-            *s = a * m;
-        }
-        let padded = self.synthesise_padded(&spec, frames, &norm);
-        self.crop(&padded, frames)
     }
 }

@@ -8,7 +8,10 @@ mod dsp;
 mod io;
 mod resample;
 
-pub use dsp::{mix_channels, normalize_peak, normalize_rms, peak_dbfs, rms_dbfs, SILENCE_DBFS};
+pub use dsp::{
+    limit_true_peak, mix_channels, normalize_peak, normalize_rms, peak_dbfs, rms_dbfs,
+    true_peak_dbfs, SILENCE_DBFS,
+};
 pub use io::{read_audio, write_wav, WavFormat};
 pub use resample::resample;
 

@@ -1,4 +1,4 @@
-//! The instrument categories `c` that condition the model (DESIGN §3.1).
+//! The instrument categories `c` that condition the model (ARCHITECTURE §3.1).
 //!
 //! The set is the 16 General MIDI program families (the same taxonomy as Slakh2100's
 //! `inst_class` labels) plus drums and vocals: 18 categories, the count the StemGen paper uses

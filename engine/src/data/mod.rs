@@ -1,5 +1,5 @@
 //! Training data: the instrument category set, and synthetic multi-stem songs rendered with
-//! General MIDI SoundFonts (see DESIGN §3.1).
+//! General MIDI SoundFonts (see ARCHITECTURE §3.1).
 
 pub mod cache;
 pub mod categories;

@@ -1,5 +1,5 @@
-//! Training pairs (DESIGN §3.1): one stem of a song is the target, a random non-empty subset of
-//! the *other* stems, mixed in the waveform domain, is the context.
+//! Training pairs (ARCHITECTURE §3.1): one stem of a song is the target, a random non-empty
+//! subset of the *other* stems, mixed in the waveform domain, is the context.
 //!
 //! A song source is a folder of song folders, each holding one audio file (WAV or FLAC) per
 //! stem, named after the stem's category (`bass.wav`, `synth_lead.flac`, `Piano.wav`; a numeric

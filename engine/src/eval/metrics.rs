@@ -61,7 +61,7 @@ pub fn beat_f_measure(reference: &[f64], estimate: &[f64]) -> f64 {
 /// clips, the context dominates the mix's beat tracker, so shuffled stems from songs at other
 /// tempos scored *higher* than the real ones (natural level: 0.756 vs 0.749; stem at the
 /// context's RMS: 0.664 vs 0.547). And a stem's own beats at the plain level fail sparse,
-/// well-aligned stems whose tracker locks onto their off-beats (DESIGN §6), hence the levels.
+/// well-aligned stems whose tracker locks onto their off-beats (ARCHITECTURE §6), hence the levels.
 pub fn beat_f_measure_any_level(reference: &[f64], estimate: &[f64]) -> f64 {
     let mids: Vec<f64> = reference.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
     let mut double: Vec<f64> = reference.iter().chain(&mids).copied().collect();

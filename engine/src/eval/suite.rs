@@ -1,4 +1,4 @@
-//! `stemgen eval` (DESIGN §6, issue 6): every coherence metric of [`super::metrics`] and the
+//! `stemgen eval` (ARCHITECTURE §6, issue 6): every coherence metric of [`super::metrics`] and the
 //! classical-feature distribution distances of [`super::distribution`] for several populations
 //! of stems on the *same* held-out clips, so each number is read between its floor and its
 //! ceiling. [`run`] measures and returns a [`SuiteReport`]; [`super::report::write_all`] writes

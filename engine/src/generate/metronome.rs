@@ -1,4 +1,4 @@
-//! Metronome context (STAGE's idea, DESIGN §3.7): a click track to generate against when
+//! Metronome context (STAGE's idea, ARCHITECTURE §3.7): a click track to generate against when
 //! there is no music yet, so the stem follows the tempo and bar grid.
 
 use crate::audio::{Audio, SUPPORTED_RATES};

@@ -1,4 +1,4 @@
-//! The one high-level API the CLI and the plugin use (DESIGN §1, §5): load a model
+//! The one high-level API the CLI and the plugin use (ARCHITECTURE §1, §5): load a model
 //! directory once, then turn a request (context audio or a metronome, instrument, length,
 //! sampler settings, optional edit) into a stem at the requested rate.
 //!
@@ -45,6 +45,9 @@ pub const MAX_SECONDS: f64 = 600.0;
 pub const OVERLAP_FRACTION: f64 = 0.25;
 /// Most output channels a request may ask for.
 pub const MAX_CHANNELS: usize = 32;
+/// True-peak ceiling of every generated stem, dBFS: 1 dB of headroom keeps a stem from
+/// clipping after resampling or lossy encoding.
+pub const OUTPUT_CEILING_DBFS: f32 = -1.0;
 
 /// What the new stem listens to.
 #[derive(Debug, Clone)]
@@ -175,6 +178,9 @@ pub struct StemMetadata {
     /// Edited region in seconds, if this take is an edit.
     pub region: Option<(f64, f64)>,
     pub tokenizer: String,
+    /// The output stage's gain in dB: 0, or what brought the true peak down to
+    /// [`OUTPUT_CEILING_DBFS`].
+    pub output_gain_db: f32,
     pub sample_rate: u32,
     pub channels: usize,
     pub timings: Timings,
@@ -451,6 +457,8 @@ impl Generator {
         if let Some((c, f)) = audio.first_non_finite() {
             bail!("internal error: the decoded stem has a non-finite sample at frame {f} of channel {c}");
         }
+        let output_gain_db =
+            crate::audio::limit_true_peak(&mut audio.channels, OUTPUT_CEILING_DBFS);
 
         let metadata = StemMetadata {
             seed: request.settings.seed,
@@ -468,6 +476,7 @@ impl Generator {
                 .as_ref()
                 .map(|e| (e.region.start, e.region.end)),
             tokenizer: tok.name().into(),
+            output_gain_db,
             sample_rate: request.output_rate,
             channels: request.output_channels,
             timings: Timings {

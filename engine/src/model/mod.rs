@@ -1,4 +1,4 @@
-//! The StemGen model (DESIGN §3.2) and its training objective (§3.3).
+//! The StemGen model (ARCHITECTURE §3.2) and its training objective (§3.3).
 //!
 //! - [`ModelConfig`]: hyper-parameters, stored as `config.json`.
 //! - [`StemGenModel`]: the network, built from a `candle_nn::VarBuilder`;

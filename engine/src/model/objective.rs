@@ -1,4 +1,4 @@
-//! The training objective (DESIGN §3.3): SoundStorm-style masking of one RVQ level, with
+//! The training objective (ARCHITECTURE §3.3): SoundStorm-style masking of one RVQ level, with
 //! independent context / category dropout for classifier-free guidance.
 //!
 //! The masking draw ([`draw_mask`]) is separate from the loss so that it can be tested and

@@ -1,9 +1,9 @@
-//! The StemGen network: input combiner (DESIGN §3.2), bidirectional LLaMA-style blocks and
+//! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
 //! By default every op here has a backward in candle 0.11: RMSNorm and softmax are the slow
 //! generic versions and rotary embeddings are written from primitives, because the fused
-//! candle ops silently drop gradients (DESIGN §4.1). [`StemGenModel::for_inference`] gives a
+//! candle ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
 //! copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
@@ -569,7 +569,7 @@ impl StemGenModel {
         }
     }
 
-    /// The input combiner (DESIGN §3.2): `[B, N, d_model]`,
+    /// The input combiner (ARCHITECTURE §3.2): `[B, N, d_model]`,
     /// x[n] = [h_ctx[n] + e_c ; h_tgt[n] + e_c] with h = sum over levels of the embeddings.
     fn combine_inputs(
         &self,

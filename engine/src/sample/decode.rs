@@ -1,4 +1,4 @@
-//! Level-by-level iterative decoding with causal-bias ranking and guidance (DESIGN §3.4-3.5),
+//! Level-by-level iterative decoding with causal-bias ranking and guidance (ARCHITECTURE §3.4-3.5),
 //! editing of a frame region and overlapping windows for long stems (§3.7).
 
 use std::cmp::Ordering as CmpOrdering;

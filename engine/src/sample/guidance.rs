@@ -1,4 +1,4 @@
-//! Multi-source classifier-free guidance (DESIGN §3.5, paper Eq. 3):
+//! Multi-source classifier-free guidance (ARCHITECTURE §3.5, paper Eq. 3):
 //!
 //! log p~(Y | a, c) = lambda_a log p(Y | a) + lambda_c log p(Y | c)
 //!                    + (1 - lambda_a - lambda_c) log p(Y)

@@ -1,4 +1,4 @@
-//! The guided iterative sampler (DESIGN §3.4-3.5) with editing and long-form generation
+//! The guided iterative sampler (ARCHITECTURE §3.4-3.5) with editing and long-form generation
 //! (§3.7).
 //!
 //! - [`SamplerSettings`]: steps per level ([`Preset`]s `paper`, `normal`, `draft`),

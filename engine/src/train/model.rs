@@ -1,4 +1,4 @@
-//! `stemgen train model`: the StemGen objective (DESIGN §3.3) on a token cache with AdamW,
+//! `stemgen train model`: the StemGen objective (ARCHITECTURE §3.3) on a token cache with AdamW,
 //! the warm-up/hold/decay schedule, gradient clipping, per-level validation accuracy,
 //! periodic checkpoints and resume.
 

@@ -1,5 +1,5 @@
 //! Learning-rate schedule and gradient clipping: candle has neither, and training diverged
-//! without clipping in measurements (DESIGN §4.1).
+//! without clipping in measurements (ARCHITECTURE §4.1).
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};

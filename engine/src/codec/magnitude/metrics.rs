@@ -1,7 +1,7 @@
 //! Held-out quality of a tokenizer: every clip encoded and decoded, scored with the
 //! distances of [`crate::analysis::distance`] (LSD, mel L1, SI-SDR).
 
-use crate::analysis::distance::{compare, si_sdr, LSD_FLOOR_DB};
+use crate::analysis::distance::{compare, multi_resolution_stft_distance, si_sdr, LSD_FLOOR_DB};
 use crate::audio::Audio;
 use crate::codec::{no_progress, Tokenizer};
 
@@ -45,7 +45,7 @@ pub struct LevelReport {
     /// LSD of the decoded magnitudes before phase reconstruction (the tokens' own error).
     pub token_lsd_db: f64,
     /// Scale-invariant SDR of the waveform; low for any magnitude codec, whose phase is
-    /// re-estimated (DESIGN §6), so reported but not a quality target.
+    /// re-estimated (ARCHITECTURE §6), so reported but not a quality target.
     pub si_sdr_db: f64,
 }
 
@@ -110,4 +110,59 @@ pub fn evaluate_report(
             si_sdr_db: s.3 / weight,
         })
         .collect())
+}
+
+/// A tokenizer's round trip on one group of clips (the mixes, or one category's isolated
+/// stems): what the decoder does to what a user hears, and what it costs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoundTripReport {
+    pub group: String,
+    pub clips: usize,
+    pub seconds_of_audio: f64,
+    pub lsd_db: f64,
+    pub mel_l1: f64,
+    /// Multi-resolution STFT distance (phase-sensitive through its spectral convergence).
+    pub mrstft: f64,
+    /// Decode time over audio time (encoding not counted).
+    pub decode_rtf: f64,
+}
+
+/// [`RoundTripReport`] of every group, length-weighted over its clips; clips are mixed to mono
+/// at the tokenizer's rate.
+pub fn evaluate_round_trip(
+    tokenizer: &dyn Tokenizer,
+    groups: &[(String, Vec<Audio>)],
+) -> anyhow::Result<Vec<RoundTripReport>> {
+    let sr = tokenizer.sample_rate();
+    let mut reports = Vec::new();
+    for (name, clips) in groups {
+        let (mut lsd, mut mel, mut mr, mut weight, mut decode_s) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for clip in clips {
+            let reference = clip.to_mono_at(sr)?;
+            let x = &reference.channels[0];
+            let tokens = tokenizer.encode(&reference, &mut no_progress())?;
+            let t = std::time::Instant::now();
+            let decoded = tokenizer.decode(&tokens, &mut no_progress())?;
+            decode_s += t.elapsed().as_secs_f64();
+            let y = &decoded.channels[0];
+            let (l, m) = compare(x, y, sr);
+            let w = x.len() as f64;
+            lsd += l * w;
+            mel += m * w;
+            mr += multi_resolution_stft_distance(x, y) * w;
+            weight += w;
+        }
+        anyhow::ensure!(weight > 0.0, "{name}: nothing to evaluate: no audio");
+        let seconds = weight / sr as f64;
+        reports.push(RoundTripReport {
+            group: name.clone(),
+            clips: clips.len(),
+            seconds_of_audio: seconds,
+            lsd_db: lsd / weight,
+            mel_l1: mel / weight,
+            mrstft: mr / weight,
+            decode_rtf: decode_s / seconds,
+        });
+    }
+    Ok(reports)
 }

@@ -1,7 +1,7 @@
 //! The default tokenizer: log-magnitude STFT frames at 50 Hz, a 6-bit per-frame gain, and a
 //! residual VQ learned with k-means; decoded with fast Griffin-Lim (no decoder training).
 //!
-//! **Tokens** (DESIGN §4: the token definition is separate from the decoder):
+//! **Tokens** (ARCHITECTURE §4: the token definition is separate from the decoder):
 //! 1. mono 32 kHz, centred STFT (n_fft 2048, hop 640, periodic Hann), `ceil(len / 640)`
 //!    frames, EnCodec's grid;
 //! 2. per bin `dB = 20 log10(max(|X| / (sum(w) / 2), 1e-5))` (0 dB = a full-scale sinusoid,
@@ -17,9 +17,9 @@
 //! bits on the gain: `token0 = gain_index * S0 + shape0` with `S0 = codebook_size >>
 //! gain_bits` (default 2048 = 64 gain steps x 32 shape codes); levels 1.. are plain codebooks
 //! of `codebook_size` codes. Every level stays below `codebook_size`, and the default is
-//! 4 x 11 bits x 50 Hz = 2.2 kbps (DESIGN's budget is 2.5 kbps). The shipped tokenizer uses
-//! 5 levels of 1024 codes (5 x 10 bits x 50 Hz = 2.5 kbps: 64 gain steps x 16 shapes) and
-//! the frame's mean dB as its gain (`gain_reference: mean`).
+//! 4 x 11 bits x 50 Hz = 2.2 kbps (ARCHITECTURE §4's budget is 2.5 kbps). The shipped
+//! tokenizer uses 5 levels of 1024 codes (5 x 10 bits x 50 Hz = 2.5 kbps: 64 gain steps x 16
+//! shapes) and the frame's mean dB as its gain (`gain_reference: mean`).
 //!
 //! **Decoder:** codes -> summed codewords + gain (or, when trained, the [`joint`] decoder's
 //! codewords, refitted on frozen tokens) -> magnitudes -> fast Griffin-Lim
@@ -29,6 +29,7 @@
 pub mod joint;
 pub mod kmeans;
 pub mod metrics;
+pub mod phase;
 pub mod postnet;
 pub mod refine;
 
@@ -99,9 +100,13 @@ pub struct MagnitudeConfig {
     pub kmeans_iters: usize,
     /// Training frames per level at most (a seeded random subset beyond that).
     pub max_train_frames: usize,
+    /// Fast Griffin-Lim iterations of the decoder, after the [`phase::PhaseStart`].
     pub gl_iters: usize,
     pub gl_momentum: f32,
     pub gl_seed: u64,
+    /// How the decoder's phase starts (random for tokenizers saved before PGHI existed).
+    #[serde(default)]
+    pub phase_start: phase::PhaseStart,
 }
 
 impl Default for MagnitudeConfig {
@@ -128,6 +133,7 @@ impl Default for MagnitudeConfig {
             gl_iters: 32,
             gl_momentum: 0.99,
             gl_seed: 0,
+            phase_start: phase::PhaseStart::Random,
         }
     }
 }
@@ -422,6 +428,12 @@ impl MagnitudeTokenizer {
         self.config.gl_momentum = momentum;
         self.config.validate()?;
         Ok(self)
+    }
+
+    /// The same tokens with another phase start for the decoder (see [`phase`]).
+    pub fn with_phase_start(mut self, start: phase::PhaseStart) -> Self {
+        self.config.phase_start = start;
+        self
     }
 
     /// Log-magnitudes in dB `[frames][bins]` of a mono clip at the tokenizer's rate, on the
@@ -1021,14 +1033,13 @@ impl Tokenizer for MagnitudeTokenizer {
             .iter()
             .map(|&v| 10f32.powf(v.max(floor) / 20.0) * scale)
             .collect();
-        let samples = self.stft.griffin_lim(
-            &mags,
-            tokens.frames,
-            self.config.gl_iters,
-            self.config.gl_momentum,
-            self.config.gl_seed,
-            progress,
-        );
+        let settings = phase::PhaseSettings {
+            start: self.config.phase_start,
+            iters: self.config.gl_iters,
+            momentum: self.config.gl_momentum,
+            seed: self.config.gl_seed,
+        };
+        let samples = phase::reconstruct(&self.stft, &mags, tokens.frames, &settings, progress);
         Ok(Audio::mono(self.config.sample_rate, samples)?)
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! `decode + out(blocks(in(norm(decode)) + sum_q embed_q[code_q]))`, each block
 //! `h + proj(gelu(time_conv(rms_norm(h))))`. Only ops with a candle backward are used
-//! (DESIGN §4.1: no fused norms).
+//! (ARCHITECTURE §4.1: no fused norms).
 
 use crate::analysis::distance::LSD_FLOOR_DB;
 use crate::codec::Tokens;

@@ -6,7 +6,7 @@
 //! codewords in every frame; a filter across frames averages that quantisation noise away
 //! where the music is steady, and the partial decodes let it weigh each level by how much
 //! it can be trusted in that bin. It is the smallest decoder trained on frozen tokens that
-//! DESIGN §4 asks for, and it fits in closed form in seconds.
+//! ARCHITECTURE §4 asks for, and it fits in closed form in seconds.
 
 use anyhow::{ensure, Result};
 use rayon::prelude::*;

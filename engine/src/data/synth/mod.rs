@@ -1,4 +1,4 @@
-//! Synthetic multi-stem songs (DESIGN §3.1, issue 4 item 1).
+//! Synthetic multi-stem songs (ARCHITECTURE §3.1, issue 4 item 1).
 //!
 //! A seeded symbolic generator ([`plan_song`]) writes a song — tempo 70-170 BPM, 4/4 or 3/4,
 //! key and mode, sections with diatonic chord progressions, humanised timing and velocity —
@@ -12,6 +12,7 @@
 //! SoundFonts come from Debian: `timgm6mb-soundfont` (6 MB, tests and CI) and
 //! `fluid-soundfont-gm` (148 MB, training data). rustysynth reads `.sf2` only, not `.sf3`.
 
+mod parts;
 mod plan;
 mod render;
 mod song_io;
