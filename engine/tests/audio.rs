@@ -280,3 +280,57 @@ fn true_peak_sees_inter_sample_peaks_and_the_output_stage_keeps_below_the_ceilin
     assert_eq!(limit_true_peak(&mut channels, -1.0), 0.0);
     assert_eq!(channels, before);
 }
+
+#[test]
+fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
+    use stemgen::analysis::sound::SoundQuality;
+    let rate = 32_000;
+    // Four seconds of a 55 Hz bass note with harmonics up to 275 Hz.
+    let bass: Vec<f32> = (0..4 * rate)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            (1..6)
+                .map(|h| 0.3 / h as f32 * (2.0 * std::f32::consts::PI * 55.0 * h as f32 * t).sin())
+                .sum()
+        })
+        .collect();
+    let clean = Audio::mono(rate as u32, bass.clone()).unwrap();
+    let q = SoundQuality::measure(&clean, Some((20.0, 1000.0))).unwrap();
+    assert_eq!(q.clicks_per_second, 0.0, "{q:?}");
+    assert!(q.out_of_band_share.unwrap() < 0.01, "{q:?}");
+    assert!(q.spectral_flatness < 0.05, "{q:?}");
+    assert_eq!(q.hot_sample_share, 0.0);
+    // Six steps in the waveform: six broadband clicks, and energy above 1 kHz.
+    let mut clicked = bass;
+    for k in 0..6 {
+        let at = rate / 4 + k * rate / 2;
+        for v in &mut clicked[at..at + 3] {
+            *v += 0.5;
+        }
+    }
+    let q = SoundQuality::measure(
+        &Audio::mono(rate as u32, clicked).unwrap(),
+        Some((20.0, 1000.0)),
+    )
+    .unwrap();
+    assert!((q.clicks_per_second * 4.0 - 6.0).abs() < 0.5, "{q:?}");
+    // White noise: flat, mostly outside a bass band, and clipped samples counted.
+    let mut state = 1u32;
+    let noise: Vec<f32> = (0..2 * rate)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let q = SoundQuality::measure(
+        &Audio::mono(rate as u32, noise).unwrap(),
+        Some((20.0, 1000.0)),
+    )
+    .unwrap();
+    assert!(q.spectral_flatness > 0.4, "{q:?}");
+    assert!(q.out_of_band_share.unwrap() > 0.8, "{q:?}");
+    assert!(
+        q.hot_sample_share > 0.04 && q.hot_sample_share < 0.07,
+        "{q:?}"
+    );
+}

@@ -430,3 +430,79 @@ fn coherence_scores_stems_against_their_context() {
         assert!(o.stdout.is_empty(), "printed before failing");
     }
 }
+
+#[test]
+fn the_shipped_tokenizer_round_trips_every_format_at_its_rate_and_channel_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tokenizer = workspace.join("assets/default/tokenizer");
+    let model_dir = workspace.join("assets/default");
+    let wav = dir.path().join("in.wav");
+    let ch: Vec<f32> = (0..24_000).map(|i| 0.3 * (i as f32 * 0.02).sin()).collect();
+    let a = stemgen::audio::Audio::new(48_000, vec![ch.clone(), ch.clone(), ch]).unwrap();
+    stemgen::audio::write_wav(&wav, &a, stemgen::audio::WavFormat::Int24).unwrap();
+    let inputs = [
+        wav,
+        fixture("audio/tone.flac"),
+        fixture("audio/tone.ogg"),
+        fixture("audio/tone.mp3"),
+    ];
+    for (i, input) in inputs.iter().enumerate() {
+        let original = stemgen::audio::read_audio(input).unwrap();
+        let out = dir.path().join(format!("out{i}.wav"));
+        // The tokenizer folder itself, or a model directory naming it.
+        let source = if i % 2 == 0 { &tokenizer } else { &model_dir };
+        let o = stemgen(&[
+            "codec",
+            "roundtrip",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--tokenizer",
+            source.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}: {}", input.display(), stderr(&o));
+        let back = stemgen::audio::read_audio(&out).unwrap();
+        assert_eq!(back.sample_rate, original.sample_rate);
+        assert_eq!(back.num_channels(), original.num_channels());
+        assert_eq!(back.num_frames(), original.num_frames());
+        let (orig_db, back_db) = (
+            stemgen::audio::rms_dbfs(&original.channels),
+            stemgen::audio::rms_dbfs(&back.channels),
+        );
+        assert!(
+            (orig_db - back_db).abs() < 6.0,
+            "{}: level {orig_db:.1} dBFS came back at {back_db:.1}",
+            input.display()
+        );
+    }
+    // Through a token file, and a clear error without a tokenizer.
+    let tokens = dir.path().join("tone.tokens.safetensors");
+    let o = stemgen(&[
+        "codec",
+        "encode",
+        fixture("audio/tone.flac").to_str().unwrap(),
+        "-o",
+        tokens.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let decoded = dir.path().join("decoded.wav");
+    let o = stemgen(&[
+        "codec",
+        "decode",
+        tokens.to_str().unwrap(),
+        "-o",
+        decoded.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stemgen::audio::read_audio(&decoded).unwrap().sample_rate,
+        32_000
+    );
+    let o = stemgen(&["codec", "roundtrip", "a.wav", "b.wav"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--weights") && stderr(&o).contains("--tokenizer"));
+}

@@ -121,6 +121,13 @@ fn generates_the_requested_length_and_rate_over_several_windows() {
     assert_eq!((m.seed, m.category.as_str(), m.frames), (1, "bass", 75));
     assert!((m.seconds - 1.5).abs() < 1e-9);
     assert!(m.timings.sample_s > 0.0 && m.timings.total_s >= m.timings.sample_s);
+    // The output stage: never above the true-peak ceiling, and only ever turned down.
+    let true_peak = stemgen::audio::true_peak_dbfs(&stem.audio.channels);
+    assert!(
+        true_peak <= stemgen::generate::OUTPUT_CEILING_DBFS,
+        "{true_peak} dBFS"
+    );
+    assert!(m.output_gain_db <= 0.0);
 
     // A context shorter than the request is silence-padded; no length = the context's.
     let short = request(&g, ContextSource::Audio(music(0.5, 22_050)), 1.0, 1);

@@ -12,7 +12,9 @@
 //!   tuning-corrected chroma, Krumhansl-Schmuckler key;
 //! - [`Analysis`]: all of them for one clip;
 //! - [`distance`]: LSD, mel L1, multi-resolution STFT distance and SI-SDR between a signal
-//!   and its reconstruction.
+//!   and its reconstruction;
+//! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
+//!   out-of-band energy, flatness).
 
 pub mod chroma;
 pub mod distance;
@@ -20,6 +22,7 @@ mod features;
 pub mod key;
 pub mod onset;
 pub mod rhythm;
+pub mod sound;
 pub mod spectrum;
 pub mod stft;
 

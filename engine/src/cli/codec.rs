@@ -1,24 +1,42 @@
-//! `stemgen codec`: audio to EnCodec tokens and back (encode, decode, roundtrip), and the
-//! held-out quality of a magnitude-RVQ tokenizer (eval).
+//! `stemgen codec`: audio to tokens and back (encode, decode, roundtrip) with EnCodec weights
+//! or any tokenizer folder (the shipped magnitude tokenizer included), and the held-out
+//! quality of a magnitude-RVQ tokenizer on mixes and isolated stems (eval).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use stemgen::audio::{self, WavFormat};
 use stemgen::codec::encodec::Encodec;
+use stemgen::codec::magnitude::phase::PhaseStart;
+use stemgen::codec::magnitude::MagnitudeTokenizer;
 use stemgen::codec::{Tokenizer, Tokens};
 
+/// Which tokenizer a codec command uses: EnCodec weights, or a tokenizer folder.
 #[derive(Args)]
+#[command(group(ArgGroup::new("codec_source").required(true).args(["weights", "tokenizer"])))]
 pub struct CodecWeights {
     /// EnCodec weights (safetensors, Hugging Face names, e.g. facebook/encodec_32khz's
     /// model.safetensors). A config.json beside them is used if present.
     #[arg(long, value_name = "FILE")]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
+    /// A magnitude tokenizer folder (e.g. assets/default/tokenizer) or a model directory,
+    /// whose tokenizer.json names its tokenizer (e.g. assets/default).
+    #[arg(long, value_name = "DIR")]
+    tokenizer: Option<PathBuf>,
     /// Number of RVQ levels to use (default: all).
     #[arg(long)]
     levels: Option<usize>,
+}
+
+/// How `codec eval` reconstructs phase (default: the tokenizer's own setting).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PhaseArg {
+    /// Seeded random phases, then Griffin-Lim.
+    Random,
+    /// Phase-gradient heap integration, then Griffin-Lim.
+    Pghi,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +86,21 @@ pub enum CodecCommand {
         /// Report the full token grid only, not each number of levels.
         #[arg(long)]
         full_grid_only: bool,
+        /// Phase reconstruction's start (default: the tokenizer's own setting).
+        #[arg(long, value_enum)]
+        phase: Option<PhaseArg>,
+        /// Also measure the round trip on the held-out songs' isolated stems, per instrument
+        /// category (LSD, mel L1, multi-resolution STFT distance, decode real-time factor).
+        #[arg(long)]
+        stems: bool,
+        /// With --stems: more decoders to compare on the same tokens, as START:ITERS
+        /// (e.g. random:96,pghi:16), START being random or pghi and ITERS Griffin-Lim
+        /// iterations.
+        #[arg(long, value_delimiter = ',', value_name = "LIST", requires = "stems")]
+        decoders: Vec<String>,
+        /// With --stems: score only the first this many seconds of every clip (faster).
+        #[arg(long, requires = "stems")]
+        clip_seconds: Option<f64>,
     },
 }
 
@@ -96,16 +129,46 @@ pub fn run(cmd: CodecCommand) -> Result<()> {
             gl_iters,
             gl_momentum,
             full_grid_only,
-        } => eval(&tokenizer, &songs, gl_iters, gl_momentum, full_grid_only),
+            phase,
+            stems,
+            decoders,
+            clip_seconds,
+        } => {
+            let tok = decoder_with(&tokenizer, gl_iters, gl_momentum, phase)?;
+            eval(&tok, &songs, full_grid_only)?;
+            if stems {
+                eval_stems(&tok, &tokenizer, &decoders, &songs, clip_seconds)?;
+            }
+            Ok(())
+        }
     }
 }
 
-fn load_codec(c: &CodecWeights) -> Result<Encodec> {
-    let mut model = Encodec::load_with_sidecar_config(&c.weights, &Device::Cpu)?;
-    if let Some(levels) = c.levels {
-        model.set_levels(levels)?;
+/// The tokenizer a codec command names, and how many levels it keeps (`None`: all).
+fn load_codec(c: &CodecWeights) -> Result<(Box<dyn Tokenizer>, Option<usize>)> {
+    if let Some(weights) = &c.weights {
+        let mut model = Encodec::load_with_sidecar_config(weights, &Device::Cpu)?;
+        if let Some(levels) = c.levels {
+            model.set_levels(levels)?;
+        }
+        return Ok((Box::new(model), None));
     }
-    Ok(model)
+    let Some(dir) = &c.tokenizer else {
+        bail!("give --weights (EnCodec) or --tokenizer (a tokenizer folder)");
+    };
+    let tokenizer: Box<dyn Tokenizer> = if dir.join(stemgen::codec::load::TOKENIZER_FILE).is_file()
+    {
+        stemgen::codec::load::load_tokenizer(dir)?
+    } else {
+        Box::new(MagnitudeTokenizer::load(dir)?)
+    };
+    if let Some(levels) = c.levels {
+        let all = tokenizer.num_levels();
+        if !(1..=all).contains(&levels) {
+            bail!("--levels {levels}: {} has 1..={all} levels", dir.display());
+        }
+    }
+    Ok((tokenizer, c.levels))
 }
 
 /// A progress bar that only appears for work split into more than one piece.
@@ -132,18 +195,26 @@ fn progress_bar(what: &'static str) -> impl FnMut(usize, usize) {
     }
 }
 
-fn encode_file(model: &Encodec, input: &Path) -> Result<(audio::Audio, Tokens)> {
+fn encode_file(
+    model: &dyn Tokenizer,
+    levels: Option<usize>,
+    input: &Path,
+) -> Result<(audio::Audio, Tokens)> {
     let audio = audio::read_audio(input)?;
     let tokens = model
         .encode(&audio, &mut progress_bar("encoding"))
         .with_context(|| format!("{}: cannot encode", input.display()))?;
+    let tokens = match levels {
+        Some(q) => tokens.truncated(q),
+        None => tokens,
+    };
     Ok((audio, tokens))
 }
 
 fn encode(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
-    let model = load_codec(codec)?;
-    let (_, tokens) = encode_file(&model, input)?;
-    tokens.save(output, &model)?;
+    let (model, levels) = load_codec(codec)?;
+    let (_, tokens) = encode_file(model.as_ref(), levels, input)?;
+    tokens.save(output, model.as_ref())?;
     eprintln!(
         "{}: {} levels x {} frames ({:.2} s at {} Hz)",
         output.display(),
@@ -156,7 +227,7 @@ fn encode(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
 }
 
 fn decode(input: &Path, output: &Path, codec: &CodecWeights, rate: Option<u32>) -> Result<()> {
-    let model = load_codec(codec)?;
+    let (model, _) = load_codec(codec)?;
     let tokens = Tokens::load(input)?;
     let mut audio = model
         .decode(&tokens, &mut progress_bar("decoding"))
@@ -169,8 +240,8 @@ fn decode(input: &Path, output: &Path, codec: &CodecWeights, rate: Option<u32>) 
 }
 
 fn roundtrip(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
-    let model = load_codec(codec)?;
-    let (original, tokens) = encode_file(&model, input)?;
+    let (model, levels) = load_codec(codec)?;
+    let (original, tokens) = encode_file(model.as_ref(), levels, input)?;
     let decoded = model.decode(&tokens, &mut progress_bar("decoding"))?;
     let mut back = decoded
         .resampled(original.sample_rate)?
@@ -189,27 +260,42 @@ fn roundtrip(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
     Ok(())
 }
 
-/// `codec eval`: held-out LSD, mel L1 and SI-SDR of a magnitude tokenizer, as a table.
-fn eval(
-    tokenizer: &Path,
-    songs: &Path,
+/// The magnitude tokenizer in `dir` with the decoder settings `codec eval` was given.
+fn decoder_with(
+    dir: &Path,
     gl_iters: Option<usize>,
     gl_momentum: Option<f32>,
-    full_grid_only: bool,
-) -> Result<()> {
-    use stemgen::codec::magnitude::{metrics, MagnitudeTokenizer};
-    let tok = MagnitudeTokenizer::load(tokenizer)?;
+    phase: Option<PhaseArg>,
+) -> Result<MagnitudeTokenizer> {
+    let tok = MagnitudeTokenizer::load(dir)?;
     let (iters, momentum) = (
         gl_iters.unwrap_or(tok.config().gl_iters),
         gl_momentum.unwrap_or(tok.config().gl_momentum),
     );
-    let tok = tok.with_griffin_lim(iters, momentum)?;
-    let (_, held_out) = stemgen::pipeline::song_mixes(songs, tok.config().sample_rate)?;
+    let start = match phase {
+        Some(PhaseArg::Random) => PhaseStart::Random,
+        Some(PhaseArg::Pghi) => PhaseStart::Pghi,
+        None => tok.config().phase_start,
+    };
+    Ok(tok
+        .with_griffin_lim(iters, momentum)?
+        .with_phase_start(start))
+}
+
+/// `codec eval`: held-out LSD, mel L1 and SI-SDR of a magnitude tokenizer on mixes, as a
+/// table per number of levels.
+fn eval(tok: &MagnitudeTokenizer, songs: &Path, full_grid_only: bool) -> Result<()> {
+    use stemgen::codec::magnitude::metrics;
+    let c = tok.config();
+    let (_, held_out) = stemgen::pipeline::song_mixes(songs, c.sample_rate)?;
     let t = std::time::Instant::now();
-    let report = metrics::evaluate_report(&tok, &held_out, full_grid_only)?;
+    let report = metrics::evaluate_report(tok, &held_out, full_grid_only)?;
     println!(
-        "{} held-out songs, Griffin-Lim {iters} iterations (momentum {momentum}), {:.0} s",
+        "{} held-out songs, phase {:?} + Griffin-Lim {} iterations (momentum {}), {:.0} s",
         held_out.len(),
+        c.phase_start,
+        c.gl_iters,
+        c.gl_momentum,
         t.elapsed().as_secs_f64()
     );
     println!("| levels | LSD dB | mel L1 | LSD of the decoded magnitudes dB | SI-SDR dB |");
@@ -218,6 +304,75 @@ fn eval(
         println!(
             "| {} | {:.2} | {:.3} | {:.2} | {:.1} |",
             r.levels, r.lsd_db, r.mel_l1, r.token_lsd_db, r.si_sdr_db
+        );
+    }
+    Ok(())
+}
+
+/// A decoder setting of `--decoders`: `START:ITERS`.
+fn parse_decoder(dir: &Path, text: &str) -> Result<MagnitudeTokenizer> {
+    let parsed = text.split_once(':').and_then(|(start, iters)| {
+        let start = match start.trim() {
+            "random" => PhaseStart::Random,
+            "pghi" => PhaseStart::Pghi,
+            _ => return None,
+        };
+        Some((start, iters.trim().parse::<usize>().ok()?))
+    });
+    let Some((start, iters)) = parsed else {
+        bail!("--decoders: {text:?} is not START:ITERS (START random or pghi, e.g. pghi:16)");
+    };
+    let tok = MagnitudeTokenizer::load(dir)?;
+    let momentum = tok.config().gl_momentum;
+    Ok(tok
+        .with_griffin_lim(iters, momentum)?
+        .with_phase_start(start))
+}
+
+/// `codec eval --stems`: the full round trip on the held-out mixes and on each category's
+/// isolated stems, with the tokenizer's decoder and every one of `decoders`.
+fn eval_stems(
+    tok: &MagnitudeTokenizer,
+    dir: &Path,
+    decoders: &[String],
+    songs: &Path,
+    clip_seconds: Option<f64>,
+) -> Result<()> {
+    use stemgen::codec::magnitude::metrics;
+    let rate = tok.config().sample_rate;
+    let (_, mixes) = stemgen::pipeline::song_mixes(songs, rate)?;
+    let mut groups = vec![("mix".to_string(), mixes)];
+    groups.extend(stemgen::pipeline::held_out_stems(songs, rate)?);
+    if let Some(secs) = clip_seconds {
+        let len = (secs * rate as f64).round().max(1.0) as usize;
+        for clip in groups.iter_mut().flat_map(|(_, clips)| clips.iter_mut()) {
+            clip.channels.iter_mut().for_each(|c| c.truncate(len));
+        }
+    }
+    let label = |t: &MagnitudeTokenizer| {
+        let c = t.config();
+        format!("{:?}+GL{}", c.phase_start, c.gl_iters).to_lowercase()
+    };
+    let others = decoders
+        .iter()
+        .map(|d| parse_decoder(dir, d))
+        .collect::<Result<Vec<_>>>()?;
+    let mut all: Vec<(String, &dyn Tokenizer)> = vec![(label(tok), tok as &dyn Tokenizer)];
+    all.extend(others.iter().map(|t| (label(t), t as &dyn Tokenizer)));
+    let reports = metrics::evaluate_round_trip(&all, &groups)?;
+    println!("| clips | decoder | count | seconds | LSD dB | mel L1 | MRSTFT | decode RTF |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            r.group,
+            r.decoder,
+            r.clips,
+            r.seconds_of_audio,
+            r.lsd_db,
+            r.mel_l1,
+            r.mrstft,
+            r.decode_rtf
         );
     }
     Ok(())

@@ -113,10 +113,11 @@ pub fn evaluate_report(
 }
 
 /// A tokenizer's round trip on one group of clips (the mixes, or one category's isolated
-/// stems): what the decoder does to what a user hears, and what it costs.
+/// stems) with one decoder: what the decoder does to what a user hears, and what it costs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoundTripReport {
     pub group: String,
+    pub decoder: String,
     pub clips: usize,
     pub seconds_of_audio: f64,
     pub lsd_db: f64,
@@ -127,42 +128,54 @@ pub struct RoundTripReport {
     pub decode_rtf: f64,
 }
 
-/// [`RoundTripReport`] of every group, length-weighted over its clips; clips are mixed to mono
-/// at the tokenizer's rate.
+/// [`RoundTripReport`] of every group and decoder, length-weighted over the group's clips
+/// (mixed to mono at the tokenizer's rate). Clips are encoded once, by the first decoder's
+/// tokenizer: the decoders must share one token definition (a tokenizer with other decoder
+/// settings), which is what makes them comparable.
 pub fn evaluate_round_trip(
-    tokenizer: &dyn Tokenizer,
+    decoders: &[(String, &dyn Tokenizer)],
     groups: &[(String, Vec<Audio>)],
 ) -> anyhow::Result<Vec<RoundTripReport>> {
-    let sr = tokenizer.sample_rate();
+    let Some((_, encoder)) = decoders.first() else {
+        anyhow::bail!("no decoder to evaluate");
+    };
+    let sr = encoder.sample_rate();
     let mut reports = Vec::new();
     for (name, clips) in groups {
-        let (mut lsd, mut mel, mut mr, mut weight, mut decode_s) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        // Per decoder: lsd, mel, mrstft, decode seconds.
+        let mut sums = vec![[0.0f64; 4]; decoders.len()];
+        let mut weight = 0.0;
         for clip in clips {
             let reference = clip.to_mono_at(sr)?;
             let x = &reference.channels[0];
-            let tokens = tokenizer.encode(&reference, &mut no_progress())?;
-            let t = std::time::Instant::now();
-            let decoded = tokenizer.decode(&tokens, &mut no_progress())?;
-            decode_s += t.elapsed().as_secs_f64();
-            let y = &decoded.channels[0];
-            let (l, m) = compare(x, y, sr);
+            let tokens = encoder.encode(&reference, &mut no_progress())?;
             let w = x.len() as f64;
-            lsd += l * w;
-            mel += m * w;
-            mr += multi_resolution_stft_distance(x, y) * w;
+            for ((_, decoder), sum) in decoders.iter().zip(&mut sums) {
+                let t = std::time::Instant::now();
+                let decoded = decoder.decode(&tokens, &mut no_progress())?;
+                sum[3] += t.elapsed().as_secs_f64();
+                let y = &decoded.channels[0];
+                let (l, m) = compare(x, y, sr);
+                sum[0] += l * w;
+                sum[1] += m * w;
+                sum[2] += multi_resolution_stft_distance(x, y) * w;
+            }
             weight += w;
         }
         anyhow::ensure!(weight > 0.0, "{name}: nothing to evaluate: no audio");
         let seconds = weight / sr as f64;
-        reports.push(RoundTripReport {
-            group: name.clone(),
-            clips: clips.len(),
-            seconds_of_audio: seconds,
-            lsd_db: lsd / weight,
-            mel_l1: mel / weight,
-            mrstft: mr / weight,
-            decode_rtf: decode_s / seconds,
-        });
+        for ((label, _), sum) in decoders.iter().zip(&sums) {
+            reports.push(RoundTripReport {
+                group: name.clone(),
+                decoder: label.clone(),
+                clips: clips.len(),
+                seconds_of_audio: seconds,
+                lsd_db: sum[0] / weight,
+                mel_l1: sum[1] / weight,
+                mrstft: sum[2] / weight,
+                decode_rtf: sum[3] / seconds,
+            });
+        }
     }
     Ok(reports)
 }

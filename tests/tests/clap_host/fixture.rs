@@ -1,0 +1,86 @@
+//! Shared fixture: one bundle, one tiny model and one takes folder for the whole test binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use candle_core::Device;
+use clack_host::prelude::*;
+use stemgen::model::{ModelCheckpoint, ModelConfig};
+
+pub(crate) struct Env {
+    pub(crate) entry: PluginEntry,
+    pub(crate) takes_root: PathBuf,
+}
+
+/// Builds the bundle, writes the tiny model and points the plugin at it (once per binary: the
+/// tests run in parallel threads of one process, which share the environment).
+pub(crate) fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests crate lives in the workspace");
+        // A target directory of its own: the outer `cargo test` holds the lock on `target/`.
+        let target = workspace.join("target").join("clap-host-test");
+        let bundle = build_bundle(workspace, &target);
+
+        let run = target.join("run");
+        let _ = std::fs::remove_dir_all(&run);
+        let model = run.join("model");
+        write_tiny_model(&model, workspace);
+        let takes_root = run.join("takes");
+        std::fs::create_dir_all(&takes_root).unwrap();
+        // Read by the plugin when it generates, long after this; no instance exists yet.
+        std::env::set_var("STEMGEN_MODEL_DIR", &model);
+        std::env::set_var("STEMGEN_TAKES_DIR", &takes_root);
+
+        // SAFETY: the library is this workspace's own CLAP plugin, built just above.
+        let entry = unsafe { PluginEntry::load(&bundle) }
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", bundle.display()));
+        Env { entry, takes_root }
+    })
+}
+
+/// `cargo xtask bundle stemgen-plugin` (debug, so allocations in `process` abort); returns the
+/// `.clap` it made.
+fn build_bundle(workspace: &Path, target: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["xtask", "bundle", "stemgen-plugin"])
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .expect("cannot run cargo");
+    assert!(
+        output.status.success(),
+        "`cargo xtask bundle stemgen-plugin` failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bundle = target.join("bundled").join("StemGen.clap");
+    assert!(bundle.exists(), "no bundle at {}", bundle.display());
+    bundle
+}
+
+/// A model directory like the engine's generate tests use: a random tiny transformer whose
+/// levels and codebook match the fixture EnCodec in `codec/`.
+fn write_tiny_model(dir: &Path, workspace: &Path) {
+    let config = ModelConfig::tiny(40);
+    std::fs::create_dir_all(dir).unwrap();
+    ModelCheckpoint::random(&config, &Device::Cpu, 7)
+        .unwrap()
+        .save(dir)
+        .unwrap();
+    let codec = dir.join("codec");
+    std::fs::create_dir(&codec).unwrap();
+    let fixtures = workspace.join("engine/tests/fixtures/encodec");
+    for file in ["model.safetensors", "config.json"] {
+        std::fs::copy(fixtures.join(file), codec.join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        r#"{"kind": "encodec", "weights": "codec/model.safetensors"}"#,
+    )
+    .unwrap();
+}
