@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use candle_core::Device;
 use stemgen::audio::{read_audio, write_wav, Audio, WavFormat};
 use stemgen::codec::magnitude::{MagnitudeConfig, MagnitudeTokenizer};
-use stemgen::eval::report::{PLOT_DISTANCES, PLOT_NORMALISED, PLOT_RAW};
+use stemgen::eval::report::{
+    PLOT_DISTANCES, PLOT_NORMALISED, PLOT_RAW, PLOT_SOUND_BAND, PLOT_SOUND_CLICKS,
+};
 use stemgen::eval::suite::{derangement, standard_populations, COHERENCE_METRICS, MIN_ANCHOR_GAP};
 use stemgen::model::{ModelCheckpoint, ModelConfig};
 
@@ -396,7 +398,25 @@ fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
     let kad = |p: &serde_json::Value| p["classical_distances"]["classical_kad"].as_f64().unwrap();
     assert!(kad(real) <= kad(generated));
 
-    // The three charts are whole SVG documents naming every population.
+    // The sound section: every measured category, generated next to real; generated stems
+    // (model and ablations) stay below the output stage's true-peak ceiling.
+    assert!(md.contains("## Sound quality per target category"));
+    for p in pops {
+        let sound = p["sound"].as_array().unwrap();
+        assert!(!sound.is_empty());
+        let name = p["name"].as_str().unwrap();
+        if p["role"] == "model" || p["role"] == "ablation" {
+            for s in sound {
+                let peak = s["true_peak_dbfs_max"].as_f64().unwrap();
+                assert!(peak <= -1.0, "{name}: {s}");
+            }
+        }
+    }
+    for name in [PLOT_SOUND_CLICKS, PLOT_SOUND_BAND] {
+        check_svg(&out.path().join(name));
+    }
+
+    // The coherence charts are whole SVG documents naming every population.
     for name in [PLOT_NORMALISED, PLOT_RAW, PLOT_DISTANCES] {
         let svg = check_svg(&out.path().join(name));
         for p in pops {

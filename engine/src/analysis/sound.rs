@@ -135,7 +135,9 @@ impl Spectrum {
             .collect();
         let mut events = 0;
         let mut previous = false;
-        for t in 0..self.frames {
+        // The clip's own edges are steps from or to silence, not clicks of the stem.
+        let edge = N_FFT / HOP;
+        for t in edge..self.frames.saturating_sub(edge) {
             let lo = t.saturating_sub(CLICK_CONTEXT_FRAMES);
             let hi = (t + CLICK_CONTEXT_FRAMES + 1).min(self.frames);
             let around: Vec<usize> = (lo..hi).filter(|&u| u != t).collect();

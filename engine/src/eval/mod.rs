@@ -5,6 +5,7 @@
 //! [`crate::analysis`]; this module turns them into verdicts.
 //!
 //! - [`metrics`]: the coherence of a stem with its context;
+//! - [`sound`]: sound quality (peaks, clicks, out-of-band energy, ...) per instrument category;
 //! - [`distribution`]: distances between sets of clips on classical features (labelled as
 //!   such: not VGGish FAD, not the paper's MIRDD);
 //! - [`suite`], [`report`], [`plot`]: `stemgen eval`, every metric for generated stems,
@@ -16,6 +17,7 @@ pub mod distribution;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod sound;
 pub mod suite;
 
 pub use metrics::Coherence;

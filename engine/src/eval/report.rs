@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use super::plot::BarChart;
-use super::suite::{Role, SuiteReport};
+use super::sound::CategorySound;
+use super::suite::{PopulationReport, Role, SuiteReport};
 
 /// File names written by [`write_all`].
 pub const REPORT_JSON: &str = "report.json";
@@ -15,6 +16,8 @@ pub const REPORT_MD: &str = "report.md";
 pub const PLOT_NORMALISED: &str = "coherence_normalised.svg";
 pub const PLOT_RAW: &str = "coherence_raw.svg";
 pub const PLOT_DISTANCES: &str = "classical_distances.svg";
+pub const PLOT_SOUND_CLICKS: &str = "sound_clicks.svg";
+pub const PLOT_SOUND_BAND: &str = "sound_out_of_band.svg";
 
 /// Short column titles of the coherence metrics, in [`super::suite::COHERENCE_METRICS`] order.
 pub const METRIC_TITLES: [&str; 6] = [
@@ -227,6 +230,8 @@ pub fn markdown(r: &SuiteReport) -> String {
         c.tokenizer, c.mel_distance, c.log_spectral_distance_db, c.multi_resolution_stft_distance
     );
 
+    sound_section(w, r);
+
     let _ = writeln!(w, "## Populations\n");
     for p in &r.populations {
         let _ = writeln!(
@@ -263,6 +268,99 @@ pub fn markdown(r: &SuiteReport) -> String {
         let _ = writeln!(w, "- {note}");
     }
     md
+}
+
+/// The populations whose sound is compared: the model and the real targets, tokenized and not.
+fn sound_populations(r: &SuiteReport) -> Vec<&PopulationReport> {
+    r.populations
+        .iter()
+        .filter(|p| {
+            p.population.role == Role::Model || ["real", "real_raw"].contains(&p.population.name)
+        })
+        .collect()
+}
+
+/// The categories of the clips, in category order (every population has the same ones).
+fn sound_categories(r: &SuiteReport) -> Vec<String> {
+    r.populations
+        .first()
+        .map(|p| p.sound.iter().map(|s| s.category.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn sound_section(w: &mut String, r: &SuiteReport) {
+    let _ = writeln!(
+        w,
+        "## Sound quality per target category\n\nGenerated stems next to the real stems of the \
+         same category, tokenized (`real`) and not (`real_raw`). Hot samples: at or above -1 \
+         dBFS. Clicks: broadband transients above 4 kHz per second. Out of band: share of the \
+         energy outside the category's usual band (bass: above 1 kHz; `-` for broadband \
+         categories).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| category | population | clips | max true peak dBFS | max hot-sample share | crest dB \
+         | clicks/s | out of band | flatness |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
+    for category in sound_categories(r) {
+        for p in sound_populations(r) {
+            let Some(s) = p.sound.iter().find(|s| s.category == category) else {
+                continue;
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} |",
+                category,
+                p.population.name,
+                s.clips,
+                s.true_peak_dbfs_max,
+                s.hot_sample_share_max,
+                s.crest_db,
+                s.clicks_per_second,
+                num(s.out_of_band_share, 4),
+                s.spectral_flatness
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// Bar charts of the sound section: clicks per second and out-of-band share per category.
+fn sound_charts(r: &SuiteReport) -> Vec<(&'static str, BarChart)> {
+    let groups = sound_categories(r);
+    let pops = sound_populations(r);
+    let series: Vec<String> = pops.iter().map(|p| p.population.name.to_string()).collect();
+    let values = |f: &dyn Fn(&CategorySound) -> Option<f64>| -> Vec<Vec<Option<f64>>> {
+        groups
+            .iter()
+            .map(|g| {
+                pops.iter()
+                    .map(|p| p.sound.iter().find(|s| &s.category == g).and_then(f))
+                    .collect()
+            })
+            .collect()
+    };
+    let clicks = BarChart {
+        title: "Clicks per second by target category".into(),
+        y_label: "clicks / s".into(),
+        groups: groups.clone(),
+        series: series.clone(),
+        values: values(&|s| Some(s.clicks_per_second)),
+        reference_lines: vec![],
+        y_range: (0.0, 1.0),
+    };
+    let band_values = values(&|s| s.out_of_band_share);
+    let band = BarChart {
+        title: "Energy outside the category's usual band".into(),
+        y_label: "share".into(),
+        groups,
+        series,
+        values: band_values,
+        reference_lines: vec![],
+        y_range: (0.0, 0.1),
+    };
+    vec![(PLOT_SOUND_CLICKS, clicks), (PLOT_SOUND_BAND, band)]
 }
 
 /// The bar charts: normalised and raw coherence per population, and the classical distances
@@ -334,11 +432,13 @@ pub fn charts(r: &SuiteReport) -> Vec<(&'static str, BarChart)> {
         reference_lines: vec![],
         y_range: (0.0, 1.0),
     };
-    vec![
+    let mut all = vec![
         (PLOT_NORMALISED, normalised),
         (PLOT_RAW, raw),
         (PLOT_DISTANCES, distances),
-    ]
+    ];
+    all.extend(sound_charts(r));
+    all
 }
 
 /// Writes report.json, report.md and the SVG charts into `out_dir` (created if needed) and

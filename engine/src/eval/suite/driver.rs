@@ -22,14 +22,17 @@ use super::populations::{derangement, standard_populations, Population, Role, So
 use super::results::{CodecReport, MetricSummary, PopulationReport, SuiteReport, SuiteTimings};
 use super::SuiteOptions;
 use crate::analysis::distance;
+use crate::analysis::sound::SoundQuality;
 use crate::analysis::{Analysis, ANALYSIS_RATE};
 use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
 use crate::data::cache::song_seed;
 use crate::data::datasets::list_dataset;
 use crate::data::pairs::{apply_shared_gain, PairConfig, Song};
+use crate::data::Category;
 use crate::eval::distribution::{ClassicalDistances, FEATURE_NAMES};
 use crate::eval::metrics::Coherence;
+use crate::eval::sound::{by_category, usual_band};
 use crate::generate::{CategoryChoice, ContextSource, GenerateRequest, Generator, Length};
 use crate::sample::SamplerSettings;
 
@@ -252,8 +255,13 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         settings: Option<SamplerSettings>,
         per_clip: Vec<Coherence>,
         analyses: Vec<Analysis>,
+        sound: Vec<SoundQuality>,
         seconds: f64,
     }
+    let categories: Vec<Category> = clips
+        .iter()
+        .map(|c| Category::from_id(c.target_id).expect("clip targets are known categories"))
+        .collect();
     let mut measured: Vec<Measured> = Vec::new();
     for population in &populations {
         let t = Instant::now();
@@ -319,6 +327,13 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             .map(|(ctx, stem)| measure(ctx, stem, rate))
             .collect::<Result<_>>()?;
         let (per_clip, analyses): (Vec<Coherence>, Vec<Analysis>) = results.into_iter().unzip();
+        let sound: Vec<SoundQuality> = stems
+            .par_iter()
+            .zip(&categories)
+            .map(|(stem, &c)| {
+                SoundQuality::measure(&Audio::mono(rate, stem.clone())?, usual_band(c))
+            })
+            .collect::<Result<_, _>>()?;
         let seconds = t.elapsed().as_secs_f64();
         progress(&format!(
             "eval: {} measured ({:.1} s)",
@@ -329,6 +344,7 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             settings: settings_used,
             per_clip,
             analyses,
+            sound,
             seconds,
         });
     }
@@ -384,6 +400,7 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                 coherence,
                 per_clip: m.per_clip.clone(),
                 classical_distances: ClassicalDistances::between(&reference, &m.analyses),
+                sound: by_category(&m.sound, &categories),
                 seconds: m.seconds,
             }
         })

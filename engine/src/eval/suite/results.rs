@@ -9,6 +9,7 @@ use super::clips::{ClipInfo, SynthInfo};
 use super::populations::Population;
 use crate::eval::distribution::ClassicalDistances;
 use crate::eval::metrics::Coherence;
+use crate::eval::sound::CategorySound;
 use crate::model::ModelConfig;
 use crate::sample::SamplerSettings;
 
@@ -40,6 +41,8 @@ pub struct PopulationReport {
     /// Classical-feature distances of this population's stems from the real (codec) targets:
     /// not FAD, not the paper's MIRDD.
     pub classical_distances: ClassicalDistances,
+    /// Sound-quality measures per target category (`eval::sound`).
+    pub sound: Vec<CategorySound>,
     /// Mean of the normalised metrics, and its 90% bootstrap interval over the clips
     /// ([`normalised_mean_interval`](super::normalised_mean_interval)).
     pub normalised_mean: Option<f64>,
