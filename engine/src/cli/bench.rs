@@ -10,7 +10,7 @@ use stemgen::codec::encodec::Encodec;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Seconds per guided sampler iteration of the transformer, at the sizes of the PyTorch
-    /// anchor (`small`: 31.5M, 10 s; `paper`: ~250M, 20 s) or the CPU default (`cpu`), with
+    /// anchor (`small`: 33.6M, 10 s; `paper`: ~270M, 20 s) or the CPU default (`cpu`), with
     /// seeded random weights.
     Model {
         /// Which sizes to time.
@@ -58,7 +58,7 @@ pub enum BenchCommand {
     },
 }
 
-/// The transformer sizes `../shared/anchors/stemgen_torch_bench.py` times, so the two can be
+/// The transformer sizes `xtask/anchors/stemgen_torch_bench.py` times, so the two can be
 /// compared side by side.
 fn anchor_model_size(name: &str) -> Result<(stemgen::model::ModelConfig, usize)> {
     let mut cfg = stemgen::model::ModelConfig::paper();

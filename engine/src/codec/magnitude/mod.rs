@@ -22,9 +22,11 @@
 //! shapes) and the frame's mean dB as its gain (`gain_reference: mean`).
 //!
 //! **Decoder:** codes -> summed codewords + gain (or, when trained, the [`joint`] decoder's
-//! codewords, refitted on frozen tokens) -> magnitudes -> fast Griffin-Lim
-//! (`gl_iters` iterations, momentum `gl_momentum`, seeded initial phase) -> window-normalised
-//! overlap-add inverse STFT.
+//! codewords, refitted on frozen tokens) -> refinement filter and postnet when trained ->
+//! magnitudes -> phase ([`phase`]: a random or PGHI start, `phase_start`, then `gl_iters` fast
+//! Griffin-Lim iterations with momentum `gl_momentum`) -> window-normalised overlap-add
+//! inverse STFT. The shipped tokenizer decodes with PGHI and 32 iterations: as good as 96
+//! iterations from random phases on mixes and isolated stems, in a third of the time.
 //!
 //! Files: `config.rs` holds [`MagnitudeConfig`] (the token definition and decoder settings),
 //! `fit.rs` trains the codebooks and fits the decoders on frozen tokens, `save.rs` writes and

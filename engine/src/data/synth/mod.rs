@@ -15,6 +15,7 @@
 mod parts;
 mod plan;
 mod render;
+mod score;
 mod song_io;
 mod theory;
 

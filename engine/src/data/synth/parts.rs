@@ -4,7 +4,7 @@
 //! arranger of its own. The order of every writer's random draws is part of what a seed
 //! means: reordering them changes the songs generated from existing seeds.
 
-use super::plan::{ChordSpan, Note, Role, Section, SectionKind};
+use super::score::{ChordSpan, Note, Role, Section, SectionKind};
 use super::theory::{nearest_key, voice_close, Chord, Key};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

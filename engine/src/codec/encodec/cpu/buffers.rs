@@ -1,9 +1,11 @@
-//! The memory the kernels work in: planar signals and their padded views, the pool that
-//! recycles layer outputs between layers and passes, and the per-thread scratch buffers and
-//! shared output pointer of the tiled kernels. Kept apart from the arithmetic so that every
-//! kernel file shares one notion of a buffer and its reuse rules.
+//! The memory the kernels work in: planar signals (with their whole-signal ELU and sum) and
+//! their padded views, the pool that recycles layer outputs between layers and passes, and
+//! the per-thread scratch buffers and shared output pointer of the tiled kernels. Kept apart
+//! from the arithmetic so that every kernel file shares one notion of a buffer and its reuse
+//! rules.
 
 use super::elementwise::{elu_into, elu_scalar};
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Layer outputs recycled between the layers of a pass and, through [`BufferPool::retain`],
@@ -120,6 +122,23 @@ impl Signal {
     pub fn row(&self, c: usize) -> &[f32] {
         &self.data[c * self.len..(c + 1) * self.len]
     }
+}
+
+/// ELU (alpha = 1), in parallel chunks.
+pub fn elu(x: &Signal, pool: &BufferPool) -> Signal {
+    let mut data = pool.take(x.data.len());
+    data.par_chunks_mut(1 << 14)
+        .zip(x.data.par_chunks(1 << 14))
+        .for_each(|(o, i)| elu_into(i, o));
+    Signal::new(x.channels, x.len, data)
+}
+
+/// `a += b`, in parallel chunks.
+pub fn add_assign(a: &mut Signal, b: &Signal) {
+    a.data
+        .par_chunks_mut(1 << 14)
+        .zip(b.data.par_chunks(1 << 14))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
 }
 
 /// A signal seen with `left`/`right` samples of padding, reflected (as `F.pad(..., "reflect")`,

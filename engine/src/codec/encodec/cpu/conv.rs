@@ -8,24 +8,13 @@ use super::buffers::{sized, tile_len, with_scratch, BufferPool, Padded, SharedOu
 use super::direct::{direct_kernel, row_stride, DirectOut};
 use super::elementwise::{axpy, elu_into};
 use super::parallelism;
+use super::taps::Taps;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Largest `c_in * kernel` of a stride-1 convolution that is computed as one GEMM on an
 /// im2col copy (strided convolutions always are); deeper ones are already efficient per tap.
 const IM2COL_MAX_DEPTH: usize = 1024;
-
-/// A convolution's weights and geometry, applied to an input buffer as one GEMM (im2col) or
-/// one GEMM per tap.
-#[derive(Clone, Copy)]
-pub struct Taps<'a> {
-    /// `[C_out][C_in][K]`.
-    pub weight: &'a [f32],
-    pub bias: &'a [f32],
-    pub kernel: usize,
-    pub stride: usize,
-    pub dilation: usize,
-}
 
 impl Taps<'_> {
     /// Output frames of a valid convolution over `len` (already padded) samples.

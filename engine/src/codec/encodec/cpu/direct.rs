@@ -4,8 +4,8 @@
 //! they are written in intrinsics for particular CPUs and tested against the definition
 //! variant by variant, while the drivers in [`super::conv`] only choose among them.
 
-use super::conv::Taps;
 use super::elementwise::elu_scalar;
+use super::taps::Taps;
 
 /// Largest `c_in * kernel` that [`direct_kernel`] takes: its inner loop reads the weights of
 /// 8 output channels and a 48-frame window of every input row, which must stay in L1 cache.

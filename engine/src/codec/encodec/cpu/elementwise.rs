@@ -1,11 +1,10 @@
-//! Elementwise and dense kernels: ELU (with a branch-free `exp` for `x <= 0` that
-//! vectorises), residual sums, `y += a x`, and the LSTM's `x W^T + b`. Kept apart from the
+//! Elementwise and dense kernels on plain slices: ELU (with a branch-free `exp` for `x <= 0`
+//! that vectorises), `y += a x`, and the LSTM's `x W^T + b`. Kept apart from the
 //! convolutions, which call them per tile, because the codec's stages and its LSTM use them
-//! on their own too.
+//! on their own too. The whole-signal versions (`elu`, `add_assign`) live with `Signal` in
+//! `buffers`, so these kernels know nothing of signals or pools.
 
-use super::buffers::{BufferPool, Signal};
 use super::parallelism;
-use rayon::prelude::*;
 
 /// `x @ w^T + bias` for row-major `x` `[rows][cols]` and `w` `[outs][cols]`: `[rows][outs]`.
 pub fn linear(x: &[f32], rows: usize, cols: usize, w: &[f32], bias: &[f32]) -> Vec<f32> {
@@ -91,23 +90,6 @@ pub fn elu_into(src: &[f32], dst: &mut [f32]) {
         return unsafe { elu_into_avx2(src, dst) };
     }
     elu_into_generic(src, dst)
-}
-
-/// ELU (alpha = 1), in parallel chunks.
-pub fn elu(x: &Signal, pool: &BufferPool) -> Signal {
-    let mut data = pool.take(x.data.len());
-    data.par_chunks_mut(1 << 14)
-        .zip(x.data.par_chunks(1 << 14))
-        .for_each(|(o, i)| elu_into(i, o));
-    Signal::new(x.channels, x.len, data)
-}
-
-/// `a += b`, in parallel chunks.
-pub fn add_assign(a: &mut Signal, b: &Signal) {
-    a.data
-        .par_chunks_mut(1 << 14)
-        .zip(b.data.par_chunks(1 << 14))
-        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
 }
 
 #[inline(always)]

@@ -6,9 +6,10 @@
 //! strides and accumulating straight into the output, so nothing is copied and every product is
 //! a large GEMM that runs near the machine's matmul rate.
 //!
-//! The kernels are split by what they work on: [`buffers`] holds the planar signals, their
-//! padded views and the buffers recycled between layers and tiles; [`elementwise`] the
-//! activations, sums and the LSTM's dense products; [`conv`] convolutions as matrix products
+//! The kernels are split by what they work on: [`buffers`] holds the planar signals (with
+//! their whole-signal ELU and sum), their padded views and the buffers recycled between layers
+//! and tiles; [`elementwise`] the slice kernels (activations, axpy) and the LSTM's dense
+//! products; [`taps`] a convolution's weights; [`conv`] convolutions as matrix products
 //! and the tiled drivers (fused residual units included); [`direct`] the hand-written
 //! AVX-512 and AVX2 convolution kernels those drivers pick when the CPU has them; and
 //! [`transpose`] the polyphase transposed convolution.
@@ -17,15 +18,17 @@ mod buffers;
 mod conv;
 mod direct;
 mod elementwise;
+mod taps;
 mod transpose;
 
-pub use buffers::{BufferPool, Padded, Signal};
-pub use conv::{residual_tiled, Taps};
+pub use buffers::{add_assign, elu, BufferPool, Padded, Signal};
+pub use conv::residual_tiled;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use direct::avx512_enabled;
 pub use direct::kernel_isa;
 pub(crate) use elementwise::exp_neg;
-pub use elementwise::{add_assign, elu, linear};
+pub use elementwise::linear;
+pub use taps::Taps;
 pub use transpose::PolyphaseTranspose;
 
 use gemm::Parallelism;
