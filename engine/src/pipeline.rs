@@ -27,7 +27,7 @@ pub fn song_clips(
 ) -> Result<(Vec<Audio>, Vec<Audio>)> {
     use rayon::prelude::*;
     let (_, sources) = list_dataset(songs_dir)?;
-    let held_out_at = |i: usize| i.is_multiple_of(HELD_OUT_EVERY_NTH_SONG) && sources.len() > 1;
+    let held_out_at = |i: usize| is_held_out(i, sources.len());
     // Songs load in parallel (decoding and resampling dominate), in order.
     let loaded = sources
         .par_iter()
@@ -64,26 +64,38 @@ pub fn song_clips(
     Ok((train, held_out))
 }
 
-/// The held-out songs of the dataset at `songs_dir` (every [`HELD_OUT_EVERY_NTH_SONG`]th, as in
-/// [`song_clips`]) as isolated stems at `sample_rate`, grouped by instrument category name in
-/// category order; stems that are all zeros are left out. What a user hears is a stem, so the
-/// tokenizer is measured on these as well as on mixes.
-pub fn held_out_stems(songs_dir: &Path, sample_rate: u32) -> Result<Vec<(String, Vec<Audio>)>> {
+/// Whether song `index` of `count` is held out: every [`HELD_OUT_EVERY_NTH_SONG`]th, and none
+/// when the dataset has one song.
+fn is_held_out(index: usize, count: usize) -> bool {
+    index.is_multiple_of(HELD_OUT_EVERY_NTH_SONG) && count > 1
+}
+
+/// The held-out songs of the dataset at `songs_dir` (the split of [`song_clips`]) at
+/// `sample_rate`, as groups of clips: `"mix"` (each song's mix), then each instrument
+/// category's isolated stems by name, in category order; all-zero stems are left out. What a
+/// user hears is a stem, so the tokenizer is measured on these as well as on mixes. Only the
+/// held-out songs are read.
+pub fn held_out_groups(songs_dir: &Path, sample_rate: u32) -> Result<Vec<(String, Vec<Audio>)>> {
     use rayon::prelude::*;
     let (_, sources) = list_dataset(songs_dir)?;
     let held_out: Vec<_> = sources
         .iter()
         .enumerate()
-        .filter(|(i, _)| i.is_multiple_of(HELD_OUT_EVERY_NTH_SONG) && sources.len() > 1)
+        .filter(|(i, _)| is_held_out(*i, sources.len()))
         .map(|(_, s)| s)
         .collect();
     let songs = held_out
         .par_iter()
         .map(|source| load_song_source(source, sample_rate))
         .collect::<Result<Vec<_>>>()?;
+    let mut mixes = Vec::new();
     let mut groups: std::collections::BTreeMap<u32, (String, Vec<Audio>)> = Default::default();
     for song in songs {
+        let mut mix = vec![0.0f32; song.len];
         for stem in song.stems {
+            for (m, s) in mix.iter_mut().zip(&stem.samples) {
+                *m += s;
+            }
             if stem.samples.iter().any(|&v| v != 0.0) {
                 let group = groups
                     .entry(stem.category.id())
@@ -91,8 +103,11 @@ pub fn held_out_stems(songs_dir: &Path, sample_rate: u32) -> Result<Vec<(String,
                 group.1.push(Audio::mono(sample_rate, stem.samples)?);
             }
         }
+        mixes.push(Audio::mono(sample_rate, mix)?);
     }
-    Ok(groups.into_values().collect())
+    let mut all = vec![("mix".to_string(), mixes)];
+    all.extend(groups.into_values());
+    Ok(all)
 }
 
 /// What `train tokenizer` measured on the held-out songs, per number of levels decoded.

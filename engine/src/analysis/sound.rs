@@ -8,6 +8,7 @@
 //! at the file's own rate (resampling moves peaks).
 
 use super::features::ANALYSIS_RATE;
+use super::spectrum::median;
 use super::stft::Stft;
 use crate::audio::{peak_dbfs, rms_dbfs, true_peak_dbfs, Audio, AudioError};
 
@@ -141,12 +142,12 @@ impl Spectrum {
             let lo = t.saturating_sub(CLICK_CONTEXT_FRAMES);
             let hi = (t + CLICK_CONTEXT_FRAMES + 1).min(self.frames);
             let around: Vec<usize> = (lo..hi).filter(|&u| u != t).collect();
-            let local = median(around.iter().map(|&u| band_db[u]).collect());
+            let local = median_of(around.iter().map(|&u| band_db[u]));
             let mut click = band_db[t] > CLICK_FLOOR_DB && band_db[t] - local > CLICK_RISE_DB;
             if click {
                 let rose = (0..high.len())
                     .filter(|&k| {
-                        let m = median(around.iter().map(|&u| bin_db[u][k]).collect());
+                        let m = median_of(around.iter().map(|&u| bin_db[u][k]));
                         bin_db[t][k] - m > CLICK_BIN_RISE_DB
                     })
                     .count();
@@ -205,10 +206,7 @@ impl Spectrum {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NEG_INFINITY;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// [`median`] of the values, `-inf` for none.
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    median(&values.collect::<Vec<_>>()).unwrap_or(f64::NEG_INFINITY)
 }

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use stemgen::audio::{self, WavFormat};
@@ -28,15 +28,6 @@ pub struct CodecWeights {
     /// Number of RVQ levels to use (default: all).
     #[arg(long)]
     levels: Option<usize>,
-}
-
-/// How `codec eval` reconstructs phase (default: the tokenizer's own setting).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum PhaseArg {
-    /// Seeded random phases, then Griffin-Lim.
-    Random,
-    /// Phase-gradient heap integration, then Griffin-Lim.
-    Pghi,
 }
 
 #[derive(Subcommand)]
@@ -86,9 +77,9 @@ pub enum CodecCommand {
         /// Report the full token grid only, not each number of levels.
         #[arg(long)]
         full_grid_only: bool,
-        /// Phase reconstruction's start (default: the tokenizer's own setting).
-        #[arg(long, value_enum)]
-        phase: Option<PhaseArg>,
+        /// Phase reconstruction's start, random or pghi (default: the tokenizer's own setting).
+        #[arg(long)]
+        phase: Option<PhaseStart>,
         /// Also measure the round trip on the held-out songs' isolated stems, per instrument
         /// category (LSD, mel L1, multi-resolution STFT distance, decode real-time factor).
         #[arg(long)]
@@ -265,18 +256,14 @@ fn decoder_with(
     dir: &Path,
     gl_iters: Option<usize>,
     gl_momentum: Option<f32>,
-    phase: Option<PhaseArg>,
+    phase: Option<PhaseStart>,
 ) -> Result<MagnitudeTokenizer> {
     let tok = MagnitudeTokenizer::load(dir)?;
     let (iters, momentum) = (
         gl_iters.unwrap_or(tok.config().gl_iters),
         gl_momentum.unwrap_or(tok.config().gl_momentum),
     );
-    let start = match phase {
-        Some(PhaseArg::Random) => PhaseStart::Random,
-        Some(PhaseArg::Pghi) => PhaseStart::Pghi,
-        None => tok.config().phase_start,
-    };
+    let start = phase.unwrap_or(tok.config().phase_start);
     Ok(tok
         .with_griffin_lim(iters, momentum)?
         .with_phase_start(start))
@@ -312,12 +299,10 @@ fn eval(tok: &MagnitudeTokenizer, songs: &Path, full_grid_only: bool) -> Result<
 /// A decoder setting of `--decoders`: `START:ITERS`.
 fn parse_decoder(dir: &Path, text: &str) -> Result<MagnitudeTokenizer> {
     let parsed = text.split_once(':').and_then(|(start, iters)| {
-        let start = match start.trim() {
-            "random" => PhaseStart::Random,
-            "pghi" => PhaseStart::Pghi,
-            _ => return None,
-        };
-        Some((start, iters.trim().parse::<usize>().ok()?))
+        Some((
+            start.parse::<PhaseStart>().ok()?,
+            iters.trim().parse::<usize>().ok()?,
+        ))
     });
     let Some((start, iters)) = parsed else {
         bail!("--decoders: {text:?} is not START:ITERS (START random or pghi, e.g. pghi:16)");
@@ -340,9 +325,7 @@ fn eval_stems(
 ) -> Result<()> {
     use stemgen::codec::magnitude::metrics;
     let rate = tok.config().sample_rate;
-    let (_, mixes) = stemgen::pipeline::song_mixes(songs, rate)?;
-    let mut groups = vec![("mix".to_string(), mixes)];
-    groups.extend(stemgen::pipeline::held_out_stems(songs, rate)?);
+    let mut groups = stemgen::pipeline::held_out_groups(songs, rate)?;
     if let Some(secs) = clip_seconds {
         let len = (secs * rate as f64).round().max(1.0) as usize;
         for clip in groups.iter_mut().flat_map(|(_, clips)| clips.iter_mut()) {

@@ -35,6 +35,19 @@ pub enum PhaseStart {
     Pghi,
 }
 
+impl std::str::FromStr for PhaseStart {
+    type Err = String;
+
+    /// The names configs and the command line use: `random` or `pghi`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "random" => Ok(PhaseStart::Random),
+            "pghi" => Ok(PhaseStart::Pghi),
+            other => Err(format!("unknown phase start {other:?} (random or pghi)")),
+        }
+    }
+}
+
 /// The Hann window's Gaussian time-frequency spread relative to its length squared
 /// (Průša et al. 2017, table 1).
 const HANN_GAMMA: f64 = 0.25645;
