@@ -210,9 +210,13 @@ pub fn model_iteration(
     let category = Tensor::new(&[0u32, null, 0], &device)?;
     let dropped = [false, false, true];
     let model = ck.model.for_inference();
+    let dims = cfg.context_feature_dims();
+    let features = (dims > 0)
+        .then(|| Tensor::zeros((3, frames, dims), candle_core::DType::F32, &device))
+        .transpose()?;
     let matmul = matmul_gflops(2048, repeats)?;
     let (secs, _) = best_time(repeats, || {
-        let hidden = model.hidden(&context, &target, &category, &dropped)?;
+        let hidden = model.hidden(&context, &target, &category, &dropped, features.as_ref())?;
         Ok(model.level_logits(&hidden, 0)?)
     })?;
     let flop = model_flops(cfg, 3, frames) / 1e9;

@@ -162,6 +162,7 @@ fn info_prints_the_config_and_parameter_count_or_a_clear_error() {
         p_ctx: 0.1,
         p_cat: 0.1,
         gain_steps: 0,
+        context_features: Vec::new(),
     };
     let ck = ModelCheckpoint::random(&config, &candle_core::Device::Cpu, 1).unwrap();
     ck.save(dir.path()).unwrap();

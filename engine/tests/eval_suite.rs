@@ -239,8 +239,17 @@ fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
     // Every population, with one coherence result per clip.
     let pops = json["populations"].as_array().unwrap();
     let names: Vec<&str> = pops.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    let expected: Vec<&str> = standard_populations(true).iter().map(|p| p.name).collect();
+    let expected: Vec<&str> = standard_populations(true, false)
+        .iter()
+        .map(|p| p.name)
+        .collect();
     assert_eq!(names, expected);
+    // The harmony variants come before the raw anchors when asked for.
+    let harmony: Vec<&str> = standard_populations(false, true)
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(harmony[3..5], ["no_context_features", "true_chords"]);
     for name in [
         "real",
         "shuffled",

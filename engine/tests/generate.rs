@@ -6,6 +6,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::Device;
+use stemgen::analysis::context_features::ContextFeature;
+use stemgen::analysis::harmony::{parse_key, ChordChart};
 use stemgen::audio::{read_audio, write_wav, Audio, WavFormat};
 use stemgen::generate::{
     is_cancelled, metronome, CategoryChoice, ContextSource, EditRequest, GenerateRequest,
@@ -297,6 +299,46 @@ fn cancel_returns_a_cancelled_error() {
 }
 
 #[test]
+fn chords_and_a_key_condition_a_model_with_context_features() {
+    let config = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        ..tiny_config()
+    };
+    let dir = model_dir(&config);
+    let g = Generator::load(dir.path()).unwrap();
+    let click = ContextSource::Metronome {
+        bpm: 120.0,
+        beats_per_bar: 4,
+        bars: 1,
+    };
+    let mut req = request(&g, click.clone(), 2.0, 4);
+    req.harmony.chords = Some(ChordChart::parse("C | Am F").unwrap());
+    req.harmony.key = Some(parse_key("C major").unwrap());
+    let stem = run(&g, &req).unwrap();
+    assert_eq!(stem.metadata.chords.as_deref(), Some("C | Am F"));
+    assert_eq!(stem.metadata.key.as_deref(), Some("C major"));
+    let json = serde_json::to_string(&stem.metadata).unwrap();
+    assert!(json.contains(r#""chords":"C | Am F""#), "{json}");
+    // Chords need a tempo: an audio context with a length in seconds has none.
+    let mut req = request(&g, ContextSource::Audio(music(2.0, 32_000)), 1.0, 4);
+    req.harmony.chords = Some(ChordChart::parse("C").unwrap());
+    assert!(err_text(run(&g, &req)).contains("--bpm"));
+    req.harmony.tempo = Some((120.0, 4));
+    assert!(run(&g, &req).is_ok());
+    // No features: runs, and says so.
+    let mut req = request(&g, click.clone(), 2.0, 4);
+    req.harmony.no_features = true;
+    assert!(run(&g, &req).unwrap().metadata.no_context_features);
+
+    // A model without context features refuses chords rather than ignoring them.
+    let plain_dir = model_dir(&tiny_config());
+    let plain = Generator::load(plain_dir.path()).unwrap();
+    let mut req = request(&plain, click, 2.0, 4);
+    req.harmony.key = Some(parse_key("A minor").unwrap());
+    assert!(err_text(run(&plain, &req)).contains("no harmony conditioning"));
+}
+
+#[test]
 fn bad_inputs_give_clear_errors() {
     let config = tiny_config();
     let dir = model_dir(&config);
@@ -479,6 +521,34 @@ fn cli_generates_from_a_context_and_a_metronome() {
                 "kazoo",
             ],
             "valid names",
+        ),
+        (
+            vec![
+                "--metronome",
+                "--bpm",
+                "120",
+                "--bars",
+                "2",
+                "--instrument",
+                "bass",
+                "--chords",
+                "Am | Hm7",
+            ],
+            "'Hm7' in bar 2",
+        ),
+        (
+            vec![
+                "--metronome",
+                "--bpm",
+                "120",
+                "--bars",
+                "2",
+                "--instrument",
+                "bass",
+                "--key",
+                "H",
+            ],
+            "G minor",
         ),
     ] {
         let mut full = vec!["generate", "--model", model];

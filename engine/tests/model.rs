@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use stemgen::analysis::context_features::ContextFeature;
 use stemgen::model::{
     draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective,
     weighted_objective_with_masks, ExampleMask, ModelCheckpoint, ModelConfig, StemGenModel,
@@ -25,7 +26,16 @@ fn tiny_config() -> ModelConfig {
         p_ctx: 0.3,
         p_cat: 0.3,
         gain_steps: 0,
+        context_features: Vec::new(),
     }
+}
+
+/// Seeded random context features `[BATCH, FRAMES, F]` for `config`.
+fn random_features(config: &ModelConfig, seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dims = config.context_feature_dims();
+    let values: Vec<f32> = (0..BATCH * FRAMES * dims).map(|_| rng.gen()).collect();
+    Tensor::from_vec(values, (BATCH, FRAMES, dims), &Device::Cpu).unwrap()
 }
 
 const BATCH: usize = 6;
@@ -94,7 +104,7 @@ fn scalar(t: &Tensor) -> f32 {
 
 fn logits(model: &StemGenModel, context: &Tensor, target: &Tensor, category: &Tensor) -> Tensor {
     model
-        .forward(context, target, category, &[false; BATCH])
+        .forward(context, target, category, &[false; BATCH], None)
         .unwrap()
 }
 
@@ -307,6 +317,7 @@ fn loss_counts_only_masked_positions_of_the_chosen_level() {
             &inputs.target,
             &inputs.category,
             &inputs.context_dropped,
+            None,
         )
         .unwrap();
     let (reference, reference_accuracy) = masked_loss(&full_logits, &target, &masks).unwrap();
@@ -321,6 +332,7 @@ fn loss_counts_only_masked_positions_of_the_chosen_level() {
             &context,
             &target,
             &category,
+            None,
             masks.clone(),
             Some(w),
         )
@@ -383,25 +395,35 @@ fn every_parameter_receives_a_gradient() {
             ..tiny_config()
         });
     }
+    // The context-feature projection too, although it starts at zero.
+    every_parameter_receives_a_gradient_with(ModelConfig {
+        gain_steps: 4,
+        context_features: ContextFeature::ALL.to_vec(),
+        ..tiny_config()
+    });
 }
 
 fn every_parameter_receives_a_gradient_with(config: ModelConfig) {
     let checkpoint = random_model(&config, 5);
     let (context, target, category) = batch(&config, 6);
-    let output = objective_with_masks(
+    let features = (!config.context_features.is_empty()).then(|| random_features(&config, 7));
+    let output = weighted_objective_with_masks(
         &checkpoint.model,
         &context,
         &target,
         &category,
+        features.as_ref(),
         covering_masks(&config),
+        None,
     )
     .unwrap();
     let grads = output.loss.backward().unwrap();
     let vars = checkpoint.vars.data().lock().unwrap();
     let gain_tables = usize::from(config.gain_steps > 0);
+    let feature_tables = usize::from(!config.context_features.is_empty());
     assert_eq!(
         vars.len(),
-        4 + gain_tables + 6 * config.n_layers + 1 + config.levels
+        4 + gain_tables + feature_tables + 6 * config.n_layers + 1 + config.levels
     );
     let mut missing = Vec::new();
     for (name, var) in vars.iter() {
@@ -547,6 +569,85 @@ fn a_gain_embedding_extends_a_trained_model_without_changing_it() {
 }
 
 #[test]
+fn context_features_extend_a_trained_model_without_changing_it() {
+    let config = tiny_config();
+    let checkpoint = random_model(&config, 21);
+    let (context, target, category) = batch(&config, 22);
+    let original = logits(&checkpoint.model, &context, &target, &category);
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint.save(dir.path()).unwrap();
+
+    let with = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        ..config.clone()
+    };
+    assert_eq!(with.context_feature_dims(), 27);
+    assert_eq!(
+        with.parameter_count(),
+        config.parameter_count() + 27 * config.channel_dim()
+    );
+    let extended = ModelCheckpoint::load_extended(dir.path(), &with, &Device::Cpu).unwrap();
+    assert_eq!(extended.parameter_count(), with.parameter_count());
+    let features = random_features(&with, 23);
+    let run = |model: &StemGenModel, f: Option<&Tensor>, dropped: &[bool]| {
+        model
+            .forward(&context, &target, &category, dropped, f)
+            .unwrap()
+    };
+    // Zero-initialised: the same logits with or without features.
+    let same = run(&extended.model, Some(&features), &[false; BATCH]);
+    assert_eq!(max_abs_diff(&original, &same), 0.0);
+    // A trained (non-zero) projection uses them, except where the context is dropped.
+    {
+        let mut vars = extended.vars.data().lock().unwrap();
+        let proj = vars.get_mut("context_features_proj").unwrap();
+        proj.set(&Tensor::ones(proj.shape(), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let used = run(&extended.model, Some(&features), &[false; BATCH]);
+    assert!(max_abs_diff(&original, &used) > 1e-4);
+    let dropped = [true; BATCH];
+    assert_eq!(
+        max_abs_diff(
+            &run(&extended.model, Some(&features), &dropped),
+            &run(&extended.model, None, &dropped)
+        ),
+        0.0
+    );
+    // Wrong shapes and features for a model without them are errors.
+    let short = features.narrow(1, 0, FRAMES - 1).unwrap();
+    let err = extended
+        .model
+        .forward(&context, &target, &category, &[false; BATCH], Some(&short))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context features"), "{err}");
+    let err = checkpoint
+        .model
+        .forward(
+            &context,
+            &target,
+            &category,
+            &[false; BATCH],
+            Some(&features),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has none"), "{err}");
+    // Saved, its config lists the features; configs without the field still load.
+    let saved = tempfile::tempdir().unwrap();
+    extended.save(saved.path()).unwrap();
+    assert_eq!(
+        ModelCheckpoint::load(saved.path(), &Device::Cpu)
+            .unwrap()
+            .config(),
+        &with
+    );
+    let json = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+    assert!(!json.contains("context_features"), "{json}");
+}
+
+#[test]
 fn mismatched_or_corrupt_model_directory_is_a_clear_error() {
     let config = tiny_config();
     let dir = tempfile::tempdir().unwrap();
@@ -649,9 +750,11 @@ fn attention_is_bidirectional_and_a_dropped_context_is_ignored() {
     // With the context dropped, the context tokens do not matter at all.
     let dropped = [true; BATCH];
     let a = model
-        .forward(&context, &target, &category, &dropped)
+        .forward(&context, &target, &category, &dropped, None)
         .unwrap();
-    let b = model.forward(&late, &target, &category, &dropped).unwrap();
+    let b = model
+        .forward(&late, &target, &category, &dropped, None)
+        .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     assert!(
         max_abs_diff(&a, &base) > 1e-6,
@@ -672,25 +775,32 @@ fn bad_inputs_are_errors_not_panics() {
     let error = |result: candle_core::Result<Tensor>| result.expect_err("must fail").to_string();
 
     let too_big = (&context + 100.0).unwrap();
-    assert!(error(model.forward(&too_big, &target, &category, &ok)).contains("context token"));
+    assert!(
+        error(model.forward(&too_big, &target, &category, &ok, None)).contains("context token")
+    );
     let masked_everywhere =
         Tensor::full(config.mask_id(), (BATCH, 3, FRAMES), &Device::Cpu).unwrap();
     assert!(model
-        .forward(&context, &masked_everywhere, &category, &ok)
+        .forward(&context, &masked_everywhere, &category, &ok, None)
         .is_ok());
     let beyond_mask = (&masked_everywhere + 1.0).unwrap();
-    assert!(error(model.forward(&context, &beyond_mask, &category, &ok)).contains("target token"));
-    let bad_category = Tensor::new(&[9u32; BATCH], &Device::Cpu).unwrap();
-    assert!(error(model.forward(&context, &target, &bad_category, &ok)).contains("category"));
-    let two_levels = context.narrow(1, 0, 2).unwrap();
-    assert!(error(model.forward(&two_levels, &two_levels, &category, &ok)).contains("levels"));
-    let long = Tensor::zeros((BATCH, 3, 30), DType::U32, &Device::Cpu).unwrap();
-    assert!(error(model.forward(&long, &long, &category, &ok)).contains("maximum"));
     assert!(
-        error(model.forward(&context, &target, &category, &[false; 2])).contains("context_dropped")
+        error(model.forward(&context, &beyond_mask, &category, &ok, None)).contains("target token")
+    );
+    let bad_category = Tensor::new(&[9u32; BATCH], &Device::Cpu).unwrap();
+    assert!(error(model.forward(&context, &target, &bad_category, &ok, None)).contains("category"));
+    let two_levels = context.narrow(1, 0, 2).unwrap();
+    assert!(
+        error(model.forward(&two_levels, &two_levels, &category, &ok, None)).contains("levels")
+    );
+    let long = Tensor::zeros((BATCH, 3, 30), DType::U32, &Device::Cpu).unwrap();
+    assert!(error(model.forward(&long, &long, &category, &ok, None)).contains("maximum"));
+    assert!(
+        error(model.forward(&context, &target, &category, &[false; 2], None))
+            .contains("context_dropped")
     );
     let floats = context.to_dtype(DType::F32).unwrap();
-    assert!(error(model.forward(&floats, &target, &category, &ok)).contains("u32"));
+    assert!(error(model.forward(&floats, &target, &category, &ok, None)).contains("u32"));
     assert!(model
         .level_logits(
             &Tensor::zeros((1, 32), DType::F32, &Device::Cpu).unwrap(),

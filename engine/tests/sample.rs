@@ -28,6 +28,7 @@ fn tiny_config() -> ModelConfig {
         p_ctx: 0.2,
         p_cat: 0.2,
         gain_steps: 0,
+        context_features: Vec::new(),
     }
 }
 

@@ -5,13 +5,102 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use stemgen::analysis::context_features::{measure, ContextFeature, FeatureFrames};
+use stemgen::analysis::harmony::{apply_chords, TimedChord};
 use stemgen::audio::{read_audio, rms_dbfs, Audio};
 use stemgen::data::synth::{
     find_soundfont, find_soundfont_in, generate_songs, load_soundfont, plan_song, read_metadata,
     render_parts, render_song, song_frames, synth_settings, write_song, GenerateOptions, Mode,
-    PlanOptions, RenderOptions, Role, SongPlan, DRUM_CHANNEL, TIMGM6MB,
+    PlanOptions, RenderOptions, Role, SongPlan, Stem, DRUM_CHANNEL, TIMGM6MB,
 };
 use stemgen::data::Category;
+
+#[test]
+fn metadata_chords_are_the_plan_chords_and_sound_in_the_audio() {
+    let sf = soundfont();
+    let opts = GenerateOptions {
+        plan: short(8, false),
+        ..GenerateOptions::default()
+    };
+    let plan = plan_song(31, &opts.plan);
+    let song = render_song(&sf, &plan, &opts.render).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = write_song(
+        tmp.path(),
+        &plan,
+        &song,
+        &opts.render,
+        "TimGM6mb.sf2",
+        stemgen::audio::WavFormat::Float32,
+    )
+    .unwrap();
+    // The metadata's timing rule (a section's chords share it equally) gives the plan's times
+    // and pitch classes exactly.
+    let spans = meta.chord_spans().unwrap();
+    assert_eq!(spans.len(), plan.chords.len());
+    for (timed, planned) in spans.iter().zip(&plan.chords) {
+        let start = planned.start_beat * plan.seconds_per_beat();
+        let end = start + planned.beats * plan.seconds_per_beat();
+        assert!((timed.start - start).abs() < 1e-9 && (timed.end - end).abs() < 1e-9);
+        let chord = timed.chord.as_ref().unwrap();
+        let mut tones = planned.chord.tones.clone();
+        tones.sort();
+        let pcs: Vec<u8> = (0..12)
+            .filter(|&i| chord.pitch_classes[i as usize])
+            .collect();
+        assert_eq!(pcs, tones, "{}", chord.symbol);
+    }
+    // And the measured chroma of the pitched stems agrees with the templates in time: better
+    // than with the same templates a chord later.
+    let pitched: Vec<f32> = {
+        let stems: Vec<&Stem> = song
+            .stems
+            .iter()
+            .filter(|s| s.category.name() != "drums")
+            .collect();
+        let n = stems[0].audio.num_frames();
+        (0..n)
+            .map(|i| stems.iter().map(|s| s.audio.channels[0][i]).sum())
+            .collect()
+    };
+    let mono = Audio::mono(32_000, pitched)
+        .unwrap()
+        .to_mono_at(22_050)
+        .unwrap();
+    let frames = (plan.duration_secs() * 50.0) as usize;
+    let chroma = [ContextFeature::Chroma];
+    let measured = measure(&mono.channels[0], &chroma, 50.0, frames);
+    let template = |offset: f64| {
+        let shifted: Vec<_> = spans
+            .iter()
+            .map(|s| TimedChord {
+                start: s.start + offset,
+                end: s.end + offset,
+                chord: s.chord.clone(),
+            })
+            .collect();
+        let mut t = FeatureFrames::zeros(&chroma, frames);
+        apply_chords(&mut t, &shifted, 50.0);
+        t
+    };
+    let agreement = |t: &FeatureFrames| -> f32 {
+        (0..frames)
+            .map(|n| {
+                let (a, b) = (measured.frame(n), t.frame(n));
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                dot / (norm(a) * norm(b))
+            })
+            .sum::<f32>()
+            / frames as f32
+    };
+    let chord_s = spans[0].end - spans[0].start;
+    let (aligned, late) = (agreement(&template(0.0)), agreement(&template(chord_s)));
+    assert!(
+        aligned > late + 0.05 && aligned > 0.5,
+        "{aligned} vs {late}"
+    );
+}
 
 fn soundfont() -> Arc<rustysynth::SoundFont> {
     load_soundfont(Path::new(TIMGM6MB)).expect("apt-get install timgm6mb-soundfont")

@@ -52,6 +52,7 @@ fn tiny_model() -> ModelConfig {
         p_ctx: 0.1,
         p_cat: 0.1,
         gain_steps: 0,
+        context_features: Vec::new(),
     }
 }
 

@@ -16,6 +16,8 @@ use nice_plug_egui::widgets::ParamSlider;
 use nice_plug_egui::{
     create_egui_editor, EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier,
 };
+use stemgen::analysis::harmony::ChordChart;
+use stemgen::analysis::Key;
 use stemgen::data::categories::Category;
 
 use crate::capture::CapturePhase;
@@ -180,6 +182,56 @@ fn choice<P: Param>(
     {
         set_param(setter, param, value);
     }
+}
+
+/// The chords field and the key choice (stored in the session, so the project keeps them).
+/// A chart that does not parse is shown in red with the reason; generation refuses it too.
+fn harmony_fields(ui: &mut egui::Ui, session: &crate::takes::SessionStore) {
+    ui.horizontal(|ui| {
+        ui.label("Chords:");
+        let mut chords = session.read().chords.clone();
+        let edit = egui::TextEdit::singleline(&mut chords)
+            .hint_text("from the context, or e.g. Am | F | C | G7")
+            .desired_width(220.0);
+        if ui
+            .add(edit)
+            .on_hover_text("Chords per bar from the first captured bar, repeated")
+            .changed()
+        {
+            session.write().chords = chords.clone();
+        }
+        if !chords.trim().is_empty() {
+            if let Err(e) = ChordChart::parse(&chords) {
+                ui.colored_label(Color32::LIGHT_RED, "?")
+                    .on_hover_text(e.to_string());
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.label("Key:");
+        let current = session.read().key.clone();
+        let shown = if current.is_empty() {
+            "from the context".to_string()
+        } else {
+            current.clone()
+        };
+        egui::ComboBox::from_id_salt("key")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(current.is_empty(), "from the context")
+                    .clicked()
+                {
+                    session.write().key.clear();
+                }
+                for i in 0..24 {
+                    let name = Key::from_index(i).to_string();
+                    if ui.selectable_label(current == name, &name).clicked() {
+                        session.write().key = name;
+                    }
+                }
+            });
+    });
 }
 
 fn checkbox(ui: &mut egui::Ui, setter: &ParamSetter, param: &BoolParam, label: &str) {
@@ -400,6 +452,7 @@ impl StemGenEditor {
                 ui.label("Sound like the instrument:");
                 ui.add(ParamSlider::for_param(&p.cfg_instrument, setter));
             });
+            harmony_fields(ui, &p.session);
             ui.horizontal(|ui| {
                 ui.label("Quality:");
                 choice(ui, setter, &p.quality, Quality::Draft, "Draft");

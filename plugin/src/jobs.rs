@@ -189,6 +189,9 @@ pub struct GenerationJob {
     pub cfg_context: f64,
     pub cfg_instrument: f64,
     pub seed: u64,
+    /// The chords and key of the session when the job started (empty: none).
+    pub chords: String,
+    pub key: String,
     pub status: Arc<JobStatus>,
     /// The instance that asked; the worker reaches it only through [`JobOwner`].
     pub owner: Arc<dyn JobOwner>,

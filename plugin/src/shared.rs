@@ -179,6 +179,8 @@ impl Shared {
             cfg_context: p.cfg_context.value() as f64,
             cfg_instrument: p.cfg_instrument.value() as f64,
             seed,
+            chords: p.session.read().chords.clone(),
+            key: p.session.read().key.clone(),
             status,
             owner: self.clone(),
         });

@@ -93,6 +93,11 @@ pub struct Session {
     pub next_take_id: u64,
     /// Seed of the next generation.
     pub seed: u64,
+    /// Chords per bar from the first captured bar, e.g. "Am | F | C | G7" (empty: the harmony
+    /// heard in the context). Needs a model with context features.
+    pub chords: String,
+    /// The key, e.g. "G minor" (empty: none given).
+    pub key: String,
 }
 
 impl Session {
@@ -302,6 +307,8 @@ mod tests {
         assert!(dir.ends_with(&s.session_id) && !s.session_id.is_empty());
         s.takes.push(take(1));
         s.selected = Some(1);
+        s.chords = "Am | F | C | G7".into();
+        s.key = "A minor".into();
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Session>(&json).unwrap(), s);
         let old: Session = serde_json::from_str(r#"{"seed": 5}"#).unwrap();

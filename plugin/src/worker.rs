@@ -12,11 +12,14 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Receiver, Sender};
+use stemgen::analysis::harmony::{parse_key, ChordChart};
 use stemgen::audio::Audio;
 use stemgen::generate::{
-    is_cancelled, CategoryChoice, ContextSource, GenerateRequest, Generator, Length, Progress,
+    is_cancelled, CategoryChoice, ContextSource, GenerateRequest, Generator, HarmonyRequest,
+    Length, Progress,
 };
 
+use crate::capture::CaptureInfo;
 use crate::jobs::{CapturedContext, GenerationJob, JobOwner, Stage};
 use crate::playback::Anchor;
 use crate::takes::{self, Take};
@@ -196,6 +199,7 @@ fn run_generation(
     request.length = Some(Length::Seconds(info.seconds()));
     request.output_rate = info.sample_rate;
     request.output_channels = 2;
+    request.harmony = harmony_request(&job.chords, &job.key, &info)?;
 
     let mut on_progress = |p: Progress| {
         check_cancel();
@@ -273,6 +277,29 @@ fn run_generation(
     };
     job.owner.add_take(take, stem.audio);
     Ok(())
+}
+
+/// The session's chords and key as the engine takes them; the chart's first bar is the
+/// capture's first bar, at the host's tempo and metre when it said them (120 BPM 4/4 if not).
+fn harmony_request(chords: &str, key: &str, info: &CaptureInfo) -> Result<HarmonyRequest> {
+    let chords = (!chords.trim().is_empty())
+        .then(|| ChordChart::parse(chords))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("Chords: {e}"))?;
+    let key = (!key.trim().is_empty())
+        .then(|| parse_key(key))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("Key: {e}"))?;
+    let beats_per_bar = match info.time_sig {
+        Some((num, den)) if num > 0 && den > 0 => ((num * 4) as f64 / den as f64).round() as u32,
+        _ => 4,
+    };
+    Ok(HarmonyRequest {
+        chords,
+        key,
+        tempo: Some((info.tempo.unwrap_or(120.0), beats_per_bar.max(1))),
+        ..HarmonyRequest::default()
+    })
 }
 
 /// Whether the capture is below -60 dBFS peak (the engine refuses such a context).

@@ -11,14 +11,19 @@
 //! - [`onset`], [`rhythm`], [`chroma`], [`key`]: onset strength and peaks, tempo and beats,
 //!   tuning-corrected chroma, Krumhansl-Schmuckler key;
 //! - [`Analysis`]: all of them for one clip;
+//! - [`context_features`]: chroma, bass chroma, onset strength and beat phase on the
+//!   tokenizer's frames, what the model is conditioned on; [`harmony`]: chord symbols,
+//!   charts and keys given by the producer, as the same features;
 //! - [`distance`]: LSD, mel L1, multi-resolution STFT distance and SI-SDR between a signal
 //!   and its reconstruction;
 //! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
 //!   out-of-band energy, flatness).
 
 pub mod chroma;
+pub mod context_features;
 pub mod distance;
 mod features;
+pub mod harmony;
 pub mod key;
 pub mod onset;
 pub mod rhythm;

@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Leave out the four ablations (no guidance, one guidance source, no causal bias).
     #[arg(long)]
     no_ablations: bool,
+    /// Also generate with no context features and with each clip's true chords (a model
+    /// with context features; songs made by `data synth`, whose metadata has the chords).
+    #[arg(long)]
+    harmony: bool,
     /// Sampling temperature of the generated stems (default: the preset's, 1).
     #[arg(long)]
     temperature: Option<f64>,
@@ -97,6 +101,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     options.preset = args.preset.unwrap_or(options.preset);
     options.seed = args.seed;
     options.ablations = !args.no_ablations;
+    options.harmony = args.harmony;
     options.temperature = args.temperature;
     options.soundfont = args.soundfont;
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;

@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use stemgen::analysis::harmony::{parse_key, ChordChart};
 use stemgen::audio::{self, WavFormat};
 use stemgen::generate::{
-    CategoryChoice, ContextSource, EditRequest, GenerateRequest, GeneratedStem, Generator, Length,
-    PreviousTake, Progress,
+    CategoryChoice, ContextSource, EditRequest, GenerateRequest, GeneratedStem, Generator,
+    HarmonyRequest, Length, PreviousTake, Progress,
 };
 use stemgen::sample::{Preset, SamplerSettings};
 
@@ -66,6 +67,18 @@ pub struct GenerateArgs {
     /// The previous take to edit (with --region).
     #[arg(long, value_name = "WAV", requires = "region")]
     take: Option<PathBuf>,
+    /// Chords per bar, repeated to the stem's length, e.g. "Am | F | C | G7" (several chords
+    /// in a bar share it: "C G | Am"). They replace the harmony heard in the context; they
+    /// need the tempo (--bpm, --beats-per-bar, or --metronome).
+    #[arg(long, value_name = "CHART")]
+    chords: Option<String>,
+    /// The key, e.g. "G minor" or "Eb major": pitch classes outside it are removed from the
+    /// harmony heard in the context (with --chords, the chords win).
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Give the model no context features (harmony, onsets, beats): tokens only.
+    #[arg(long, conflicts_with_all = ["chords", "key"])]
+    no_context_features: bool,
     /// Output WAV.
     #[arg(short, long, value_name = "WAV")]
     output: PathBuf,
@@ -75,6 +88,7 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (preset, region) = check_args(&args)?;
+    let harmony = harmony_request(&args)?;
     let (context, rate, channels) = context_source(&args)?;
     let length = stem_length(&args);
     let edit = match (region, &args.take) {
@@ -94,6 +108,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         edit,
         output_rate: rate,
         output_channels: channels,
+        harmony,
     };
 
     let stem = generate_with_progress(&generator, &request)?;
@@ -126,6 +141,34 @@ fn check_args(args: &GenerateArgs) -> Result<(Preset, Option<Range<f64>>)> {
     }
     let region = args.region.as_deref().map(parse_region).transpose()?;
     Ok((preset, region))
+}
+
+/// `--chords`, `--key` and `--no-context-features`, parsed before the model loads.
+fn harmony_request(args: &GenerateArgs) -> Result<HarmonyRequest> {
+    let chords = args
+        .chords
+        .as_deref()
+        .map(ChordChart::parse)
+        .transpose()
+        .context("--chords")?;
+    let key = args
+        .key
+        .as_deref()
+        .map(parse_key)
+        .transpose()
+        .context("--key")?;
+    let tempo = args.bpm.map(|bpm| (bpm, args.beats_per_bar));
+    anyhow::ensure!(
+        chords.is_none() || tempo.is_some(),
+        "--chords needs the tempo to place the bars: add --bpm (and --beats-per-bar if not 4)"
+    );
+    Ok(HarmonyRequest {
+        chords,
+        key,
+        tempo,
+        no_features: args.no_context_features,
+        ..HarmonyRequest::default()
+    })
 }
 
 /// Parses `A..B` (seconds).

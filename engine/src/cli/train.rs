@@ -192,6 +192,13 @@ pub struct ModelArgs {
     /// gain_steps).
     #[arg(long, default_value_t = 1.0)]
     context_onset_weight: f64,
+    /// Share of examples from songs with known chords that see the chord templates instead of
+    /// the measured harmony (a model with context_features).
+    #[arg(long, default_value_t = 0.0)]
+    chord_template_share: f64,
+    /// Share of examples that see no context features (a model with context_features).
+    #[arg(long, default_value_t = 0.0)]
+    feature_drop_share: f64,
     /// Where to train: cpu, cuda or metal (the last two need a build with that feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -397,6 +404,8 @@ fn model(args: ModelArgs) -> Result<()> {
         seed,
         whole_level0_share,
         context_onset_weight,
+        chord_template_share,
+        feature_drop_share,
         device,
     } = args;
     anyhow::ensure!(
@@ -423,6 +432,8 @@ fn model(args: ModelArgs) -> Result<()> {
         stop_after,
         whole_level0_share,
         context_onset_weight,
+        chord_template_share,
+        feature_drop_share,
         ..Default::default()
     };
     let ckpt = out.join("checkpoint");

@@ -4,7 +4,9 @@
 //! Shard `i` of `n` (`--shard i/n`) handles the songs whose index in the sorted song list is
 //! congruent to `i` mod `n`, and is written as `cache-{i}-of-{n}.safetensors` with u32 tensors
 //! `context [P, Q, T]`, `target [P, Q, T]`, `category [P]`, `song_index [P]`, `crop_start [P]`
-//! (samples) and the cache parameters in the header metadata. The pairs of a song are drawn
+//! (samples) and the cache parameters in the header metadata, plus the pairs' context
+//! features ([`crate::data::pair_features`]: f16 `features [P, T, 27]`, `chord_template
+//! [P, T, 24]`, u32 `has_chords [P]`; shards made before them load without). The pairs of a song are drawn
 //! from an RNG seeded with the cache seed mixed with the song's index, so a song gets the same
 //! pairs whatever the shard count, and shards can be made on different machines independently.
 //!
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -27,6 +29,7 @@ use rayon::prelude::*;
 use crate::audio::Audio;
 use crate::codec::{no_progress, Tokenizer, Tokens};
 use crate::data::datasets::{list_dataset, load_song_source, SongSource};
+use crate::data::pair_features;
 use crate::data::pairs::{draw_pair, PairConfig};
 use crate::data::Category;
 
@@ -140,6 +143,10 @@ struct SongPairs {
     id: String,
     /// (context, target) tokens per pair.
     tokens: Vec<(Tokens, Tokens)>,
+    /// The context features of each pair, [`pair_features::CACHED_FEATURES`] per frame.
+    features: Vec<Vec<f32>>,
+    /// The chord templates of each pair, when the song's chords are known.
+    templates: Vec<Option<Vec<f32>>>,
     categories: Vec<u32>,
     crop_starts: Vec<u32>,
     /// Draws that gave no pair.
@@ -157,11 +164,14 @@ fn song_pairs(
 ) -> Result<SongPairs> {
     let dir = &source.dir;
     let song = load_song_source(source, pairs_cfg.sample_rate)?;
+    let chords = pair_features::song_chords(dir)?;
     let mut rng = StdRng::seed_from_u64(song_seed(config.seed, index));
     let mut out = SongPairs {
         index,
         id: song.id.clone(),
         tokens: Vec::new(),
+        features: Vec::new(),
+        templates: Vec::new(),
         categories: Vec::new(),
         crop_starts: Vec::new(),
         misses: 0,
@@ -177,8 +187,17 @@ fn song_pairs(
                 .encode(audio, &mut no_progress())
                 .with_context(|| format!("{}: cannot tokenise a pair", dir.display()))
         };
-        out.tokens
-            .push((encode(&pair.context)?, encode(&pair.target)?));
+        let (context, target) = (encode(&pair.context)?, encode(&pair.target)?);
+        let frame_rate = tokenizer.frame_rate();
+        out.features.push(
+            pair_features::measure_context(&pair.context, frame_rate, context.frames)
+                .with_context(|| format!("{}: cannot measure a pair's features", dir.display()))?,
+        );
+        out.templates.push(chords.as_ref().map(|spans| {
+            let offset = pair.crop_start as f64 / pairs_cfg.sample_rate as f64;
+            pair_features::chord_template(spans, offset, frame_rate, context.frames)
+        }));
+        out.tokens.push((context, target));
         out.categories.push(pair.category.id());
         out.crop_starts.push(pair.crop_start as u32);
     }
@@ -208,9 +227,12 @@ pub fn write_shard(
         .filter(|(i, _)| shard.contains(*i))
         .collect();
     let levels = tokenizer.num_levels();
+    let (feature_dims, template_dims) =
+        (pair_features::cached_dims(), pair_features::template_dims());
     let mut frames: Option<usize> = None;
     let (mut context, mut target) = (Vec::new(), Vec::new());
     let (mut category, mut song_index, mut crop_start) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut features, mut templates, mut has_chords) = (Vec::new(), Vec::new(), Vec::new());
     let mut rejected = Vec::new();
     let mut skipped_files = Vec::new();
     // Songs are drawn and tokenised in parallel, a few per core at a time (each song's pairs
@@ -248,6 +270,18 @@ pub fn write_shard(
                 context.extend_from_slice(&ctx.codes);
                 target.extend_from_slice(&tgt.codes);
             }
+            for (f, t) in song.features.iter().zip(&song.templates) {
+                features.extend_from_slice(f);
+                match t {
+                    Some(t) => templates.extend_from_slice(t),
+                    // No chords known: zeros, flagged by `has_chords`.
+                    None => templates.extend(std::iter::repeat_n(
+                        0.0,
+                        f.len() / feature_dims * template_dims,
+                    )),
+                }
+                has_chords.push(u32::from(t.is_some()));
+            }
             let pairs = song.tokens.len();
             category.extend(song.categories);
             song_index.extend(std::iter::repeat_n(song.index as u32, pairs));
@@ -281,6 +315,15 @@ pub fn write_shard(
         ("category", Tensor::from_vec(category, p, &dev)?),
         ("song_index", Tensor::from_vec(song_index, p, &dev)?),
         ("crop_start", Tensor::from_vec(crop_start, p, &dev)?),
+        (
+            "features",
+            Tensor::from_vec(features, (p, frames, feature_dims), &dev)?.to_dtype(DType::F16)?,
+        ),
+        (
+            "chord_template",
+            Tensor::from_vec(templates, (p, frames, template_dims), &dev)?.to_dtype(DType::F16)?,
+        ),
+        ("has_chords", Tensor::from_vec(has_chords, p, &dev)?),
     ];
     let meta = HashMap::from(
         [
@@ -340,6 +383,13 @@ pub struct Batch {
     pub target: Tensor,
     /// `[B]` u32 category ids.
     pub category: Tensor,
+    /// The pairs' context features, [`pair_features::CACHED_FEATURES`] per frame,
+    /// `[B][T][F]` on the host (training picks a model's columns and may swap in the chord
+    /// templates); `None` for caches made before features were stored.
+    pub features: Option<Vec<f32>>,
+    /// The pairs' chord templates `[B][T][24]`, zeros where `has_chords` is false.
+    pub templates: Option<Vec<f32>>,
+    pub has_chords: Vec<bool>,
 }
 
 /// All shards of a cache folder, in memory.
@@ -350,6 +400,37 @@ pub struct TokenCache {
     target: Vec<u32>,
     category: Vec<u32>,
     song_index: Vec<u32>,
+    /// `[P][T][F]` context features and `[P][T][24]` chord templates, when every shard has
+    /// them (f16, as stored: half the memory of f32).
+    features: Option<Vec<half::f16>>,
+    templates: Option<Vec<half::f16>>,
+    has_chords: Vec<bool>,
+}
+
+/// An optional f16 tensor of a shard with the given shape; `None` when the shard lacks it.
+fn f16_tensor(
+    st: &safetensors::SafeTensors,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<Option<Vec<half::f16>>> {
+    let Ok(view) = st.tensor(name) else {
+        return Ok(None);
+    };
+    if view.dtype() != safetensors::Dtype::F16 || view.shape() != shape {
+        bail!(
+            "{}: '{name}' is {:?} {:?}, expected F16 {shape:?}",
+            path.display(),
+            view.dtype(),
+            view.shape()
+        );
+    }
+    Ok(Some(
+        view.data()
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+    ))
 }
 
 fn u32_tensor(
@@ -414,6 +495,9 @@ impl TokenCache {
             target: Vec::new(),
             category: Vec::new(),
             song_index: Vec::new(),
+            features: Some(Vec::new()),
+            templates: Some(Vec::new()),
+            has_chords: Vec::new(),
         };
         for path in &paths {
             let bytes = std::fs::read(path)
@@ -522,6 +606,31 @@ impl TokenCache {
                     this.codebook_size
                 );
             }
+            let features =
+                f16_tensor(&st, "features", &[p, t, pair_features::cached_dims()], path)?;
+            let templates = f16_tensor(
+                &st,
+                "chord_template",
+                &[p, t, pair_features::template_dims()],
+                path,
+            )?;
+            let has_chords = match st.tensor("has_chords") {
+                Ok(_) => u32_tensor(&st, "has_chords", path)?.1,
+                Err(_) => vec![0; p],
+            };
+            if has_chords.len() != p {
+                bail!("{}: 'has_chords' does not have {p} entries", path.display());
+            }
+            // Features are usable only when every shard has them.
+            match (&mut cache.features, features) {
+                (Some(all), Some(f)) => all.extend(f),
+                (all, _) => *all = None,
+            }
+            match (&mut cache.templates, templates) {
+                (Some(all), Some(f)) => all.extend(f),
+                (all, _) => *all = None,
+            }
+            cache.has_chords.extend(has_chords.iter().map(|&h| h != 0));
             cache.context.extend(ctx);
             cache.target.extend(tgt);
             cache.category.extend(cat);
@@ -596,8 +705,22 @@ impl TokenCache {
             cache.target.extend(more.target);
             cache.category.extend(more.category);
             cache.song_index.extend(more.song_index);
+            match (&mut cache.features, more.features) {
+                (Some(all), Some(f)) => all.extend(f),
+                (all, _) => *all = None,
+            }
+            match (&mut cache.templates, more.templates) {
+                (Some(all), Some(f)) => all.extend(f),
+                (all, _) => *all = None,
+            }
+            cache.has_chords.extend(more.has_chords);
         }
         Ok(cache)
+    }
+
+    /// Whether every pair has its context features stored.
+    pub fn has_features(&self) -> bool {
+        self.features.is_some()
     }
 
     /// Number of pairs.
@@ -646,10 +769,25 @@ impl TokenCache {
             tgt.extend_from_slice(g);
             cat.push(self.category[i]);
         }
+        let rows = |all: &Option<Vec<half::f16>>, dims: usize| {
+            all.as_ref().map(|all| {
+                indices
+                    .iter()
+                    .flat_map(|&i| {
+                        all[i * t * dims..(i + 1) * t * dims]
+                            .iter()
+                            .map(|v| v.to_f32())
+                    })
+                    .collect::<Vec<f32>>()
+            })
+        };
         Ok(Batch {
             context: Tensor::from_vec(ctx, (b, q, t), device)?,
             target: Tensor::from_vec(tgt, (b, q, t), device)?,
             category: Tensor::from_vec(cat, b, device)?,
+            features: rows(&self.features, pair_features::cached_dims()),
+            templates: rows(&self.templates, pair_features::template_dims()),
+            has_chords: indices.iter().map(|&i| self.has_chords[i]).collect(),
         })
     }
 

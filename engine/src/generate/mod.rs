@@ -19,6 +19,7 @@
 //! - **Output.** The tokenizer decodes mono; it is resampled to the requested rate, copied
 //!   to the requested channels and trimmed/padded to exactly `seconds * rate` frames.
 
+mod conditioning;
 mod metronome;
 
 use std::ops::Range;
@@ -30,6 +31,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use serde::Serialize;
 
+pub use conditioning::{request_features, HarmonyRequest};
 pub use metronome::metronome;
 
 use crate::audio::{Audio, SILENCE_DBFS, SUPPORTED_RATES};
@@ -109,6 +111,8 @@ pub struct GenerateRequest {
     /// Rate and channel count of the returned audio.
     pub output_rate: u32,
     pub output_channels: usize,
+    /// Chords or a key from the producer (models with context features).
+    pub harmony: HarmonyRequest,
 }
 
 impl GenerateRequest {
@@ -127,6 +131,7 @@ impl GenerateRequest {
             edit: None,
             output_rate: 44_100,
             output_channels: 2,
+            harmony: HarmonyRequest::default(),
         }
     }
 }
@@ -178,6 +183,14 @@ pub struct StemMetadata {
     /// Edited region in seconds, if this take is an edit.
     pub region: Option<(f64, f64)>,
     pub tokenizer: String,
+    /// The chord chart and key the producer gave, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chords: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The model was given no context features (`--no-context-features`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_context_features: bool,
     /// The output stage's gain in dB: 0, or what brought the true peak down to
     /// [`OUTPUT_CEILING_DBFS`].
     pub output_gain_db: f32,
@@ -397,6 +410,17 @@ impl Generator {
             "internal error: the context encoded to {} frames, expected {frames}",
             context.frames
         );
+        let mut fitted = context_audio.clone();
+        fitted.channels.truncate(1);
+        fitted.channels[0].resize(samples, 0.0);
+        let features = request_features(
+            config,
+            &fitted,
+            frame_rate,
+            frames,
+            tempo.map(|(bpm, beats_per_bar, _)| (bpm, beats_per_bar)),
+            &request.harmony,
+        )?;
         let edit = match &request.edit {
             None => None,
             Some(e) => Some(self.prepare_edit(e, seconds, frames, samples, progress)?),
@@ -416,6 +440,7 @@ impl Generator {
             }),
             window: Some(window),
             overlap,
+            features: features.as_ref(),
         };
         let levels = config.levels;
         let tokens = sample::sample(
@@ -476,6 +501,9 @@ impl Generator {
                 .as_ref()
                 .map(|e| (e.region.start, e.region.end)),
             tokenizer: tok.name().into(),
+            chords: request.harmony.chords.as_ref().map(|c| c.text.clone()),
+            key: request.harmony.key.map(|k| k.to_string()),
+            no_context_features: request.harmony.no_features,
             output_gain_db,
             sample_rate: request.output_rate,
             channels: request.output_channels,

@@ -12,7 +12,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::transformer::GAIN_EMBED;
+use super::transformer::{CONTEXT_FEATURES_PROJ, GAIN_EMBED};
 use super::{ModelConfig, ModelError, StemGenModel};
 
 /// File names inside a model directory.
@@ -51,8 +51,9 @@ impl ModelCheckpoint {
     }
 
     /// Loads the trained model in `dir` into `config`, which may add a gain embedding
-    /// ([`ModelConfig::gain_steps`]) to a model trained without one; every other setting must
-    /// match. The added table starts at zero, so the model computes what it did before, and
+    /// ([`ModelConfig::gain_steps`]) or context features ([`ModelConfig::context_features`])
+    /// to a model trained without them; every other setting must match. The added tables
+    /// start at zero, so the model computes what it did before, and
     /// training continues from there (`train model --init-from`).
     pub fn load_extended(
         dir: &Path,
@@ -62,15 +63,19 @@ impl ModelCheckpoint {
         let stored = read_config(dir)?;
         let comparable = ModelConfig {
             gain_steps: config.gain_steps,
+            context_features: config.context_features.clone(),
             ..stored.clone()
         };
         if comparable != *config
             || (stored.gain_steps != 0 && stored.gain_steps != config.gain_steps)
+            || (!stored.context_features.is_empty()
+                && stored.context_features != config.context_features)
         {
             return Err(ModelError::File {
                 path: dir.join(CONFIG_FILE),
                 problem: "its config differs from the config being trained in more than an \
-                          added gain embedding (gain_steps)"
+                          added gain embedding (gain_steps) or added context features \
+                          (context_features)"
                     .into(),
             });
         }
@@ -209,7 +214,8 @@ enum Source {
     Seeded(Box<Mutex<StdRng>>),
     Stored(HashMap<String, Tensor>),
     /// Stored tensors, where parts a config adds to a trained model (the zero-initialised
-    /// gain embedding) take their initial value when the file lacks them.
+    /// gain embedding, the context-feature projection) take their initial value when the file
+    /// lacks them.
     StoredExtended(HashMap<String, Tensor>),
 }
 
@@ -252,7 +258,8 @@ impl SimpleBackend for VarSource {
         let value = match &self.source {
             Source::Seeded(rng) => seeded_tensor(&shape, init, &mut lock(rng), device)?,
             Source::StoredExtended(tensors)
-                if name == GAIN_EMBED && !tensors.contains_key(name) =>
+                if (name == GAIN_EMBED || name == CONTEXT_FEATURES_PROJ)
+                    && !tensors.contains_key(name) =>
             {
                 let mut unused_rng = StdRng::seed_from_u64(0);
                 seeded_tensor(&shape, init, &mut unused_rng, device)?

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::context_features::{feature_dims, ContextFeature};
+
 /// Hyper-parameters of a [`super::StemGenModel`]; everything needed to rebuild it from weights.
 ///
 /// Token ids per level are `0..codebook_size`; id `codebook_size` is that level's MASK token.
@@ -38,6 +40,14 @@ pub struct ModelConfig {
     /// dynamics; the shared gain rows are seen in every frame.
     #[serde(default)]
     pub gain_steps: usize,
+    /// Frame-rate features of the context audio the model is conditioned on (chroma, bass
+    /// chroma, onset strength, beat phase; ARCHITECTURE §3.8), in the order their values are
+    /// concatenated. Empty (the default, and every model before them): tokens only. They
+    /// enter through `context_features_proj`, a linear map added to the context channel,
+    /// zero-initialised so that adding them to a trained model changes nothing at first;
+    /// they are dropped together with the context for guidance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_features: Vec<ContextFeature>,
 }
 
 impl ModelConfig {
@@ -58,6 +68,7 @@ impl ModelConfig {
             p_ctx: 0.2,
             p_cat: 0.2,
             gain_steps: 0,
+            context_features: Vec::new(),
         }
     }
 
@@ -82,6 +93,7 @@ impl ModelConfig {
             p_ctx: 0.2,
             p_cat: 0.2,
             gain_steps: 0,
+            context_features: Vec::new(),
         }
     }
 
@@ -101,6 +113,7 @@ impl ModelConfig {
             p_ctx: 0.2,
             p_cat: 0.2,
             gain_steps: 0,
+            context_features: Vec::new(),
         }
     }
 
@@ -112,6 +125,11 @@ impl ModelConfig {
     /// The category id that means "no category" (guidance dropout).
     pub fn null_category(&self) -> u32 {
         self.n_categories as u32
+    }
+
+    /// Values per frame of [`Self::context_features`] (0 without them).
+    pub fn context_feature_dims(&self) -> usize {
+        feature_dims(&self.context_features)
     }
 
     /// Level-0 codes per gain step (`codebook_size / gain_steps`), when the tokens have a gain.
@@ -149,7 +167,8 @@ impl ModelConfig {
         } else {
             0
         };
-        let embeddings = 2 * q * (v + 1) * c + (self.n_categories + 1) * c + c + gain;
+        let features = self.context_feature_dims() * c;
+        let embeddings = 2 * q * (v + 1) * c + (self.n_categories + 1) * c + c + gain + features;
         let block = 2 * d + 3 * d * d + d * d + 3 * d * self.ffn_dim();
         let output = d + q * v * d;
         embeddings + self.n_layers * block + output
@@ -204,6 +223,11 @@ impl ModelConfig {
                 "gain_steps {} does not divide codebook_size {}",
                 self.gain_steps, self.codebook_size
             ));
+        }
+        for (i, f) in self.context_features.iter().enumerate() {
+            if self.context_features[..i].contains(f) {
+                problems.push(format!("context feature {f:?} is listed twice"));
+            }
         }
         for (name, p) in [("p_ctx", self.p_ctx), ("p_cat", self.p_cat)] {
             if !(0.0..=1.0).contains(&p) {

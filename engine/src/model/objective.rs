@@ -167,18 +167,20 @@ pub fn objective_with_masks(
     category: &Tensor,
     masks: Vec<ExampleMask>,
 ) -> Result<ObjectiveOutput> {
-    weighted_objective_with_masks(model, context, target, category, masks, None)
+    weighted_objective_with_masks(model, context, target, category, None, masks, None)
 }
 
 /// [`objective_with_masks`] with a weight per frame (`[B * N]`, example-major): the loss is
 /// the weighted mean over the masked positions. Weights that depend only on the inputs (not
 /// on the labels) change which frames the gradient comes from, not what the model should
-/// predict at each frame.
+/// predict at each frame. `features` `[B, N, F]` are the context features of a model that
+/// has them (see [`StemGenModel::forward`]).
 pub fn weighted_objective_with_masks(
     model: &StemGenModel,
     context: &Tensor,
     target: &Tensor,
     category: &Tensor,
+    features: Option<&Tensor>,
     masks: Vec<ExampleMask>,
     frame_weights: Option<&[f32]>,
 ) -> Result<ObjectiveOutput> {
@@ -191,6 +193,7 @@ pub fn weighted_objective_with_masks(
             &inputs.target,
             &inputs.category,
             &inputs.context_dropped,
+            features,
         )?
         .reshape((batch * frames, config.d_model))?;
 

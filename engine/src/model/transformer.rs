@@ -20,6 +20,8 @@ const RMS_EPS: f32 = 1e-5;
 const HEAD_INIT_SCALE: f64 = 0.2;
 /// Name of the optional gain embedding table ([`ModelConfig::gain_steps`]).
 pub const GAIN_EMBED: &str = "gain_embed";
+/// Name of the optional context-feature projection ([`ModelConfig::context_features`]).
+pub const CONTEXT_FEATURES_PROJ: &str = "context_features_proj";
 
 /// Linear layer without bias, `weight` `[out, in]`. Unlike `candle_nn::Linear`, which runs a
 /// `[B, N, in]` input as B batched products against a broadcast weight, it folds every leading
@@ -413,7 +415,8 @@ impl Block {
 /// `[d_model / 2]`, `blocks.{i}.{attn_norm,attn.qkv,attn.out,mlp_norm,mlp.gate_up,mlp.down}`,
 /// `final_norm`, `heads.{q}` `[codebook_size, d_model]`; with `gain_steps` > 0 also
 /// `gain_embed` `[2, gain_steps + 1, d_model / 2]` (context, target; the last row is the MASK
-/// token's).
+/// token's); with `context_features`, `context_features_proj` `[F, d_model / 2]` (F values
+/// per frame).
 #[derive(Debug, Clone)]
 pub struct StemGenModel {
     config: ModelConfig,
@@ -422,6 +425,9 @@ pub struct StemGenModel {
     /// Embeddings of the level-0 gain index ([`ModelConfig::gain_steps`]), zero-initialised
     /// so that adding them to a trained model changes nothing until they are trained.
     gain_embed: Option<Tensor>,
+    /// Projection of the context features `[F, d_model / 2]`, added to the context channel;
+    /// zero-initialised like the gain embedding.
+    context_features_proj: Option<Tensor>,
     category_embed: Tensor,
     null_context: Tensor,
     blocks: Vec<Block>,
@@ -465,6 +471,10 @@ impl StemGenModel {
         let gain_embed = (config.gain_steps > 0)
             .then(|| vb.get_with_hints((2, config.gain_steps + 1, c), GAIN_EMBED, Init::Const(0.0)))
             .transpose()?;
+        let features = config.context_feature_dims();
+        let context_features_proj = (features > 0)
+            .then(|| vb.get_with_hints((features, c), CONTEXT_FEATURES_PROJ, Init::Const(0.0)))
+            .transpose()?;
         let blocks = (0..config.n_layers)
             .map(|i| Block::new(config, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
@@ -486,6 +496,7 @@ impl StemGenModel {
             context_embed,
             target_embed,
             gain_embed,
+            context_features_proj,
             category_embed,
             null_context,
             blocks,
@@ -525,7 +536,9 @@ impl StemGenModel {
     /// `context` `[B, Q, N]` u32 codes (`< codebook_size`); `target` `[B, Q, N]` u32 codes or
     /// MASK ids (`== codebook_size`); `category` `[B]` u32 (`n_categories` = NULL);
     /// `context_dropped[b]` replaces example b's context by the NULL context (its context
-    /// tokens are then ignored, but must still be valid ids).
+    /// tokens are then ignored, but must still be valid ids); `features` `[B, N, F]` f32 are
+    /// the context features of a model that has them (`None`: all zero, as when dropped),
+    /// ignored where the context is dropped.
     ///
     /// The sampler decodes one level at a time and should call [`Self::hidden`] once and
     /// [`Self::level_logits`] for the level it decodes instead.
@@ -535,8 +548,9 @@ impl StemGenModel {
         target: &Tensor,
         category: &Tensor,
         context_dropped: &[bool],
+        features: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let hidden = self.hidden(context, target, category, context_dropped)?;
+        let hidden = self.hidden(context, target, category, context_dropped, features)?;
         let per_level = (0..self.config.levels)
             .map(|level| self.level_logits(&hidden, level))
             .collect::<Result<Vec<_>>>()?;
@@ -550,8 +564,9 @@ impl StemGenModel {
         target: &Tensor,
         category: &Tensor,
         context_dropped: &[bool],
+        features: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let mut xs = self.combine_inputs(context, target, category, context_dropped)?;
+        let mut xs = self.combine_inputs(context, target, category, context_dropped, features)?;
         for block in &self.blocks {
             xs = block.forward(&xs, &self.rotary, self.fused)?;
         }
@@ -577,13 +592,34 @@ impl StemGenModel {
         target: &Tensor,
         category: &Tensor,
         context_dropped: &[bool],
+        features: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (batch, _, _) = self.check_inputs(context, target, category, context_dropped)?;
+        let (batch, _, frames) = self.check_inputs(context, target, category, context_dropped)?;
         let mut context_sum = self.sum_level_embeddings(&self.context_embed, context)?;
         let mut target_sum = self.sum_level_embeddings(&self.target_embed, target)?;
         if let (Some(table), Some(shapes)) = (&self.gain_embed, self.config.shapes_per_gain()) {
             context_sum = (context_sum + self.gain_embeddings(table, 0, context, shapes)?)?;
             target_sum = (target_sum + self.gain_embeddings(table, 1, target, shapes)?)?;
+        }
+        match (&self.context_features_proj, features) {
+            (Some(proj), Some(features)) => {
+                let dims = self.config.context_feature_dims();
+                if features.dims() != [batch, frames, dims] || features.dtype() != DType::F32 {
+                    bail!(
+                        "context features must be f32 [{batch}, {frames}, {dims}], got {:?} {:?}",
+                        features.dtype(),
+                        features.dims()
+                    );
+                }
+                // Part of the context channel, so a dropped context drops them too.
+                let projected = features
+                    .reshape((batch * frames, dims))?
+                    .matmul(proj)?
+                    .reshape((batch, frames, self.config.channel_dim()))?;
+                context_sum = (context_sum + projected)?;
+            }
+            (None, Some(_)) => bail!("context features given to a model that has none"),
+            _ => {}
         }
 
         // Blend instead of select: 0/1 weights keep one code path, differentiable for both.

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::guidance::{combine, log_softmax, GuidanceWeights};
 use super::{SampleError, SamplerSettings};
+use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
 use crate::model::{fast_exp, ModelConfig, StemGenModel};
 
@@ -41,6 +42,9 @@ pub struct SampleRequest<'a> {
     /// kept part of an edit, so the new window continues the previous one. The last window
     /// is aligned to end at N, so its overlap may be longer.
     pub overlap: usize,
+    /// Context features `[N x F]` for a model with [`ModelConfig::context_features`] (the
+    /// same features in the same order); `None` gives such a model zeros, as when dropped.
+    pub features: Option<&'a FeatureFrames>,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -52,6 +56,7 @@ impl<'a> SampleRequest<'a> {
             edit: None,
             window: None,
             overlap: 0,
+            features: None,
         }
     }
 }
@@ -141,6 +146,7 @@ pub fn sample(
             levels,
             context: window_codes(&request.context.codes, frames, levels, &plan.frames),
             target: window_codes(&grid, frames, levels, &plan.frames),
+            features: request.features.map(|f| f.slice(plan.frames.clone())),
         };
         let mut report = |level: usize, step: usize, steps: usize, unmasked: &[usize]| {
             done += 1;
@@ -238,6 +244,23 @@ fn check_request(
             "overlap of {} frames must be shorter than the window of {window} frames",
             request.overlap
         ));
+    }
+    if let Some(features) = request.features {
+        let wanted = &config.context_features;
+        if wanted.is_empty() {
+            return bad("context features were given to a model that has none".into());
+        }
+        if &features.features != wanted || features.frames != frames {
+            return bad(format!(
+                "context features {:?} x {} frames do not match the model's {:?} x {frames}",
+                features.features, features.frames, wanted
+            ));
+        }
+        if features.values.len() != features.frames * features.dims
+            || features.values.iter().any(|v| !v.is_finite())
+        {
+            return bad("context features must be finite, one row per frame".into());
+        }
     }
     if let Some(edit) = &request.edit {
         check_grid("previous take", edit.previous)?;
@@ -342,6 +365,8 @@ struct Window<'a> {
     context: Vec<u32>,
     /// Target codes of the window, `[Q][W]`, MASK where not yet decided.
     target: Vec<u32>,
+    /// Context features of the window, `[W x F]`.
+    features: Option<FeatureFrames>,
 }
 
 impl Window<'_> {
@@ -359,6 +384,15 @@ impl Window<'_> {
         let categories = Tensor::from_vec(categories, batch, &device)?;
         let dropped: Vec<bool> = self.rows.iter().map(|r| r.0).collect();
         let mask_id = self.model.config().mask_id();
+        // The same features in every guidance row: rows with the context dropped ignore
+        // them inside the model.
+        let features = match &self.features {
+            Some(f) => {
+                let data: Vec<f32> = (0..batch).flat_map(|_| f.values.iter().copied()).collect();
+                Some(Tensor::from_vec(data, (batch, len, f.dims), &device)?)
+            }
+            None => None,
+        };
 
         for level in 0..self.levels {
             let steps = self.plan.level_steps[level];
@@ -372,9 +406,13 @@ impl Window<'_> {
                     return Err(SampleError::Cancelled);
                 }
                 let target = repeat_rows(&self.target, batch, self.levels, len, &device)?;
-                let hidden = self
-                    .model
-                    .hidden(&context, &target, &categories, &dropped)?;
+                let hidden = self.model.hidden(
+                    &context,
+                    &target,
+                    &categories,
+                    &dropped,
+                    features.as_ref(),
+                )?;
                 let index: Vec<u32> = masked.iter().map(|&n| n as u32).collect();
                 let index = Tensor::from_vec(index, masked.len(), &device)?;
                 let logits = self

@@ -3,11 +3,10 @@
 //! periodic checkpoints and resume.
 
 use super::adamw::AdamW;
+use super::features::{batch_features, FeatureMix};
 use super::schedule::{clip_grad_norm, LrSchedule};
 use crate::data::cache::TokenCache;
-use crate::model::{
-    draw_mask, objective_with_masks, weighted_objective_with_masks, ModelCheckpoint, ModelConfig,
-};
+use crate::model::{draw_mask, weighted_objective_with_masks, ModelCheckpoint, ModelConfig};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -52,6 +51,13 @@ pub struct ModelTrainConfig {
     /// weights depend on the input only, so what the model should predict does not change.
     #[serde(default = "one")]
     pub context_onset_weight: f64,
+    /// Share of examples from songs with known chords that see the chord templates instead
+    /// of the measured harmony (models with context features; see [`super::features`]).
+    #[serde(default)]
+    pub chord_template_share: f64,
+    /// Share of examples that see no context features.
+    #[serde(default)]
+    pub feature_drop_share: f64,
 }
 
 fn one() -> f64 {
@@ -106,6 +112,8 @@ impl Default for ModelTrainConfig {
             stop_after: None,
             whole_level0_share: 0.0,
             context_onset_weight: 1.0,
+            chord_template_share: 0.0,
+            feature_drop_share: 0.0,
         }
     }
 }
@@ -229,6 +237,24 @@ impl ContextProbe {
             )?,
         })
     }
+
+    /// The same change applied to context features `[B, T, F]` (time is dimension 1).
+    pub fn apply_features(self, features: &Tensor) -> Result<Tensor> {
+        let (batch, frames, _) = features.dims3()?;
+        Ok(match self {
+            Self::Own | Self::Dropped => features.clone(),
+            Self::Reversed => {
+                let backwards: Vec<u32> = (0..frames as u32).rev().collect();
+                let index = Tensor::new(backwards.as_slice(), features.device())?;
+                features.index_select(&index, 1)?
+            }
+            Self::Other if batch < 2 => features.clone(),
+            Self::Other => Tensor::cat(
+                &[features.narrow(0, 1, batch - 1)?, features.narrow(0, 0, 1)?],
+                0,
+            )?,
+        })
+    }
 }
 
 /// Conditional accuracy and cross-entropy (nats per masked token) per level on `indices`,
@@ -268,12 +294,28 @@ fn validate(
                         m
                     })
                     .collect();
-                let out = objective_with_masks(
+                let features = batch_features(
+                    &batch,
+                    &config.context_features,
+                    cache.info.frames,
+                    FeatureMix::MEASURED,
+                    0,
+                    device,
+                )?;
+                let features = match (probe, features) {
+                    (ContextProbe::Own | ContextProbe::Dropped, f) => f,
+                    // The features belong to the context: moved with it.
+                    (_, Some(f)) => Some(probe.apply_features(&f)?),
+                    (_, None) => None,
+                };
+                let out = weighted_objective_with_masks(
                     model,
                     &probe.apply(&batch.context)?,
                     &batch.target,
                     &batch.category,
+                    features.as_ref(),
                     masks,
+                    None,
                 )?;
                 hits += out.accuracy as f64 * out.masked_tokens as f64;
                 nll += out.loss.to_scalar::<f32>()? as f64 * out.masked_tokens as f64;
@@ -443,6 +485,20 @@ pub fn train_model(
         config.context_onset_weight.is_finite() && config.context_onset_weight > 0.0,
         "the context onset weight must be a positive number"
     );
+    anyhow::ensure!(
+        model_config.context_features.is_empty() || cache.has_features(),
+        "the model has context features but the token cache has none stored; rebuild the \
+         cache with this version of `stemgen data cache`"
+    );
+    for (name, share) in [
+        ("chord template share", config.chord_template_share),
+        ("feature drop share", config.feature_drop_share),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&share),
+            "the {name} {share} must be in [0, 1]"
+        );
+    }
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("{}: cannot create the output folder", out_dir.display()))?;
     let ckpt_dir = out_dir.join("checkpoint");
@@ -579,11 +635,25 @@ pub fn train_model(
                 m
             })
             .collect();
+        let mix = FeatureMix {
+            chord_template_share: config.chord_template_share,
+            feature_drop_share: config.feature_drop_share,
+        };
+        let step_seed = config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let features = batch_features(
+            &batch,
+            &model_config.context_features,
+            cache.info.frames,
+            mix,
+            step_seed,
+            device,
+        )?;
         let out = weighted_objective_with_masks(
             &checkpoint.model,
             &batch.context,
             &batch.target,
             &batch.category,
+            features.as_ref(),
             masks,
             onset_weights.as_deref(),
         )?;

@@ -4,6 +4,7 @@
 use super::plan::{plan_song, PlanOptions, Role, SectionKind, SongPlan};
 use super::render::{render_song, RenderOptions, RenderedSong};
 use super::SynthError;
+use crate::analysis::harmony::{parse_chord, HarmonyError, TimedChord};
 use crate::audio::{write_wav, WavFormat};
 use rayon::prelude::*;
 use rustysynth::SoundFont;
@@ -67,6 +68,31 @@ pub struct StemMetadata {
     pub program: u8,
     pub midi_channel: u8,
     pub note_count: usize,
+}
+
+impl SongMetadata {
+    /// The chords of the song in seconds from its start. Chords of a section share it
+    /// equally (the plan gives each chord of a section the same number of beats).
+    pub fn chord_spans(&self) -> Result<Vec<TimedChord>, HarmonyError> {
+        let beat_s = 60.0 / self.tempo_bpm;
+        let bar_beats = self.time_signature[0] as f64;
+        let mut spans = Vec::new();
+        for section in &self.sections {
+            if section.chords.is_empty() {
+                continue;
+            }
+            let start = section.start_bar as f64 * bar_beats * beat_s;
+            let share = section.bars as f64 * bar_beats * beat_s / section.chords.len() as f64;
+            for (i, symbol) in section.chords.iter().enumerate() {
+                spans.push(TimedChord {
+                    start: start + i as f64 * share,
+                    end: start + (i + 1) as f64 * share,
+                    chord: parse_chord(symbol)?,
+                });
+            }
+        }
+        Ok(spans)
+    }
 }
 
 /// The metadata of `plan` as rendered with `options`.

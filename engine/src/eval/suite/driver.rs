@@ -18,16 +18,20 @@ use super::normalisation::{
     coherence_means, normalise, normalised_mean, normalised_mean_interval, COHERENCE_METRICS,
     MIN_ANCHOR_GAP,
 };
-use super::populations::{derangement, standard_populations, Population, Role, Source};
+use super::populations::{
+    derangement, standard_populations, HarmonySource, Population, Role, Source,
+};
 use super::results::{CodecReport, MetricSummary, PopulationReport, SuiteReport, SuiteTimings};
 use super::SuiteOptions;
 use crate::analysis::distance;
+use crate::analysis::harmony::TimedChord;
 use crate::analysis::sound::SoundQuality;
 use crate::analysis::{Analysis, ANALYSIS_RATE};
 use crate::audio::{Audio, SILENCE_DBFS};
 use crate::codec::no_progress;
 use crate::data::cache::song_seed;
 use crate::data::datasets::list_dataset;
+use crate::data::pair_features::song_chords;
 use crate::data::pairs::{apply_shared_gain, PairConfig, Song};
 use crate::data::Category;
 use crate::eval::distribution::{ClassicalDistances, FEATURE_NAMES};
@@ -248,7 +252,11 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
     if let Some(t) = options.temperature {
         base.temperature = t;
     }
-    let populations = standard_populations(options.ablations);
+    anyhow::ensure!(
+        !options.harmony || !generator.config().context_features.is_empty(),
+        "the harmony populations need a model with context features"
+    );
+    let populations = standard_populations(options.ablations, options.harmony);
     let cancel = AtomicBool::new(false);
     struct Measured {
         population: Population,
@@ -285,6 +293,7 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                 lambda_context,
                 lambda_category,
                 w_position,
+                harmony,
             } => {
                 let mut settings = base.clone();
                 settings.lambda_context = *lambda_context;
@@ -302,6 +311,13 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                     request.length = Some(Length::Seconds(window_seconds));
                     request.output_rate = rate;
                     request.output_channels = 1;
+                    match harmony {
+                        HarmonySource::Measured => {}
+                        HarmonySource::Off => request.harmony.no_features = true,
+                        HarmonySource::TrueChords => {
+                            request.harmony.timed_chords = clip_chords(c)?;
+                        }
+                    }
                     let stem = generator
                         .generate(&request, &mut |_| {}, &cancel)
                         .with_context(|| {
@@ -468,4 +484,23 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         timings,
         notes,
     })
+}
+
+/// The chords of `clip`'s song during the clip, in seconds from the clip's start.
+fn clip_chords(clip: &ClipInfo) -> Result<Vec<TimedChord>> {
+    let spans = song_chords(&clip.song_dir)?.with_context(|| {
+        format!(
+            "{}: the song's chords are not known (true_chords needs songs made by `data synth`)",
+            clip.song_dir.display()
+        )
+    })?;
+    Ok(spans
+        .into_iter()
+        .map(|s| TimedChord {
+            start: s.start - clip.crop_start_s,
+            end: s.end - clip.crop_start_s,
+            chord: s.chord,
+        })
+        .filter(|s| s.end > 0.0 && s.start < clip.seconds)
+        .collect())
 }

@@ -85,6 +85,9 @@ pub struct SuiteOptions {
     pub soundfont: Option<PathBuf>,
     /// Also run the four ablations (no guidance, one guidance source, no causal bias).
     pub ablations: bool,
+    /// Also generate without context features and with each clip's true chords (models
+    /// with context features).
+    pub harmony: bool,
     /// Sampling temperature of every generated population (`None`: the preset's, 1).
     pub temperature: Option<f64>,
     /// Recorded in the report: whether this was a `--quick` run.
@@ -104,6 +107,7 @@ impl SuiteOptions {
             seed: 0,
             soundfont: None,
             ablations: true,
+            harmony: false,
             temperature: None,
             quick,
         }

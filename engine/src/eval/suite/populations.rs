@@ -35,7 +35,21 @@ pub enum Source {
         lambda_context: f64,
         lambda_category: f64,
         w_position: f64,
+        harmony: HarmonySource,
     },
+}
+
+/// The context features a generated population gives a model that has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HarmonySource {
+    /// Measured from the clip's context, as a user's context would be.
+    Measured,
+    /// None (all zero): what the features add.
+    Off,
+    /// The clip's true chords (from its song's metadata) instead of the measured harmony,
+    /// as a producer typing the progression would give them.
+    TrueChords,
 }
 
 /// One row of the report.
@@ -50,8 +64,20 @@ pub struct Population {
 }
 
 /// The populations of a run: anchors, the model, the ablations of the paper's tables
-/// (optional) and the raw anchors.
-pub fn standard_populations(ablations: bool) -> Vec<Population> {
+/// (optional), the harmony variants (optional) and the raw anchors.
+pub fn standard_populations(ablations: bool, harmony: bool) -> Vec<Population> {
+    let with_harmony = |name, role, harmony, description| Population {
+        name,
+        role,
+        source: Source::Generated {
+            lambda_context: 3.0,
+            lambda_category: 3.0,
+            w_position: 0.1,
+            harmony,
+        },
+        codec_round_trip: true,
+        description,
+    };
     let generated =
         |name, role, lambda_context, lambda_category, w_position, description| Population {
             name,
@@ -60,6 +86,7 @@ pub fn standard_populations(ablations: bool) -> Vec<Population> {
                 lambda_context,
                 lambda_category,
                 w_position,
+                harmony: HarmonySource::Measured,
             },
             codec_round_trip: true,
             description,
@@ -122,6 +149,22 @@ pub fn standard_populations(ablations: bool) -> Vec<Population> {
                 3.0,
                 0.0,
                 "w_s 0 (VampNet-like ranking)",
+            ),
+        ]);
+    }
+    if harmony {
+        p.extend([
+            with_harmony(
+                "no_context_features",
+                Role::Ablation,
+                HarmonySource::Off,
+                "the model given no context features (harmony, onsets, beats)",
+            ),
+            with_harmony(
+                "true_chords",
+                Role::Ablation,
+                HarmonySource::TrueChords,
+                "the model given each clip's true chords instead of the measured harmony",
             ),
         ]);
     }
