@@ -637,7 +637,16 @@ impl StemGenEditor {
 
     fn takes_folder(&mut self, ui: &mut egui::Ui) {
         let dir = self.shared.params.session.write().takes_dir();
-        ui.label(RichText::new(format!("Takes are saved in {}", dir.display())).weak());
+        // One left-aligned row that truncates (full path on hover): in the section's justified
+        // layout a plain label was stretched letter by letter across the panel.
+        ui.horizontal(|ui| {
+            let text = format!("Takes are saved in {}", dir.display());
+            ui.add(
+                egui::Label::new(RichText::new(&text).weak())
+                    .wrap_mode(egui::TextWrapMode::Truncate),
+            )
+            .on_hover_text(text);
+        });
         ui.horizontal(|ui| {
             ui.add(
                 egui::TextEdit::singleline(&mut self.takes_root_text)
@@ -714,15 +723,15 @@ fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
     ui.horizontal(|ui| {
         ui.label(format!("{label:<10}"));
         let color = if db > -0.5 { ERROR } else { OK };
-        ui.add(
-            egui::ProgressBar::new(fill)
-                .desired_width(220.0)
-                .fill(color)
-                .text(if peak > 0.0 {
-                    format!("{db:.1} dB")
-                } else {
-                    "-inf".into()
-                }),
+        // The reading beside the bar, not on it: drawn over the bar it sat on the fill's end.
+        ui.add(egui::ProgressBar::new(fill).desired_width(220.0).fill(color));
+        ui.add_sized(
+            [64.0, 16.0],
+            egui::Label::new(if peak > 0.0 {
+                format!("{db:.1} dB")
+            } else {
+                "-inf dB".into()
+            }),
         );
     });
 }

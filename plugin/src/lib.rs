@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod editor;
+pub mod fade;
 pub mod jobs;
 pub mod params;
 pub mod playback;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use nice_plug::prelude::*;
 
 use capture::{CaptureInfo, CaptureRing, CaptureTracker, TransportFacts};
+use fade::Fade;
 use params::{ContextInput, StemGenParams};
 use playback::TakePlayer;
 use shared::Shared;
@@ -44,6 +46,9 @@ pub enum MainThreadTask {
 pub struct StemGen {
     params: Arc<StemGenParams>,
     shared: Arc<Shared>,
+    /// The worker threads, shared with the process's other instances; declared after
+    /// `shared` so it is dropped last: the last instance joins the threads in its drop.
+    _workers: Arc<worker::WorkerPool>,
 
     // Audio-thread state: nothing below is shared except through atomics and queues.
     ring: Arc<CaptureRing>,
@@ -51,6 +56,12 @@ pub struct StemGen {
     player: TakePlayer,
     captures_tx: rtrb::Producer<CaptureInfo>,
     mono: Vec<f32>,
+    /// Per-sample gains of the current piece of a block (the smoothers, read per sample).
+    thru_gains: Vec<f32>,
+    stem_gains: Vec<f32>,
+    /// "Mute stem" and "Stem only" as short fades instead of steps.
+    mute_fade: Fade,
+    solo_fade: Fade,
     seen: SeenRequests,
     trigger_was_on: bool,
     /// Set by `activate`; the next `process` asks the main thread to load the selected take.
@@ -77,20 +88,27 @@ impl Default for StemGen {
         let ring = Arc::new(CaptureRing::with_capacity(44_100, 1));
         let (captures_tx, captures_rx) = rtrb::RingBuffer::new(CAPTURE_QUEUE);
         let (sender, player) = playback::take_channel();
+        let workers = worker::WorkerPool::acquire();
         let shared = Arc::new(Shared::new(
             params.clone(),
             ring.clone(),
             captures_rx,
             sender,
+            Arc::downgrade(&workers),
         ));
         StemGen {
             params,
             shared,
+            _workers: workers,
             ring,
             tracker: CaptureTracker::default(),
             player,
             captures_tx,
             mono: vec![0.0; SCRATCH_FRAMES],
+            thru_gains: vec![0.0; SCRATCH_FRAMES],
+            stem_gains: vec![0.0; SCRATCH_FRAMES],
+            mute_fade: Fade::new(true, 44_100.0),
+            solo_fade: Fade::new(true, 44_100.0),
             seen: SeenRequests::default(),
             trigger_was_on: false,
             reload_take: false,
@@ -175,8 +193,10 @@ fn transport_facts(transport: &Transport) -> TransportFacts {
 impl Plugin for StemGen {
     const NAME: &'static str = "StemGen";
     const VENDOR: &'static str = "StemGen";
-    const URL: &'static str = "https://example.invalid/stemgen";
-    const EMAIL: &'static str = "stemgen@example.invalid";
+    // No public home page or support address exists yet: hosts get empty fields rather than
+    // placeholders.
+    const URL: &'static str = "";
+    const EMAIL: &'static str = "";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
@@ -233,6 +253,9 @@ impl Plugin for StemGen {
             *self.shared.ring.lock() = self.ring.clone();
             self.tracker = CaptureTracker::default();
         }
+        // The switches start settled where they are.
+        self.mute_fade = Fade::new(!self.params.mute.value(), rate);
+        self.solo_fade = Fade::new(!self.params.solo.value(), rate);
         // The take (at the old rate, or from restored state) is reloaded for this rate.
         self.reload_take = true;
         self.seen_restores = self.params.session.restores();
@@ -247,6 +270,21 @@ impl Plugin for StemGen {
     }
 
     fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        // Denormals flushed to zero (FTZ/DAZ on x86, FZ on aarch64) for this block only: a
+        // decaying tail or a quiet input otherwise costs several times a normal block. The
+        // guard changes only this thread's floating-point flags and restores them on return.
+        unsafe { no_denormals::no_denormals(|| self.process_block(buffer, aux, context)) }
+    }
+}
+
+impl StemGen {
+    /// [`Plugin::process`] with denormals off.
+    fn process_block(
         &mut self,
         buffer: &mut Buffer,
         aux: &mut AuxiliaryBuffers,
@@ -271,12 +309,7 @@ impl Plugin for StemGen {
 
         let frames = buffer.samples();
         let from_sidechain = self.params.context_input.value() == ContextInput::Sidechain;
-        let thru = self.params.thru_gain.value();
-        let stem_gain = if self.params.mute.value() {
-            0.0
-        } else {
-            self.params.stem_gain.value()
-        };
+        let mute = self.params.mute.value();
         let solo = self.params.solo.value();
         let mut input_peak = 0.0f32;
         let mut stem_peak = 0.0f32;
@@ -318,13 +351,30 @@ impl Plugin for StemGen {
             [l, r, ..] => (l, r),
             _ => return ProcessStatus::Normal,
         };
-        let input_gain = if solo { 0.0 } else { thru };
-        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-            *l *= input_gain;
-            *r *= input_gain;
-        }
-        if stem_gain > 0.0 {
-            stem_peak = self.player.render(&facts, stem_gain, left, right);
+        // The gains, read per sample from their smoothers, with the switches' fades.
+        let mut start = 0;
+        while start < frames {
+            let n = (frames - start).min(SCRATCH_FRAMES);
+            let (thru, stem) = (&mut self.thru_gains[..n], &mut self.stem_gains[..n]);
+            self.params.thru_gain.smoothed.next_block(thru, n);
+            self.params.stem_gain.smoothed.next_block(stem, n);
+            for (t, g) in thru.iter_mut().zip(stem.iter_mut()) {
+                *t *= self.solo_fade.next(!solo);
+                *g *= self.mute_fade.next(!mute);
+            }
+            let (l, r) = (&mut left[start..start + n], &mut right[start..start + n]);
+            for ((l, r), t) in l.iter_mut().zip(r.iter_mut()).zip(thru.iter()) {
+                *l *= t;
+                *r *= t;
+            }
+            if !self.mute_fade.is_off(!mute) {
+                let mut piece = facts;
+                if start > 0 {
+                    advance(&mut piece, start);
+                }
+                stem_peak = stem_peak.max(self.player.render(&piece, stem, l, r));
+            }
+            start += n;
         }
         // Never hand the host NaN or inf, whatever came in.
         for s in left.iter_mut().chain(right.iter_mut()) {

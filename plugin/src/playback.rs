@@ -151,7 +151,7 @@ impl TakePlayer {
     pub fn render(
         &mut self,
         facts: &TransportFacts,
-        gain: f32,
+        gains: &[f32],
         left: &mut [f32],
         right: &mut [f32],
     ) -> f32 {
@@ -161,7 +161,7 @@ impl TakePlayer {
         if take.sample_rate as f64 != facts.sample_rate || take.is_empty() {
             return 0.0; // being resampled for the new host rate
         }
-        let n = left.len().min(right.len());
+        let n = left.len().min(right.len()).min(gains.len());
         let start = if let Some(cursor) = self.audition {
             if cursor >= take.len() {
                 self.audition = None;
@@ -184,8 +184,8 @@ impl TakePlayer {
                 continue;
             }
             let (l, r) = (
-                take.left[idx as usize] * gain,
-                take.right[idx as usize] * gain,
+                take.left[idx as usize] * gains[i],
+                take.right[idx as usize] * gains[i],
             );
             left[i] += l;
             right[i] += r;
@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(player.current_id(), Some(7));
         for pos in [192_000i64, 200_123, 192_000 + 47_990, 100_000, 192_000 + 10] {
             let (mut l, mut r) = (vec![0.0; 16], vec![0.0; 16]);
-            player.render(&at(pos, 120.0, true), 1.0, &mut l, &mut r);
+            player.render(&at(pos, 120.0, true), &[1.0; 16], &mut l, &mut r);
             for i in 0..16 {
                 let idx = pos + i as i64 - 192_000;
                 let expect = if (0..48_000).contains(&idx) {
@@ -252,7 +252,7 @@ mod tests {
         }
         // Stopped: silent.
         let (mut l, mut r) = (vec![0.0; 8], vec![0.0; 8]);
-        player.render(&at(192_100, 120.0, false), 1.0, &mut l, &mut r);
+        player.render(&at(192_100, 120.0, false), &[1.0; 8], &mut l, &mut r);
         assert!(l.iter().all(|&x| x == 0.0));
     }
 
@@ -288,9 +288,9 @@ mod tests {
         player.receive();
         player.start_audition();
         let (mut l, mut r) = (vec![0.0; 4], vec![0.0; 4]);
-        player.render(&at(0, 120.0, false), 0.5, &mut l, &mut r);
+        player.render(&at(0, 120.0, false), &[0.5; 4], &mut l, &mut r);
         assert_eq!(l, vec![0.0, 0.5, 1.0, 1.5]);
-        player.render(&at(0, 120.0, false), 1.0, &mut l, &mut r);
+        player.render(&at(0, 120.0, false), &[1.0; 4], &mut l, &mut r);
         assert_eq!(l[0], 4.0 + 0.0);
     }
 
@@ -306,6 +306,6 @@ mod tests {
         let mut facts = at(10, 120.0, true);
         facts.sample_rate = 44_100.0;
         let (mut l, mut r) = (vec![0.0; 4], vec![0.0; 4]);
-        assert_eq!(player.render(&facts, 1.0, &mut l, &mut r), 0.0);
+        assert_eq!(player.render(&facts, &[1.0; 4], &mut l, &mut r), 0.0);
     }
 }

@@ -3,7 +3,7 @@
 //! queues it owns the other end of; everything behind a lock here is for the other threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -12,7 +12,7 @@ use crate::jobs::{AtomicF64, CapturedContext, GenerationJob, JobOwner, JobStatus
 use crate::params::StemGenParams;
 use crate::playback::{TakeAudio, TakeSender};
 use crate::takes::{self, Take};
-use crate::worker;
+use crate::worker::{self, WorkerPool};
 
 /// What the host transport said last, published by the audio thread for the editor.
 #[derive(Debug, Default)]
@@ -92,6 +92,9 @@ pub struct Shared {
     pub message: Mutex<Option<String>>,
     /// Set when the plugin is removed: running work for it stops.
     pub closed: AtomicBool,
+    /// The worker threads; the instance (`StemGen`) owns them, this is only a way to reach
+    /// them, so a job holding this `Shared` never keeps them alive.
+    workers: Weak<WorkerPool>,
 }
 
 impl Shared {
@@ -100,6 +103,7 @@ impl Shared {
         ring: Arc<CaptureRing>,
         captures: rtrb::Consumer<CaptureInfo>,
         take_sender: TakeSender,
+        workers: Weak<WorkerPool>,
     ) -> Self {
         let host = HostInfo::default();
         host.playing_take.store(u64::MAX, Ordering::Relaxed);
@@ -114,6 +118,7 @@ impl Shared {
             job: Mutex::new(None),
             message: Mutex::new(None),
             closed: AtomicBool::new(false),
+            workers,
         }
     }
 
@@ -169,7 +174,10 @@ impl Shared {
         let status = Arc::new(JobStatus::new());
         *self.job.lock() = Some(status.clone());
         *self.message.lock() = None;
-        worker::submit(GenerationJob {
+        let Some(workers) = self.workers.upgrade() else {
+            return;
+        };
+        workers.submit(GenerationJob {
             take_id: id,
             model_dir,
             takes_dir,
@@ -221,7 +229,11 @@ impl Shared {
             id.and_then(|id| session.take(id).cloned())
         };
         match take {
-            Some(take) => worker::load_take(self.clone(), take),
+            Some(take) => {
+                if let Some(workers) = self.workers.upgrade() {
+                    workers.load_take(self.clone(), take);
+                }
+            }
             None => self.send_take(None),
         }
     }

@@ -1,14 +1,20 @@
-//! The plugin's own worker threads, one set per process, started on first use (never while a
-//! host scans or activates the plugin): one generates (the model is loaded once per process and
-//! shared by every instance), one loads and resamples takes so selecting a take never waits
-//! behind a generation. Jobs arrive over crossbeam channels; progress goes back through atomics
-//! in [`JobStatus`]. A job holds an `Arc` of its instance's [`Shared`], so removing the plugin
-//! mid-generation is safe: the job sees `closed`, cancels, and the last `Arc` is dropped here.
+//! The plugin's own worker threads, one [`WorkerPool`] shared by the instances of a process and
+//! started on first use (never while a host scans or activates the plugin): one thread
+//! generates (a model is loaded once and shared by every instance), one loads and resamples
+//! takes so selecting a take never waits behind a generation. Jobs arrive over crossbeam
+//! channels; progress goes back through atomics in `JobStatus`.
+//!
+//! Ownership: each plugin instance holds the pool (`Arc`), its `Shared` only a `Weak`, and a
+//! job holds its instance's `Shared`. When the last instance goes, the pool's `Drop` closes
+//! the queues; a running generation sees its instance closed and cancels at its next step;
+//! the threads are joined, the models freed. Nothing of the plugin runs after that, so a host
+//! may unload the library. A later instance starts a new pool.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -79,42 +85,112 @@ pub fn check_model_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-struct Workers {
+/// Names of the pool's threads (tests look for them).
+pub const THREAD_NAMES: [&str; 2] = ["stemgen-generate", "stemgen-takes"];
+
+/// The worker threads of the process (see the module docs).
+#[derive(Default)]
+pub struct WorkerPool {
+    threads: Mutex<Option<Threads>>,
+}
+
+struct Threads {
     generate: Sender<GenerationJob>,
     load: Sender<(Arc<dyn JobOwner>, Take)>,
+    handles: Vec<JoinHandle<()>>,
 }
 
-static WORKERS: OnceLock<Workers> = OnceLock::new();
+/// The pool the live instances share; empty when none holds it.
+static POOL: Mutex<Weak<WorkerPool>> = Mutex::new(Weak::new());
 
-fn workers() -> &'static Workers {
-    WORKERS.get_or_init(|| {
-        let (generate, generate_rx) = unbounded();
-        let (load, load_rx) = unbounded();
-        std::thread::Builder::new()
-            .name("stemgen-generate".into())
-            .spawn(move || generation_loop(generate_rx))
-            .expect("spawning the StemGen generation thread");
-        std::thread::Builder::new()
-            .name("stemgen-takes".into())
-            .spawn(move || load_loop(load_rx))
-            .expect("spawning the StemGen take loader thread");
-        Workers { generate, load }
-    })
-}
+impl WorkerPool {
+    /// The process's pool, made (without threads) when no instance holds one.
+    pub fn acquire() -> Arc<WorkerPool> {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = pool.upgrade() {
+            return existing;
+        }
+        let fresh = Arc::new(WorkerPool::default());
+        *pool = Arc::downgrade(&fresh);
+        fresh
+    }
 
-/// Queues a generation (starts the workers on first use).
-pub fn submit(job: GenerationJob) {
-    if let Err(e) = workers().generate.send(job) {
-        let job = e.into_inner();
-        job.status.finish(Stage::Failed);
-        job.owner
-            .set_message("The generation thread has stopped; reload the plugin.".into());
+    /// The threads, started on first use.
+    fn started(&self) -> std::io::Result<MutexGuard<'_, Option<Threads>>> {
+        let mut guard = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let (generate, generate_rx) = unbounded();
+            let (load, load_rx) = unbounded();
+            let handles = vec![
+                std::thread::Builder::new()
+                    .name(THREAD_NAMES[0].into())
+                    .spawn(move || generation_loop(generate_rx))?,
+                std::thread::Builder::new()
+                    .name(THREAD_NAMES[1].into())
+                    .spawn(move || load_loop(load_rx))?,
+            ];
+            *guard = Some(Threads {
+                generate,
+                load,
+                handles,
+            });
+        }
+        Ok(guard)
+    }
+
+    /// Queues a generation.
+    pub fn submit(&self, job: GenerationJob) {
+        let sent = match self.started() {
+            Ok(threads) => match threads.as_ref() {
+                Some(t) => t.generate.send(job).map_err(|e| {
+                    let message = "The generation thread has stopped; reload the plugin.";
+                    (e.into_inner(), message.to_string())
+                }),
+                None => Err((job, "The generation thread is not running.".to_string())),
+            },
+            Err(e) => Err((job, format!("Cannot start the generation thread: {e}"))),
+        };
+        if let Err((job, message)) = sent {
+            job.status.finish(Stage::Failed);
+            job.owner.set_message(message);
+        }
+    }
+
+    /// Loads a take's file for playback at the instance's current rate, off the caller's
+    /// thread.
+    pub fn load_take(&self, owner: Arc<dyn JobOwner>, take: Take) {
+        match self.started() {
+            Ok(threads) => {
+                if let Some(t) = threads.as_ref() {
+                    let _ = t.load.send((owner, take));
+                }
+            }
+            Err(e) => owner.set_message(format!("Cannot start the take loader thread: {e}")),
+        }
     }
 }
 
-/// Loads a take's file for playback at the instance's current rate, off the caller's thread.
-pub fn load_take(owner: Arc<dyn JobOwner>, take: Take) {
-    let _ = workers().load.send((owner, take));
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        let threads = self
+            .threads
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Threads {
+            generate,
+            load,
+            handles,
+        }) = threads
+        {
+            // Closing the queues ends the loops once the running job is done; the instance
+            // that queued it is gone, so it cancels at its next step.
+            drop((generate, load));
+            for handle in handles {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 fn load_loop(jobs: Receiver<(Arc<dyn JobOwner>, Take)>) {
