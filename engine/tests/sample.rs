@@ -219,10 +219,10 @@ fn inference_kernels_match_the_differentiable_model() {
     let target = Tensor::from_vec(target.repeat(2), (2, 3, 20), &dev).unwrap();
     let category = Tensor::new(&[1u32, 4], &dev).unwrap();
     let slow = model
-        .forward(&context, &target, &category, &[false, true])
+        .forward(&context, &target, &category, &[false, true], None)
         .unwrap();
     let quick = fast
-        .forward(&context, &target, &category, &[false, true])
+        .forward(&context, &target, &category, &[false, true], None)
         .unwrap();
     let diff = (slow - quick)
         .unwrap()
@@ -256,7 +256,9 @@ fn sampler_guides_with_the_right_conditions() {
             let tgt = Tensor::from_vec(target.clone(), (1, 3, frames), &dev).unwrap();
             let logits = |cat: u32, dropped: bool| -> Vec<Vec<f32>> {
                 let cat = Tensor::new(&[cat], &dev).unwrap();
-                let all = model.forward(&context, &tgt, &cat, &[dropped]).unwrap();
+                let all = model
+                    .forward(&context, &tgt, &cat, &[dropped], None)
+                    .unwrap();
                 let level: Vec<Vec<Vec<f32>>> = all.squeeze(0).unwrap().to_vec3().unwrap();
                 level[q].clone()
             };

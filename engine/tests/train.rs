@@ -3,11 +3,13 @@
 
 use candle_core::{Device, Tensor};
 use std::path::Path;
+use stemgen::analysis::context_features::ContextFeature;
 use stemgen::audio::{write_wav, Audio, WavFormat};
 use stemgen::codec::encodec::Encodec;
 use stemgen::data::cache::{write_shard, CacheConfig, ShardSpec, TokenCache};
 use stemgen::data::pairs::PairConfig;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
+use stemgen::train::features::{batch_features, FeatureMix};
 use stemgen::train::{
     context_onset_weights, held_out_accuracy, train_model, ContextProbe, HeldOutOptions,
     LrSchedule, ModelTrainConfig,
@@ -76,6 +78,8 @@ fn train_config(steps: usize) -> ModelTrainConfig {
         stop_after: None,
         whole_level0_share: 0.0,
         context_onset_weight: 1.0,
+        chord_template_share: 0.0,
+        feature_drop_share: 0.0,
     }
 }
 
@@ -290,14 +294,21 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn resumed_training_matches_an_uninterrupted_run() {
     let cache = tiny_cache(11, 4);
+    assert!(cache.has_features());
     let mut config = train_config(24);
-    // Half the examples as the sampler's first step: its draws must resume exactly too.
+    // Half the examples as the sampler's first step, and context features dropped for a
+    // third: their draws must resume exactly too.
     config.whole_level0_share = 0.5;
+    config.feature_drop_share = 0.3;
     config.weight_decay = 0.01;
+    let model = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        ..tiny_model()
+    };
     let run = |config: &ModelTrainConfig, out: &Path| {
         train_model(
             &cache,
-            &tiny_model(),
+            &model,
             config,
             out,
             &Device::Cpu,
@@ -411,4 +422,51 @@ fn context_onsets_are_gain_rises_of_level_0() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("gain_steps"), "{err:#}");
+}
+
+#[test]
+fn each_example_sees_measured_features_chord_templates_or_none() {
+    let cache = tiny_cache(3, 2);
+    let mut batch = cache.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();
+    let frames = cache.info.frames;
+    // The tiny songs have no metadata: no chords known.
+    assert_eq!(batch.has_chords, vec![false; 4]);
+    let measured = batch.features.clone().unwrap();
+    assert_eq!(measured.len(), 4 * frames * 27);
+    assert!(measured.iter().any(|&v| v > 0.0));
+    // Pretend example 1's chords are known (a template of all 0.5).
+    batch.has_chords[1] = true;
+    batch.templates = Some(vec![0.5; 4 * frames * 24]);
+    let features = [ContextFeature::Chroma, ContextFeature::Onset];
+    let draw = |mix: FeatureMix| -> Vec<f32> {
+        batch_features(&batch, &features, frames, mix, 9, &Device::Cpu)
+            .unwrap()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let chords = FeatureMix {
+        chord_template_share: 1.0,
+        feature_drop_share: 0.0,
+    };
+    let got = draw(chords);
+    let row = |b: usize, n: usize| &got[(b * frames + n) * 13..][..13];
+    // Example 1: chroma from the template, onset still measured; example 0: all measured.
+    assert_eq!(&row(1, 5)[..12], &[0.5; 12]);
+    assert_eq!(row(1, 5)[12], measured[(frames + 5) * 27 + 24]);
+    assert_eq!(&row(0, 5)[..12], &measured[5 * 27..5 * 27 + 12]);
+    let dropped = draw(FeatureMix {
+        chord_template_share: 0.0,
+        feature_drop_share: 1.0,
+    });
+    assert!(dropped.iter().all(|&v| v == 0.0));
+    // A model without features gets none; a cache without them is refused for one with.
+    assert!(batch_features(&batch, &[], frames, chords, 9, &Device::Cpu)
+        .unwrap()
+        .is_none());
+    batch.features = None;
+    let err = batch_features(&batch, &features, frames, chords, 9, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("rebuild"), "{err}");
 }

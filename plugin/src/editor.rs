@@ -724,7 +724,11 @@ fn meter(ui: &mut egui::Ui, label: &str, peak: f32) {
         ui.label(format!("{label:<10}"));
         let color = if db > -0.5 { ERROR } else { OK };
         // The reading beside the bar, not on it: drawn over the bar it sat on the fill's end.
-        ui.add(egui::ProgressBar::new(fill).desired_width(220.0).fill(color));
+        ui.add(
+            egui::ProgressBar::new(fill)
+                .desired_width(220.0)
+                .fill(color),
+        );
         ui.add_sized(
             [64.0, 16.0],
             egui::Label::new(if peak > 0.0 {

@@ -40,7 +40,12 @@ impl Fade {
 
     /// The current gain, sin(pi/2 x).
     pub fn gain(&self) -> f32 {
-        (std::f32::consts::FRAC_PI_2 * self.position).sin()
+        // Exactly 1 and 0 when settled, so a take plays bit-exact at unity gain.
+        match self.position {
+            p if p >= 1.0 => 1.0,
+            p if p <= 0.0 => 0.0,
+            p => (std::f32::consts::FRAC_PI_2 * p).sin(),
+        }
     }
 
     /// Settled at silence and staying there.
@@ -63,7 +68,11 @@ mod tests {
         let mut previous = 1.0;
         for _ in 0..samples {
             let (a, b) = (out.next(false), inn.next(true));
-            assert!((a * a + b * b - 1.0).abs() < 1e-3, "power {}", a * a + b * b);
+            assert!(
+                (a * a + b * b - 1.0).abs() < 1e-3,
+                "power {}",
+                a * a + b * b
+            );
             largest_step = largest_step.max((a - previous).abs());
             previous = a;
         }

@@ -12,6 +12,22 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Draw context/target pairs from song folders and tokenize them into a cache shard.
     Cache(CacheArgs),
+    /// Render every multitrack MIDI file of a folder into a song folder (one WAV per
+    /// instrument category, metadata.json), skipping finished ones.
+    Midi(MidiArgs),
+}
+
+#[derive(Args)]
+pub struct MidiArgs {
+    /// Folder of MIDI files (.mid, .midi, .kar; searched recursively).
+    #[arg(long = "in", value_name = "DIR")]
+    input: PathBuf,
+    /// Folder the song folders are written to.
+    #[arg(short, long, value_name = "DIR")]
+    out: PathBuf,
+    /// General MIDI SoundFont (.sf2); default: FluidR3 or TimGM6mb from Debian.
+    #[arg(long)]
+    soundfont: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -56,7 +72,53 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Synth(args) => synth(args),
         DataCommand::Cache(args) => cache(args),
+        DataCommand::Midi(args) => midi(args),
     }
+}
+
+fn midi(args: MidiArgs) -> Result<()> {
+    use stemgen::data::midi::{convert_folder, list_midi_files, Converted};
+    use stemgen::data::synth;
+    let path = synth::find_soundfont(args.soundfont.as_deref())?;
+    let font = synth::load_soundfont(&path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let files = list_midi_files(&args.input)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the folder ({e})", args.input.display()))?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: no MIDI files (.mid, .midi, .kar) in this folder",
+        args.input.display()
+    );
+    let bar = counting_bar(files.len() as u64, "rendering MIDI files");
+    let t = std::time::Instant::now();
+    let results = convert_folder(
+        &args.input,
+        &args.out,
+        &font,
+        &name,
+        &synth::RenderOptions::default(),
+        &|result| {
+            if let Converted::Failed(file, problem) = result {
+                bar.suspend(|| eprintln!("{}: skipped: {problem}", file.display()));
+            }
+            bar.inc(1);
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    bar.finish_and_clear();
+    let count = |f: fn(&Converted) -> bool| results.iter().filter(|r| f(r)).count();
+    eprintln!(
+        "{}: {} songs written, {} already there, {} files skipped ({:.0} s, {name})",
+        args.out.display(),
+        count(|r| matches!(r, Converted::Written(_))),
+        count(|r| matches!(r, Converted::Skipped(_))),
+        count(|r| matches!(r, Converted::Failed(..))),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn synth(args: SynthArgs) -> Result<()> {

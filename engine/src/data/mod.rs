@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod categories;
 pub mod datasets;
+pub mod midi;
 pub mod pair_features;
 pub mod pairs;
 pub mod synth;

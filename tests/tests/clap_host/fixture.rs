@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use candle_core::Device;
 use clack_host::prelude::*;
+use stemgen::analysis::context_features::ContextFeature;
 use stemgen::model::{ModelCheckpoint, ModelConfig};
 
 pub(crate) struct Env {
@@ -66,7 +67,12 @@ fn build_bundle(workspace: &Path, target: &Path) -> PathBuf {
 /// A model directory like the engine's generate tests use: a random tiny transformer whose
 /// levels and codebook match the fixture EnCodec in `codec/`.
 fn write_tiny_model(dir: &Path, workspace: &Path) {
-    let config = ModelConfig::tiny(40);
+    // With context features, so chords and a key are accepted (and measured features of
+    // every capture go through the engine).
+    let config = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        ..ModelConfig::tiny(40)
+    };
     std::fs::create_dir_all(dir).unwrap();
     ModelCheckpoint::random(&config, &Device::Cpu, 7)
         .unwrap()

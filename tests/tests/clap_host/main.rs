@@ -15,10 +15,12 @@
 
 mod fixture;
 mod host;
+mod producer;
 mod render;
 mod scenarios;
 mod state;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use host::Plugin;
@@ -30,6 +32,12 @@ use scenarios::{
     the_take_plays_in_time_with_the_timeline,
 };
 use state::{takes, wait_for_takes};
+
+/// The tests run one at a time: the worker-thread test needs every other instance gone.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The host's song: 120 BPM in 4/4 from the start.
 pub(crate) const TEMPO: f64 = 120.0;
@@ -62,6 +70,7 @@ pub(crate) fn custom_bars(bars: u32) -> f64 {
 /// every rate and block size.
 #[test]
 fn capture_generate_play_restore_in_a_clap_host() {
+    let _serial = serial();
     let mut a = Plugin::new();
     parameters_are_reported_as_nice_plug_maps_them(&mut a);
     a.activate(48_000.0, 4096);
@@ -71,6 +80,23 @@ fn capture_generate_play_restore_in_a_clap_host() {
     the_state_restores_the_take_at_another_rate(&state, &wav);
     a_state_loaded_while_running_brings_its_take(&state, &wav);
     any_rate_and_block_size_with_garbage_input(&mut a, &wav);
+    a.activate(48_000.0, 4096);
+    a.wait_until_take_plays(at_beat(4.0, 48_000.0));
+    producer::automation_and_switches_do_not_click(&mut a, &wav, at_beat(4.0, 48_000.0));
+}
+
+/// The producer's chords and key: in the session, in the take's sidecar, after a reopen.
+#[test]
+fn harmony_settings_reach_the_take_and_survive_a_reopen() {
+    let _serial = serial();
+    producer::harmony_settings_reach_the_take_and_survive_a_reopen();
+}
+
+/// Removing instances stops the plug-in's threads; a new instance starts them again.
+#[test]
+fn the_last_instance_takes_the_worker_threads_with_it() {
+    let _serial = serial();
+    producer::the_last_instance_takes_the_worker_threads_with_it();
 }
 
 /// Scenario 5: Capture with nothing to capture (stopped with no history, or playing silence)
@@ -78,6 +104,7 @@ fn capture_generate_play_restore_in_a_clap_host() {
 /// bars heard" while stopped does make a take.
 #[test]
 fn captures_of_nothing_add_no_take() {
+    let _serial = serial();
     let rate = 48_000.0;
     let one_bar_draft = &[
         ("Capture length", CUSTOM_LENGTH),

@@ -87,3 +87,17 @@ pub(crate) fn with_param(state: &[u8], id: &str, value: Value) -> Vec<u8> {
     bytes.extend(body);
     bytes
 }
+
+/// `state` with its session changed by `edit` (as a project saved with those settings would be).
+pub(crate) fn with_session(state: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut json: Value = serde_json::from_slice(&state[8..]).expect("the state is not JSON");
+    let mut session: Value =
+        serde_json::from_str(json["fields"]["session"].as_str().expect("no session"))
+            .expect("the session is not JSON");
+    edit(&mut session);
+    json["fields"]["session"] = Value::String(session.to_string());
+    let body = serde_json::to_vec(&json).unwrap();
+    let mut bytes = (body.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(body);
+    bytes
+}
