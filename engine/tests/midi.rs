@@ -11,6 +11,7 @@ use stemgen::data::datasets::list_dataset;
 use stemgen::data::midi::{
     convert_folder, parse_midi, render_mix, render_stems, Converted, MidiSongMetadata,
 };
+use stemgen::data::pair_features::song_chords;
 use stemgen::data::synth::{load_soundfont, RenderOptions, TIMGM6MB};
 use stemgen::data::Category;
 
@@ -190,6 +191,12 @@ fn a_folder_converts_with_bad_files_named_and_skipped() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     std::fs::write(input.path().join("song.mid"), song_file()).unwrap();
+    // Its chords per bar: placed with the tempo map (bar 2 is at 240 BPM).
+    std::fs::write(
+        input.path().join("song.chords.json"),
+        r#"{"bars": [["Am"], ["F", "G7"]]}"#,
+    )
+    .unwrap();
     std::fs::create_dir(input.path().join("sub")).unwrap();
     std::fs::write(
         input.path().join("sub/broken.mid"),
@@ -241,6 +248,19 @@ fn a_folder_converts_with_bad_files_named_and_skipped() {
             .unwrap();
     assert_eq!(meta.stems, vec!["piano", "bass", "strings", "drums"]);
     assert_eq!(meta.tempo_map, vec![(0.0, 120.0), (2.0, 240.0)]);
+    let chords: Vec<(f64, f64, &str)> = meta
+        .chords
+        .iter()
+        .map(|(a, b, c)| (*a, *b, c.as_str()))
+        .collect();
+    assert_eq!(
+        chords,
+        vec![(0.0, 2.0, "Am"), (2.0, 2.5, "F"), (2.5, 3.0, "G7")]
+    );
+    // What training reads as the song's chords.
+    let spans = song_chords(&song_dir).unwrap().unwrap();
+    assert_eq!(spans.len(), 3);
+    assert_eq!(spans[2].chord.as_ref().unwrap().symbol, "G7");
     let bass = read_audio(&song_dir.join("bass.wav")).unwrap();
     assert_eq!((bass.sample_rate, bass.num_channels()), (32_000, 2));
     // The dataset reader sees one song with its four stems.

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
@@ -206,7 +206,40 @@ fn load_loop(jobs: Receiver<(Arc<dyn JobOwner>, Take)>) {
 }
 
 fn generation_loop(jobs: Receiver<GenerationJob>) {
-    // Loaded once per process, shared by every instance.
+    // The engine computes on rayon. Its global pool would be threads of this library that
+    // outlive every instance; this pool is the generation thread's own and goes with it.
+    let exited = Arc::new(AtomicUsize::new(0));
+    let compute = {
+        let exited = exited.clone();
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("stemgen-compute-{i}"))
+            .exit_handler(move |_| {
+                exited.fetch_add(1, Ordering::AcqRel);
+            })
+            .build()
+    };
+    let compute = match compute {
+        Ok(pool) => pool,
+        Err(e) => {
+            for job in jobs {
+                job.status.finish(Stage::Failed);
+                job.owner
+                    .set_message(format!("Cannot start the computing threads: {e}"));
+            }
+            return;
+        }
+    };
+    let threads = compute.current_num_threads();
+    compute.install(|| run_jobs(jobs));
+    // Dropping the pool ends its threads; wait until every one has left its loop.
+    drop(compute);
+    while exited.load(Ordering::Acquire) < threads {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn run_jobs(jobs: Receiver<GenerationJob>) {
+    // Loaded once per pool, shared by every instance.
     let mut models: HashMap<PathBuf, Arc<Generator>> = HashMap::new();
     for job in jobs {
         let status = job.status.clone();

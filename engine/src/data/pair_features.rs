@@ -14,9 +14,10 @@ use anyhow::{bail, Result};
 use half::f16;
 
 use crate::analysis::context_features::{feature_dims, measure, ContextFeature, FeatureFrames};
-use crate::analysis::harmony::{apply_chords, TimedChord};
+use crate::analysis::harmony::{apply_chords, parse_chord, TimedChord};
 use crate::analysis::ANALYSIS_RATE;
 use crate::audio::Audio;
+use crate::data::midi::MidiSongMetadata;
 use crate::data::synth::{SongMetadata, METADATA_FILE};
 
 /// The features every cache shard stores, in this order.
@@ -41,8 +42,8 @@ pub fn measure_context(context: &Audio, frame_rate: f64, frames: usize) -> Resul
     Ok(measure(&mono.channels[0], &CACHED_FEATURES, frame_rate, frames).values)
 }
 
-/// The song's chords when its folder says them (a synthetic song's `metadata.json`); `None`
-/// for other songs. A metadata file that exists but cannot be read is an error.
+/// The song's chords when its folder says them (a synthetic song's `metadata.json`, or a MIDI
+/// song's with chords from its sidecar); `None` for other songs. A metadata file that exists but cannot be read is an error.
 pub fn song_chords(dir: &Path) -> Result<Option<Vec<TimedChord>>> {
     let path = dir.join(METADATA_FILE);
     if !path.is_file() {
@@ -50,14 +51,31 @@ pub fn song_chords(dir: &Path) -> Result<Option<Vec<TimedChord>>> {
     }
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", path.display()))?;
-    let Ok(meta) = serde_json::from_str::<SongMetadata>(&text) else {
-        // Another tool's metadata (a dataset's own JSON): no chords from it.
-        return Ok(None);
-    };
-    match meta.chord_spans() {
-        Ok(spans) => Ok(Some(spans)),
-        Err(e) => bail!("{}: {e}", path.display()),
+    if let Ok(meta) = serde_json::from_str::<SongMetadata>(&text) {
+        return match meta.chord_spans() {
+            Ok(spans) => Ok(Some(spans)),
+            Err(e) => bail!("{}: {e}", path.display()),
+        };
     }
+    // A song made from a MIDI file, with chords when its sidecar gave them.
+    if let Ok(meta) = serde_json::from_str::<MidiSongMetadata>(&text) {
+        if meta.chords.is_empty() {
+            return Ok(None);
+        }
+        let mut spans = Vec::new();
+        for (start, end, symbol) in &meta.chords {
+            let chord =
+                parse_chord(symbol).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            spans.push(TimedChord {
+                start: *start,
+                end: *end,
+                chord,
+            });
+        }
+        return Ok(Some(spans));
+    }
+    // Another tool's metadata (a dataset's own JSON): no chords from it.
+    Ok(None)
 }
 
 /// The chord templates of `spans` for a crop starting `offset` seconds into the song.

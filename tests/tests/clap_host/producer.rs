@@ -23,6 +23,9 @@ pub(crate) fn harmony_settings_reach_the_take_and_survive_a_reopen() {
         s["key"] = "A minor".into();
     });
     a.load_state(&state);
+    // A trigger already on in the first block after a state load does not fire (a project
+    // saved with it on must not capture when it opens): one block first, as a host plays.
+    a.render(Span::playing(0, 1024));
     a.render(
         Span::playing(0, at_beat(6.0, rate) as usize)
             .input(Input::Music)
@@ -74,6 +77,15 @@ fn largest_gain_step(out: &[f32], reference: &[f32]) -> f32 {
     largest
 }
 
+/// The CLAP value of a gain parameter (-60..+6 dB, nice-plug's gain skew) at `db`: nice-plug
+/// reports continuous parameters normalised to 0..1.
+fn gain_clap_value(db: f64) -> f64 {
+    let gain = |db: f64| 10f64.powf(db / 20.0);
+    let (min, max) = (gain(-60.0), gain(6.0));
+    let factor = 0.5f64.ln() / ((gain(-27.0) - min) / (max - min)).ln();
+    ((gain(db) - min) / (max - min)).powf(factor)
+}
+
 /// "Stem level" automated from 0 to -24 dB within one block, then "Mute stem" and "Stem only"
 /// switched: the gains glide (no step a smoother or a 10 ms fade would not make).
 pub(crate) fn automation_and_switches_do_not_click(a: &mut Plugin, wav: &Audio, anchor: i64) {
@@ -89,7 +101,7 @@ pub(crate) fn automation_and_switches_do_not_click(a: &mut Plugin, wav: &Audio, 
     let out = a.render(
         Span::playing(start, n)
             .blocks(&[4096])
-            .changes(&[("Stem only", ON), ("Stem level", minus_24_db)]),
+            .changes(&[("Stem only", ON), ("Stem level", gain_clap_value(-24.0))]),
     );
     let take = take_at(start, n);
     let step = largest_gain_step(&out.left, &take);
@@ -97,8 +109,14 @@ pub(crate) fn automation_and_switches_do_not_click(a: &mut Plugin, wav: &Audio, 
         step < 0.01,
         "the stem level stepped by {step} in one sample"
     );
-    let settled = out.left[n - 1] / take[n - 1];
-    assert!((settled as f64 - minus_24_db).abs() < 0.01, "{settled}");
+    // Over the last 50 ms (long after the 20 ms glide): the level asked for.
+    let tail = n - seconds(0.05, rate);
+    let energy = |x: &[f32]| x.iter().map(|v| (v * v) as f64).sum::<f64>();
+    let settled = (energy(&out.left[tail..]) / energy(&take[tail..])).sqrt();
+    assert!(
+        (settled - minus_24_db).abs() < 0.005,
+        "{settled} for {minus_24_db}"
+    );
 
     let start = start + n as i64;
     let out = a.render(Span::playing(start, n).changes(&[("Mute stem", ON)]));
@@ -121,7 +139,8 @@ pub(crate) fn automation_and_switches_do_not_click(a: &mut Plugin, wav: &Audio, 
     let step = largest_gain_step(&out.left, &input);
     assert!(step < 0.01, "\"Stem only\" stepped by {step} in one sample");
     a.render(
-        Span::playing(start + n as i64, 512).changes(&[("Mute stem", OFF), ("Stem level", 1.0)]),
+        Span::playing(start + n as i64, 512)
+            .changes(&[("Mute stem", OFF), ("Stem level", gain_clap_value(0.0))]),
     );
 }
 
@@ -163,10 +182,12 @@ pub(crate) fn the_last_instance_takes_the_worker_threads_with_it() {
         position += 4096;
         (p.session()["next_take_id"] == 1).then_some(())
     });
+    // Linux keeps 15 characters of a thread's name.
+    let running = plugin_threads();
     assert!(
-        plugin_threads().contains(&"stemgen-generate".to_string()),
-        "{:?}",
-        plugin_threads()
+        running.iter().any(|t| t.starts_with("stemgen-gen"))
+            && running.iter().any(|t| t.starts_with("stemgen-compute")),
+        "{running:?}"
     );
     drop(busy);
     drop(idle);

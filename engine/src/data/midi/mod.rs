@@ -33,9 +33,17 @@ use crate::data::Category;
 pub const GENERATOR: &str = "stemgen-midi";
 /// Peak the written mix is scaled to when it would clip (as the synthetic songs).
 const MAX_MIX_PEAK: f32 = 0.89;
-/// Chords of a song, when known: `<file stem>.chords.json` beside the MIDI file, a list of
-/// `[start_seconds, end_seconds, "symbol"]` (what the MMA recipe writes).
+/// Chords of a song, when known: `<file stem>.chords.json` beside the MIDI file,
+/// `{"bars": [["Am"], ["F", "G7"], ...]}`, the chords of each bar from the first (several in
+/// a bar share it equally), as the MMA recipe writes them. Bars are placed with the file's
+/// first time signature and its tempo map.
 pub const CHORDS_SUFFIX: &str = "chords.json";
+
+/// The chords sidecar's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BarChords {
+    pub bars: Vec<Vec<String>>,
+}
 
 /// `metadata.json` of a song made from a MIDI file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,7 +149,7 @@ pub fn convert_file(
 ) -> Result<(), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read ({e})"))?;
     let song = parse_midi(&bytes)?;
-    let chords = read_chords(file)?;
+    let chords = read_chords(file, &song.facts)?;
     let stems = render_stems(&song, sound_font, options)?;
     let peak = mix_peak(&stems);
     let gain = if peak > MAX_MIX_PEAK {
@@ -179,14 +187,34 @@ pub fn convert_file(
     std::fs::write(dir.join(METADATA_FILE), json + "\n").map_err(|e| e.to_string())
 }
 
-/// The chords sidecar of `file` (see [`CHORDS_SUFFIX`]), empty when there is none.
-fn read_chords(file: &Path) -> Result<Vec<(f64, f64, String)>, String> {
+/// The chords sidecar of `file` (see [`CHORDS_SUFFIX`]) in seconds, empty when there is
+/// none. Every symbol must parse.
+fn read_chords(file: &Path, facts: &MidiFacts) -> Result<Vec<(f64, f64, String)>, String> {
     let path = file.with_extension(CHORDS_SUFFIX);
     if !path.is_file() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not a chord list ({e})", path.display()))
+    let fail = |e: String| format!("{}: {e}", path.display());
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let chart: BarChords =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not a chord sidecar ({e})")))?;
+    let beats_per_bar = facts.time_signatures.first().map_or(4.0, |&(_, num, den)| {
+        f64::from(num) * 4.0 / f64::from(den.max(1))
+    });
+    let mut out = Vec::new();
+    for (bar, chords) in chart.bars.iter().enumerate() {
+        let share = beats_per_bar / chords.len().max(1) as f64;
+        for (k, symbol) in chords.iter().enumerate() {
+            crate::analysis::harmony::parse_chord(symbol).map_err(|e| fail(e.to_string()))?;
+            let start = bar as f64 * beats_per_bar + k as f64 * share;
+            out.push((
+                facts.beat_seconds(start),
+                facts.beat_seconds(start + share),
+                symbol.clone(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn mix_peak(stems: &[(Category, Audio)]) -> f32 {

@@ -46,6 +46,21 @@ pub struct MidiSong {
     pub facts: MidiFacts,
 }
 
+impl MidiFacts {
+    /// Seconds at quarter-note `beat` by the tempo map (120 BPM without one).
+    pub fn beat_seconds(&self, beat: f64) -> f64 {
+        let mut at = (0.0, 0.0, 120.0); // (seconds, beats, bpm) at the segment start
+        for &(seconds, bpm) in &self.tempo_map {
+            let beats_here = at.1 + (seconds - at.0) * at.2 / 60.0;
+            if beats_here > beat {
+                break;
+            }
+            at = (seconds, beats_here, bpm);
+        }
+        at.0 + (beat - at.1) * 60.0 / at.2
+    }
+}
+
 impl MidiSong {
     /// The categories that have notes, sorted by id.
     pub fn categories(&self) -> Vec<Category> {
