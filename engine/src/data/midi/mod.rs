@@ -35,14 +35,17 @@ pub const GENERATOR: &str = "stemgen-midi";
 const MAX_MIX_PEAK: f32 = 0.89;
 /// Chords of a song, when known: `<file stem>.chords.json` beside the MIDI file,
 /// `{"bars": [["Am"], ["F", "G7"], ...]}`, the chords of each bar from the first (several in
-/// a bar share it equally), as the MMA recipe writes them. Bars are placed with the file's
-/// first time signature and its tempo map.
+/// a bar share it equally), as the MMA and corpus recipes write them; with `"pickup_beats"`,
+/// the file starts with an upbeat of that many quarter notes before the first listed bar.
+/// Bars are placed with the file's first time signature and its tempo map.
 pub const CHORDS_SUFFIX: &str = "chords.json";
 
 /// The chords sidecar's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BarChords {
     pub bars: Vec<Vec<String>>,
+    #[serde(default)]
+    pub pickup_beats: f64,
 }
 
 /// `metadata.json` of a song made from a MIDI file.
@@ -205,8 +208,9 @@ fn read_chords(file: &Path, facts: &MidiFacts) -> Result<Vec<(f64, f64, String)>
     for (bar, chords) in chart.bars.iter().enumerate() {
         let share = beats_per_bar / chords.len().max(1) as f64;
         for (k, symbol) in chords.iter().enumerate() {
+            // Checked here, so a bad symbol names the sidecar; "N.C." spans are kept as such.
             crate::analysis::harmony::parse_chord(symbol).map_err(|e| fail(e.to_string()))?;
-            let start = bar as f64 * beats_per_bar + k as f64 * share;
+            let start = chart.pickup_beats + bar as f64 * beats_per_bar + k as f64 * share;
             out.push((
                 facts.beat_seconds(start),
                 facts.beat_seconds(start + share),
