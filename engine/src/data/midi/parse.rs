@@ -107,10 +107,10 @@ pub fn parse_midi(bytes: &[u8]) -> Result<MidiSong, String> {
                 let den = 1u8.checked_shl(u32::from(den_pow)).unwrap_or(0);
                 facts.time_signatures.push((seconds, num, den));
             }
-            TrackEventKind::Meta(MetaMessage::KeySignature(sharps, minor)) => {
-                if facts.key_signature.is_none() {
-                    facts.key_signature = key_name(sharps, minor);
-                }
+            TrackEventKind::Meta(MetaMessage::KeySignature(sharps, minor))
+                if facts.key_signature.is_none() =>
+            {
+                facts.key_signature = key_name(sharps, minor);
             }
             TrackEventKind::Midi { channel, message } => {
                 let channel = channel.as_int();
