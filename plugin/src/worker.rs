@@ -34,8 +34,9 @@ use crate::takes::{self, Take};
 pub const MODEL_DIR_ENV: &str = "STEMGEN_MODEL_DIR";
 
 /// The model directory to use: the one chosen in the editor, else `$STEMGEN_MODEL_DIR`, else
-/// `<user data dir>/StemGen/models/default`, else the repository's `assets/default` when the
-/// plugin runs from a source checkout.
+/// `<user data dir>/StemGen/models/default` (`cargo xtask install`), else
+/// `/usr/share/stemgen/models/default` (`cargo xtask install --system`, Linux), else the
+/// repository's `assets/default` when the plugin runs from a source checkout.
 pub fn resolve_model_dir(chosen: Option<&Path>) -> PathBuf {
     if let Some(dir) = chosen {
         return dir.to_path_buf();
@@ -47,6 +48,10 @@ pub fn resolve_model_dir(chosen: Option<&Path>) -> PathBuf {
     if installed.is_dir() {
         return installed;
     }
+    let system = Path::new(SYSTEM_MODEL_DIR);
+    if cfg!(target_os = "linux") && system.join("config.json").is_file() {
+        return system.to_path_buf();
+    }
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/default");
     if checkout.join("config.json").is_file() {
         return checkout.canonicalize().unwrap_or(checkout);
@@ -54,7 +59,10 @@ pub fn resolve_model_dir(chosen: Option<&Path>) -> PathBuf {
     installed
 }
 
-/// Where the README tells users to copy `assets/default`.
+/// Where `cargo xtask install --system` puts the model on Linux.
+pub const SYSTEM_MODEL_DIR: &str = "/usr/share/stemgen/models/default";
+
+/// Where `cargo xtask install` puts the model.
 pub fn default_model_install_dir() -> PathBuf {
     dirs::data_dir()
         .unwrap_or_else(std::env::temp_dir)
@@ -67,8 +75,8 @@ pub fn default_model_install_dir() -> PathBuf {
 /// fix it. (The full check happens when the generator loads it.)
 pub fn check_model_dir(dir: &Path) -> Result<(), String> {
     let fix = format!(
-        "copy the shipped model (assets/default of the StemGen repository) to {}, set \
-         {MODEL_DIR_ENV}, or choose a model folder below",
+        "run `cargo xtask install` in the StemGen repository (or copy its assets/default to \
+         {}), set {MODEL_DIR_ENV}, or choose a model folder below",
         default_model_install_dir().display()
     );
     if !dir.is_dir() {

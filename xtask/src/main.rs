@@ -4,7 +4,10 @@
 //!   `cargo test --workspace ARGS`.
 //! - `cargo xtask bundle <package> [--release]`: builds the plugin and lays out the `.vst3`
 //!   and `.clap` bundles under `target/bundled/` (nice-plug-xtask does the platform specifics).
+//! - `cargo xtask install [--system]` / `cargo xtask uninstall [--system]`: the release
+//!   plug-in and the default model where hosts and the plug-in look (see [`install`]).
 
+mod install;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -13,6 +16,32 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => run_tests(&args[1..]),
+        Some(cmd @ ("install" | "uninstall")) => {
+            let system = match &args[1..] {
+                [] => false,
+                [flag] if flag == "--system" => true,
+                other => {
+                    eprintln!("error: unexpected arguments {other:?} (only --system)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("xtask lives in the workspace")
+                .to_path_buf();
+            let result = if cmd == "install" {
+                setup::ensure_system_packages().and_then(|()| install::install(&workspace, system))
+            } else {
+                install::uninstall(system)
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => match nice_plug_xtask::main() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
