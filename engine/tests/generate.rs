@@ -261,6 +261,21 @@ fn edit_keeps_tokens_outside_the_region() {
         )
         .unwrap();
     assert_eq!(from_audio.tokens.level(0)[30..], encoded.level(0)[30..50]);
+    // Its audio outside the region (and the 20 ms seams) is the previous take's, bit for bit;
+    // inside, the new take's; no step at the seams larger than the signals make.
+    let rate = take.audio.sample_rate as f64;
+    let at = |s: f64| (s * rate) as usize;
+    let (old, new) = (&take.audio.channels[0], &from_audio.audio.channels[0]);
+    assert_eq!(old[..at(0.19)], new[..at(0.19)]);
+    assert_eq!(old[at(0.51)..], new[at(0.51)..]);
+    assert_ne!(old[at(0.21)..at(0.49)], new[at(0.21)..at(0.49)]);
+    let largest_step = |x: &[f32]| x.windows(2).fold(0.0f32, |m, w| m.max((w[1] - w[0]).abs()));
+    let seams = largest_step(&new[at(0.18)..at(0.22)]).max(largest_step(&new[at(0.48)..at(0.52)]));
+    let bodies = largest_step(old).max(largest_step(&new[at(0.21)..at(0.49)]));
+    assert!(
+        seams <= bodies * 1.5 + 1e-6,
+        "seam step {seams} vs {bodies}"
+    );
     edit.edit = Some(EditRequest {
         region: 2.0..3.0,
         previous: PreviousTake::Tokens(take.tokens.clone()),

@@ -15,12 +15,15 @@
 //!   keeps enough of the groove in view while costing only a third more compute.
 //! - **Editing.** The previous take is given as audio (encoded like the context) or as the
 //!   tokens of an earlier [`GeneratedStem`]; the tokens outside the region are kept exactly,
-//!   and the whole take is decoded again from them.
+//!   and the whole take is decoded again from them. A take given as audio keeps that audio
+//!   outside the region, sample for sample, with 20 ms cross-fades at the seams
+//!   ([`splice_region`]).
 //! - **Output.** The tokenizer decodes mono; it is resampled to the requested rate, copied
 //!   to the requested channels and trimmed/padded to exactly `seconds * rate` frames.
 
 mod conditioning;
 mod metronome;
+mod splice;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ use serde::Serialize;
 
 pub use conditioning::{request_features, HarmonyRequest};
 pub use metronome::metronome;
+pub use splice::{splice_region, EDIT_CROSSFADE_S};
 
 use crate::audio::{Audio, SILENCE_DBFS, SUPPORTED_RATES};
 use crate::codec::load::load_tokenizer_on;
@@ -484,6 +488,20 @@ impl Generator {
         }
         let output_gain_db =
             crate::audio::limit_true_peak(&mut audio.channels, OUTPUT_CEILING_DBFS);
+        // An edit of a take given as audio keeps that audio outside the region.
+        if let Some(EditRequest {
+            region,
+            previous: PreviousTake::Audio(previous),
+        }) = &request.edit
+        {
+            let mut shaped = previous
+                .resampled(request.output_rate)?
+                .with_channels(request.output_channels);
+            for ch in &mut shaped.channels {
+                ch.resize(out_len, 0.0);
+            }
+            splice_region(&shaped, &mut audio, region);
+        }
 
         let metadata = StemMetadata {
             seed: request.settings.seed,
