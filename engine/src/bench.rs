@@ -259,6 +259,8 @@ pub struct GenerationRun {
     pub encode_s: f64,
     pub sample_s: f64,
     pub decode_s: f64,
+    /// When the coarse preview (level 0 decoded) was ready, for stems of one model window.
+    pub preview_s: Option<f64>,
     /// Seconds per guided iteration of the transformer (sampling time / iterations).
     pub iteration_s: f64,
     /// Achieved GFLOP/s of the forward passes (analytic FLOPs / sampling time).
@@ -274,6 +276,8 @@ pub struct GenerationBench {
     pub params_m: f64,
     pub tokenizer: String,
     pub load_s: f64,
+    /// The CPU (`model name` of /proc/cpuinfo) and its logical cores.
+    pub cpu: String,
     pub matmul_gflops: f64,
     /// Tokenizer encode and decode real-time factors on 10 s of the benchmark context.
     pub encode_rtf: f64,
@@ -281,6 +285,21 @@ pub struct GenerationBench {
     pub runs: Vec<GenerationRun>,
     /// Peak resident memory of this process (Linux `VmHWM`), if known.
     pub peak_rss_mb: Option<f64>,
+}
+
+/// "AMD EPYC (2 logical cores)": the CPU model from /proc/cpuinfo (Linux) and the cores.
+pub fn cpu_name() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model} ({cores} logical cores)")
 }
 
 /// Peak resident set size of this process in MB (Linux only).
@@ -331,27 +350,32 @@ pub fn generation(
                 generator.settings(preset),
             );
             request.length = Some(Length::Seconds(seconds));
+            request.preview_levels = Some(1);
             let mut timed = Vec::new();
             for _ in 0..repeats.max(1) {
                 let mut iterations = 0;
+                let mut preview = None;
                 let stem = generator.generate(
                     &request,
-                    &mut |p| {
-                        if let crate::generate::Progress::Sampling { total, .. } = p {
-                            iterations = total;
+                    &mut |p| match p {
+                        crate::generate::Progress::Sampling { total, .. } => iterations = total,
+                        crate::generate::Progress::Preview { seconds, .. } => {
+                            preview = Some(seconds)
                         }
+                        _ => {}
                     },
                     &cancel,
                 )?;
-                timed.push((stem, iterations));
+                timed.push((stem, (iterations, preview)));
             }
             timed.sort_by(|a, b| {
-                let total =
-                    |r: &(crate::generate::GeneratedStem, usize)| r.0.metadata.timings.total_s;
+                let total = |r: &(crate::generate::GeneratedStem, (usize, Option<f64>))| {
+                    r.0.metadata.timings.total_s
+                };
                 total(a).total_cmp(&total(b))
             });
-            let (stem, iterations) = &timed[timed.len() / 2];
-            let iterations = *iterations;
+            let (stem, (iterations, preview)) = &timed[timed.len() / 2];
+            let (iterations, preview_s) = (*iterations, *preview);
             let tm = &stem.metadata.timings;
             let frames = stem.tokens.frames.min(cfg.max_frames);
             let flop = model_flops(&cfg, 3, frames) * iterations as f64 / 1e9;
@@ -363,6 +387,7 @@ pub fn generation(
                 encode_s: tm.encode_s,
                 sample_s: tm.sample_s,
                 decode_s: tm.decode_s,
+                preview_s,
                 iteration_s: tm.sample_s / iterations.max(1) as f64,
                 forward_gflops: flop / tm.sample_s,
                 rtf: tm.total_s / seconds,
@@ -374,6 +399,7 @@ pub fn generation(
         params_m,
         tokenizer: tok.name().to_string(),
         load_s,
+        cpu: cpu_name(),
         matmul_gflops: matmul,
         encode_rtf: enc_s / click_s,
         decode_rtf: dec_s / click_s,
@@ -386,28 +412,30 @@ impl std::fmt::Display for GenerationBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {:.1}M parameters, tokenizer {}; loaded in {:.2} s; tokenizer RTF encode {:.3}, decode {:.3}; matmul {:.0} GFLOP/s",
+            "{}: {:.1}M parameters, tokenizer {}; loaded in {:.2} s; tokenizer RTF encode {:.3}, decode {:.3}; {}: matmul {:.0} GFLOP/s",
             self.model_dir,
             self.params_m,
             self.tokenizer,
             self.load_s,
             self.encode_rtf,
             self.decode_rtf,
+            self.cpu,
             self.matmul_gflops
         )?;
         writeln!(
             f,
-            "| preset | stem s | iterations | total s | encode s | sample s | decode s | s/iteration | forward GFLOP/s | RTF |"
+            "| preset | stem s | iterations | total s | preview s | encode s | sample s | decode s | s/iteration | forward GFLOP/s | RTF |"
         )?;
-        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|---|")?;
         for r in &self.runs {
             writeln!(
                 f,
-                "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} ({:.0}% of matmul) | {:.3} |",
+                "| {} | {:.0} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} ({:.0}% of matmul) | {:.3} |",
                 r.preset,
                 r.seconds,
                 r.iterations,
                 r.total_s,
+                r.preview_s.map_or("-".to_string(), |s| format!("{s:.2}")),
                 r.encode_s,
                 r.sample_s,
                 r.decode_s,

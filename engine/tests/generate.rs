@@ -140,6 +140,53 @@ fn generates_the_requested_length_and_rate_over_several_windows() {
 }
 
 #[test]
+fn a_coarse_preview_comes_before_the_full_take() {
+    let dir = model_dir(&tiny_config());
+    let g = Generator::load(dir.path()).unwrap();
+    let mut req = request(&g, ContextSource::Audio(music(1.0, 44_100)), 0.6, 2);
+    req.preview_levels = Some(1);
+    let mut events = Vec::new();
+    let stem = g
+        .generate(
+            &req,
+            &mut |p| match p {
+                Progress::Preview { audio, levels, .. } => {
+                    events.push(format!("preview {levels}"));
+                    assert_eq!(
+                        (audio.sample_rate, audio.num_channels(), audio.num_frames()),
+                        (44_100, 2, 26_460)
+                    );
+                    assert!(audio.channels.iter().flatten().all(|s| s.is_finite()));
+                }
+                Progress::Decoding { .. } => events.push("decoding".into()),
+                _ => {}
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("preview 1"),
+        "{events:?}"
+    );
+    assert!(events.contains(&"decoding".to_string()));
+    // The same seed gives the same take with or without a preview.
+    req.preview_levels = None;
+    assert_eq!(run(&g, &req).unwrap().tokens, stem.tokens);
+    // Stems longer than one window get no preview.
+    req.preview_levels = Some(1);
+    req.length = Some(Length::Seconds(1.5));
+    let mut previews = 0;
+    g.generate(
+        &req,
+        &mut |p| previews += usize::from(matches!(p, Progress::Preview { .. })),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(previews, 0);
+}
+
+#[test]
 fn same_seed_same_audio_different_seed_different() {
     let dir = model_dir(&tiny_config());
     let g = Generator::load(dir.path()).unwrap();

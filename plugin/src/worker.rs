@@ -330,6 +330,8 @@ fn run_generation(
             Progress::Decoding { done, total } => {
                 (Stage::Decoding, done as f32 / total.max(1) as f32)
             }
+            // The plug-in does not ask for previews yet (no `preview_levels`).
+            Progress::Preview { .. } => return,
         };
         // Overall: encoding 0-5%, sampling 5-90%, decoding 90-100%.
         let overall = match stage {

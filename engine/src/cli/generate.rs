@@ -79,6 +79,13 @@ pub struct GenerateArgs {
     /// Give the model no context features (harmony, onsets, beats): tokens only.
     #[arg(long, conflicts_with_all = ["chords", "key"])]
     no_context_features: bool,
+    /// Also write a coarse preview as soon as the first levels exist (stems up to one model
+    /// window, 10 s with the shipped model), before the full take.
+    #[arg(long, value_name = "WAV")]
+    preview: Option<PathBuf>,
+    /// Levels decided before the preview is decoded.
+    #[arg(long, default_value_t = 1, requires = "preview")]
+    preview_levels: usize,
     /// Output WAV.
     #[arg(short, long, value_name = "WAV")]
     output: PathBuf,
@@ -109,9 +116,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         output_rate: rate,
         output_channels: channels,
         harmony,
+        preview_levels: args.preview.is_some().then_some(args.preview_levels),
     };
 
-    let stem = generate_with_progress(&generator, &request)?;
+    let stem = generate_with_progress(&generator, &request, args.preview.as_deref())?;
     audio::write_wav(&args.output, &stem.audio, WavFormat::Float32)?;
     let m = &stem.metadata;
     eprintln!(
@@ -239,6 +247,7 @@ fn sampler_settings(generator: &Generator, preset: Preset, args: &GenerateArgs) 
 fn generate_with_progress(
     generator: &Generator,
     request: &GenerateRequest,
+    preview: Option<&std::path::Path>,
 ) -> Result<GeneratedStem> {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -270,6 +279,23 @@ fn generate_with_progress(
             });
         }
         Progress::Decoding { .. } => bar.set_message("decoding"),
+        Progress::Preview {
+            audio,
+            levels,
+            seconds,
+        } => {
+            if let Some(path) = preview {
+                match audio::write_wav(path, &audio, WavFormat::Float32) {
+                    Ok(()) => bar.suspend(|| {
+                        eprintln!(
+                            "{}: preview ({levels} level(s)) after {seconds:.1} s",
+                            path.display()
+                        )
+                    }),
+                    Err(e) => bar.suspend(|| eprintln!("preview not written: {e:#}")),
+                }
+            }
+        }
     };
     let cancel = AtomicBool::new(false);
     let result = generator.generate(request, &mut on_progress, &cancel);

@@ -117,6 +117,9 @@ pub struct GenerateRequest {
     pub output_channels: usize,
     /// Chords or a key from the producer (models with context features).
     pub harmony: HarmonyRequest,
+    /// Report a [`Progress::Preview`] once this many levels are decided (stems of one model
+    /// window; `None`: no preview).
+    pub preview_levels: Option<usize>,
 }
 
 impl GenerateRequest {
@@ -136,6 +139,7 @@ impl GenerateRequest {
             output_rate: 44_100,
             output_channels: 2,
             harmony: HarmonyRequest::default(),
+            preview_levels: None,
         }
     }
 }
@@ -159,6 +163,13 @@ pub enum Progress {
     },
     /// Decoding the tokens: pieces done of total.
     Decoding { done: usize, total: usize },
+    /// A coarse version of the stem (the first `levels` levels decoded), shaped like the
+    /// final take, `seconds` after the request started; the full take replaces it.
+    Preview {
+        audio: std::sync::Arc<Audio>,
+        levels: usize,
+        seconds: f64,
+    },
 }
 
 /// Seconds spent in each stage.
@@ -461,7 +472,29 @@ impl Generator {
                     steps: r.steps,
                     done: r.done,
                     total: r.total,
-                })
+                });
+                // A coarse preview of a one-window stem once its first levels exist.
+                let wanted = request.preview_levels.map(|l| l.clamp(1, levels));
+                if let (Some(codes), Some(wanted), 1) = (r.level_codes, wanted, r.windows) {
+                    if r.level + 1 == wanted && wanted < levels {
+                        let coarse = Tokens {
+                            levels: wanted,
+                            frames,
+                            codes: codes[..wanted * frames].to_vec(),
+                        };
+                        // A preview that cannot be made is skipped; the take still comes.
+                        let preview = tok
+                            .decode(&coarse, &mut crate::codec::no_progress())
+                            .and_then(|decoded| finish_audio(decoded, request, seconds));
+                        if let Ok((audio, _)) = preview {
+                            progress(Progress::Preview {
+                                audio: std::sync::Arc::new(audio),
+                                levels: wanted,
+                                seconds: started.elapsed().as_secs_f64(),
+                            });
+                        }
+                    }
+                }
             },
             Some(cancel),
         )?;
@@ -475,33 +508,8 @@ impl Generator {
                 progress(Progress::Decoding { done, total })
             })
             .context("cannot decode the generated tokens")?;
-        let mut audio = decoded
-            .resampled(request.output_rate)?
-            .with_channels(request.output_channels);
-        let out_len = (seconds * request.output_rate as f64).round() as usize;
-        for ch in &mut audio.channels {
-            ch.resize(out_len, 0.0);
-        }
+        let (audio, output_gain_db) = finish_audio(decoded, request, seconds)?;
         let decode_s = t2.elapsed().as_secs_f64();
-        if let Some((c, f)) = audio.first_non_finite() {
-            bail!("internal error: the decoded stem has a non-finite sample at frame {f} of channel {c}");
-        }
-        let output_gain_db =
-            crate::audio::limit_true_peak(&mut audio.channels, OUTPUT_CEILING_DBFS);
-        // An edit of a take given as audio keeps that audio outside the region.
-        if let Some(EditRequest {
-            region,
-            previous: PreviousTake::Audio(previous),
-        }) = &request.edit
-        {
-            let mut shaped = previous
-                .resampled(request.output_rate)?
-                .with_channels(request.output_channels);
-            for ch in &mut shaped.channels {
-                ch.resize(out_len, 0.0);
-            }
-            splice_region(&shaped, &mut audio, region);
-        }
 
         let metadata = StemMetadata {
             seed: request.settings.seed,
@@ -586,6 +594,39 @@ impl Generator {
         };
         Ok((previous, a..b))
     }
+}
+
+/// The decoded tokens as the request wants them: at its rate and channel count, exactly
+/// `seconds` long, through the true-peak output stage (its gain in dB is returned), and an
+/// edit of a take given as audio spliced into that audio.
+fn finish_audio(decoded: Audio, request: &GenerateRequest, seconds: f64) -> Result<(Audio, f32)> {
+    let mut audio = decoded
+        .resampled(request.output_rate)?
+        .with_channels(request.output_channels);
+    let out_len = (seconds * request.output_rate as f64).round() as usize;
+    for ch in &mut audio.channels {
+        ch.resize(out_len, 0.0);
+    }
+    if let Some((c, f)) = audio.first_non_finite() {
+        bail!(
+            "internal error: the decoded stem has a non-finite sample at frame {f} of channel {c}"
+        );
+    }
+    let gain_db = crate::audio::limit_true_peak(&mut audio.channels, OUTPUT_CEILING_DBFS);
+    if let Some(EditRequest {
+        region,
+        previous: PreviousTake::Audio(previous),
+    }) = &request.edit
+    {
+        let mut shaped = previous
+            .resampled(request.output_rate)?
+            .with_channels(request.output_channels);
+        for ch in &mut shaped.channels {
+            ch.resize(out_len, 0.0);
+        }
+        splice_region(&shaped, &mut audio, region);
+    }
+    Ok((audio, gain_db))
 }
 
 /// Seconds of a [`Length`], checked.

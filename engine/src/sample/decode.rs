@@ -80,6 +80,9 @@ pub struct StepReport<'a> {
     pub total: usize,
     /// Frames (global indices) unmasked by this iteration, best-ranked first.
     pub unmasked: &'a [usize],
+    /// After a level's last iteration: the window's codes `[Q][W]`, levels up to `level`
+    /// decided, finer levels still MASK (what a coarse preview decodes).
+    pub level_codes: Option<&'a [u32]>,
 }
 
 /// One model window and, per level, how many of its frames are generated.
@@ -148,7 +151,11 @@ pub fn sample(
             target: window_codes(&grid, frames, levels, &plan.frames),
             features: request.features.map(|f| f.slice(plan.frames.clone())),
         };
-        let mut report = |level: usize, step: usize, steps: usize, unmasked: &[usize]| {
+        let mut report = |level: usize,
+                          step: usize,
+                          steps: usize,
+                          unmasked: &[usize],
+                          level_codes: Option<&[u32]>| {
             done += 1;
             progress(&StepReport {
                 window: index,
@@ -160,6 +167,7 @@ pub fn sample(
                 done,
                 total,
                 unmasked,
+                level_codes,
             });
         };
         window.decode(&mut rng, &mut report, cancel)?;
@@ -351,8 +359,9 @@ fn guidance_rows(
     .collect()
 }
 
-/// Called after each iteration of a window with (level, step, steps, unmasked frames).
-type IterationReport<'r> = dyn FnMut(usize, usize, usize, &[usize]) + 'r;
+/// Called after each iteration of a window with (level, step, steps, unmasked frames, the
+/// window's codes after a level's last iteration).
+type IterationReport<'r> = dyn FnMut(usize, usize, usize, &[usize], Option<&[u32]>) + 'r;
 
 /// The state of one window being decoded.
 struct Window<'a> {
@@ -457,7 +466,8 @@ impl Window<'_> {
                     i += 1;
                     keep[i - 1]
                 });
-                report(level, step, steps, &unmasked_frames);
+                let codes = (step == steps).then_some(self.target.as_slice());
+                report(level, step, steps, &unmasked_frames, codes);
             }
         }
         Ok(())
