@@ -35,7 +35,7 @@ done
 # for 30% of those with known chords, no features for 10%.
 $BIN train model --cache "$W/h1/cache" --tokenizer assets/default/tokenizer --out "$W/h1/model" \
     --config xtask/recipes/model_5x1024_harmony.json --init-from assets/default \
-    --steps "${STEPS:-3000}" --batch-size 8 --lr 4e-4 --warmup 30 --checkpoint-every 50 \
-    --validate-every 500 --seed 11 --whole-level0-share 0.4 --context-onset-weight 4 \
+    --steps "${STEPS:-1000}" --batch-size 8 --lr 4e-4 --warmup 30 --checkpoint-every 50 \
+    --validate-every 250 --seed 11 --whole-level0-share 0.4 --context-onset-weight 4 \
     --chord-template-share 0.3 --feature-drop-share 0.1
 $BIN validate --model "$W/h1/model/checkpoint" --cache "$W/h1/cache" --batches 8 --context-probes --whole-level
