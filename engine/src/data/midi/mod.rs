@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use parse::{parse_midi, MidiFacts, MidiSong, TimedMessage, DRUM_CHANNEL};
 
 use crate::audio::{write_wav, Audio, WavFormat};
-use crate::data::synth::{synth_settings, RenderOptions, METADATA_FILE};
+use crate::data::synth::{render_messages, synth_settings, RenderOptions, METADATA_FILE};
 use crate::data::Category;
 
 /// Value of `generator` in the metadata of songs made from MIDI files.
@@ -283,43 +283,26 @@ fn render_notes(
         .map_err(|e| format!("synthesizer: {e}"))?;
     // The drum channel plays the SoundFont's drum kits (bank 128, as the synthetic songs).
     synth.process_midi_message(i32::from(DRUM_CHANNEL), 0xB0, 0x00, 128);
-    let (mut left, mut right) = (vec![0.0f32; frames], vec![0.0f32; frames]);
-    let mut pos = 0;
-    for m in &song.messages {
-        if category.is_some() && m.category.is_some_and(|c| Some(c) != category) {
-            continue;
-        }
-        // Reverb and chorus sends stay at zero (the effects are shared, stems must sum).
-        if m.status == 0xB0 && matches!(m.data1, 91 | 93) {
-            continue;
-        }
-        // A bank select on the drum channel would leave the drum kits.
-        if m.status == 0xB0 && m.channel == DRUM_CHANNEL && matches!(m.data1, 0 | 32) {
-            continue;
-        }
-        let frame = ((m.seconds * sr).round() as usize).min(frames);
-        if frame > pos {
-            synth.render(&mut left[pos..frame], &mut right[pos..frame]);
-            pos = frame;
-        }
-        synth.process_midi_message(
-            i32::from(m.channel),
-            i32::from(m.status),
-            i32::from(m.data1),
-            i32::from(m.data2),
-        );
-    }
-    if pos < frames {
-        synth.render(&mut left[pos..], &mut right[pos..]);
-    }
-    let channels = if options.stereo {
-        vec![left, right]
-    } else {
-        vec![left
-            .iter()
-            .zip(&right)
-            .map(|(l, r)| 0.5 * (l + r))
-            .collect()]
-    };
-    Audio::new(options.sample_rate, channels).map_err(|e| e.to_string())
+    let messages = song.messages.iter().filter(|m| {
+        let other_note = category.is_some() && m.category.is_some_and(|c| Some(c) != category);
+        // Reverb and chorus sends stay at zero (the effects are shared, stems must sum); a bank
+        // select on the drum channel would leave the drum kits.
+        let send = m.status == 0xB0 && matches!(m.data1, 91 | 93);
+        let drum_bank = m.status == 0xB0 && m.channel == DRUM_CHANNEL && matches!(m.data1, 0 | 32);
+        !(other_note || send || drum_bank)
+    });
+    Ok(render_messages(
+        &mut synth,
+        messages.map(|m| {
+            (
+                (m.seconds * sr).round() as usize,
+                i32::from(m.channel),
+                i32::from(m.status),
+                i32::from(m.data1),
+                i32::from(m.data2),
+            )
+        }),
+        frames,
+        options,
+    ))
 }

@@ -24,8 +24,8 @@ pub use plan::{
     DRUM_CHANNEL, TEMPO_RANGE,
 };
 pub use render::{
-    render_parts, render_song, song_frames, synth_settings, RenderOptions, RenderedSong, Stem,
-    BLOCK_SIZE,
+    render_messages, render_parts, render_song, song_frames, synth_settings, RenderOptions,
+    RenderedSong, Stem, BLOCK_SIZE,
 };
 pub use song_io::{
     generate_songs, read_metadata, song_metadata, write_song, GenerateOptions, SongMetadata,

@@ -174,10 +174,29 @@ pub fn render_parts(
     }
     events.sort_by_key(|e| (e.0, e.1, e.2, e.4));
 
+    Ok(render_messages(
+        &mut synth,
+        events
+            .into_iter()
+            .map(|(frame, _, ch, cmd, d1, d2)| (frame, ch, cmd, d1, d2)),
+        frames,
+        options,
+    ))
+}
+
+/// Plays `messages` (frame, channel, command, data1, data2), in frame order, through `synth`
+/// into `frames` frames: each message applied at its frame (rendering up to it first), the
+/// rest rendered after the last. Stereo, or the average of the two sides for mono.
+pub fn render_messages(
+    synth: &mut Synthesizer,
+    messages: impl IntoIterator<Item = (usize, i32, i32, i32, i32)>,
+    frames: usize,
+    options: &RenderOptions,
+) -> Audio {
     let mut left = vec![0.0f32; frames];
     let mut right = vec![0.0f32; frames];
     let mut pos = 0;
-    for (frame, _, ch, cmd, d1, d2) in events {
+    for (frame, ch, cmd, d1, d2) in messages {
         let frame = frame.min(frames);
         if frame > pos {
             synth.render(&mut left[pos..frame], &mut right[pos..frame]);
@@ -197,8 +216,8 @@ pub fn render_parts(
             .map(|(l, r)| 0.5 * (l + r))
             .collect()]
     };
-    Ok(Audio {
+    Audio {
         sample_rate: options.sample_rate,
         channels,
-    })
+    }
 }
