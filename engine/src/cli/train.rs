@@ -199,6 +199,10 @@ pub struct ModelArgs {
     /// Share of examples that see no context features (a model with context_features).
     #[arg(long, default_value_t = 0.0)]
     feature_drop_share: f64,
+    /// Learning rate of the context-feature projection relative to --lr (a model with
+    /// context_features; a projection added to a trained model starts at zero).
+    #[arg(long, default_value_t = 1.0)]
+    features_lr_scale: f64,
     /// Where to train: cpu, cuda or metal (the last two need a build with that feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -406,6 +410,7 @@ fn model(args: ModelArgs) -> Result<()> {
         context_onset_weight,
         chord_template_share,
         feature_drop_share,
+        features_lr_scale,
         device,
     } = args;
     anyhow::ensure!(
@@ -434,6 +439,7 @@ fn model(args: ModelArgs) -> Result<()> {
         context_onset_weight,
         chord_template_share,
         feature_drop_share,
+        features_lr_scale,
         ..Default::default()
     };
     let ckpt = out.join("checkpoint");

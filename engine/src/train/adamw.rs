@@ -22,6 +22,8 @@ pub struct AdamW {
 
 struct Param {
     name: String,
+    /// Multiplies the learning rate (and with it the weight decay) for this parameter.
+    lr_scale: f64,
     var: Var,
     m: Var,
     v: Var,
@@ -44,6 +46,7 @@ impl AdamW {
                 let zeros = || Var::zeros(var.shape(), var.dtype(), var.device());
                 Ok(Param {
                     name: name.clone(),
+                    lr_scale: 1.0,
                     m: zeros()?,
                     v: zeros()?,
                     var,
@@ -62,6 +65,20 @@ impl AdamW {
         self.lr = lr;
     }
 
+    /// Trains the parameter `name` with `scale` times the learning rate. A parameter added to
+    /// a trained model (zero-initialised) otherwise moves as slowly as the settled ones and
+    /// stays too small to matter within a short fine-tune.
+    pub fn scale_learning_rate(&mut self, name: &str, scale: f64) -> Result<()> {
+        if !(scale.is_finite() && scale > 0.0) {
+            bail!("the learning-rate scale {scale} of {name} must be a positive number");
+        }
+        let Some(p) = self.params.iter_mut().find(|p| p.name == name) else {
+            bail!("no trained parameter is called {name}");
+        };
+        p.lr_scale = scale;
+        Ok(())
+    }
+
     /// Updates applied so far.
     pub fn steps(&self) -> usize {
         self.steps
@@ -78,9 +95,10 @@ impl AdamW {
             };
             let m = ((p.m.as_tensor() * BETA1)? + (g * (1.0 - BETA1))?)?;
             let v = ((p.v.as_tensor() * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
-            let decayed = (p.var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
+            let lr = self.lr * p.lr_scale;
+            let decayed = (p.var.as_tensor() * (1.0 - lr * self.weight_decay))?;
             let update = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + EPS)?)?;
-            p.var.set(&(decayed - (update * self.lr)?)?)?;
+            p.var.set(&(decayed - (update * lr)?)?)?;
             p.m.set(&m)?;
             p.v.set(&v)?;
         }
@@ -207,5 +225,41 @@ mod tests {
         assert!(
             err.to_string().contains("optimizer.safetensors") && err.to_string().contains("m.u")
         );
+    }
+
+    #[test]
+    fn a_scaled_parameter_moves_as_with_that_learning_rate() {
+        let dev = Device::Cpu;
+        let init = Tensor::new(&[0.5f32, -1.0, 2.0, 0.0], &dev).unwrap();
+        let grads: Vec<Tensor> = (0..4)
+            .map(|i| Tensor::new(&[0.1f32 * i as f32, -0.3, 1.0, 0.02], &dev).unwrap())
+            .collect();
+        let want = candle_reference(&init, &grads, 5e-2, 0.1);
+        let var = Var::from_tensor(&init).unwrap();
+        let fixed = Var::from_tensor(&init).unwrap();
+        let vars = HashMap::from([
+            ("w".to_string(), var.clone()),
+            ("f".to_string(), fixed.clone()),
+        ]);
+        let mut opt = AdamW::new(&vars, 1e-2, 0.1).unwrap();
+        opt.scale_learning_rate("w", 5.0).unwrap();
+        for g in &grads {
+            let mut store = var.as_tensor().sum_all().unwrap().backward().unwrap();
+            store.insert(var.as_tensor(), g.clone());
+            store.insert(fixed.as_tensor(), g.clone());
+            opt.step(&store).unwrap();
+        }
+        let got = var.as_tensor().to_vec1::<f32>().unwrap();
+        let want = want.to_vec1::<f32>().unwrap();
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{got:?} {want:?}"
+        );
+        let unscaled = candle_reference(&init, &grads, 1e-2, 0.1)
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(fixed.as_tensor().to_vec1::<f32>().unwrap(), unscaled);
+        assert!(opt.scale_learning_rate("missing", 2.0).is_err());
+        assert!(opt.scale_learning_rate("w", 0.0).is_err());
     }
 }

@@ -58,6 +58,11 @@ pub struct ModelTrainConfig {
     /// Share of examples that see no context features.
     #[serde(default)]
     pub feature_drop_share: f64,
+    /// Learning rate of the context-feature projection relative to the rest. Added to a
+    /// trained model it starts at zero; at the common rate it stays a few percent of the
+    /// context embedding after 1000 steps (HISTORY, session 15), too small to steer pitch.
+    #[serde(default = "one")]
+    pub features_lr_scale: f64,
 }
 
 fn one() -> f64 {
@@ -114,6 +119,7 @@ impl Default for ModelTrainConfig {
             context_onset_weight: 1.0,
             chord_template_share: 0.0,
             feature_drop_share: 0.0,
+            features_lr_scale: 1.0,
         }
     }
 }
@@ -529,6 +535,16 @@ pub fn train_model(
         .map_err(|_| anyhow::anyhow!("the model's variables are poisoned"))?
         .clone();
     let mut opt = AdamW::new(&named_vars, config.schedule.at(start), config.weight_decay)?;
+    if config.features_lr_scale != 1.0 {
+        anyhow::ensure!(
+            !model_config.context_features.is_empty(),
+            "a features learning-rate scale needs a model with context features"
+        );
+        opt.scale_learning_rate(
+            crate::model::CONTEXT_FEATURES_PROJ,
+            config.features_lr_scale,
+        )?;
+    }
     let mut rng = ChaCha12Rng::seed_from_u64(config.seed);
     if let Some(state) = &resumed {
         match state.optimizer_steps {
