@@ -173,17 +173,39 @@ fn a_coarse_preview_comes_before_the_full_take() {
     // The same seed gives the same take with or without a preview.
     req.preview_levels = None;
     assert_eq!(run(&g, &req).unwrap().tokens, stem.tokens);
-    // Stems longer than one window get no preview.
+    // A stem longer than one window: one preview of the whole length, the first window
+    // heard and silence after it.
     req.preview_levels = Some(1);
     req.length = Some(Length::Seconds(1.5));
-    let mut previews = 0;
+    let window_s = g.config().max_frames as f64 / g.tokenizer().frame_rate();
+    assert!(
+        window_s < 1.4,
+        "the test needs a stem longer than the window"
+    );
+    let mut previews = Vec::new();
     g.generate(
         &req,
-        &mut |p| previews += usize::from(matches!(p, Progress::Preview { .. })),
+        &mut |p| {
+            if let Progress::Preview { audio, .. } = p {
+                previews.push(audio);
+            }
+        },
         &AtomicBool::new(false),
     )
     .unwrap();
-    assert_eq!(previews, 0);
+    assert_eq!(previews.len(), 1);
+    let preview = &previews[0];
+    assert_eq!(preview.num_frames(), 66_150);
+    let end = ((window_s + 0.05) * 44_100.0) as usize;
+    let left = &preview.channels[0];
+    assert!(
+        left[..end].iter().any(|s| s.abs() > 1e-4),
+        "the first window is heard"
+    );
+    assert!(
+        left[end..].iter().all(|&s| s == 0.0),
+        "silent after the first window"
+    );
 }
 
 #[test]

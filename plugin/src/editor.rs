@@ -499,8 +499,14 @@ impl StemGenEditor {
             });
             if let Some(job) = job {
                 let stage = job.stage();
+                let preview = job.preview_seconds.load();
                 let text = match stage {
                     Stage::Done => format!("Done in {:.1} s (CPU)", job.elapsed()),
+                    _ if preview.is_finite() => format!(
+                        "preview playing (after {preview:.1} s) · {} · {:.1} s",
+                        stage.label(),
+                        job.elapsed()
+                    ),
                     _ => format!("{} · {:.1} s", stage.label(), job.elapsed()),
                 };
                 ui.add(egui::ProgressBar::new(job.progress()).text(text));
@@ -595,8 +601,13 @@ impl StemGenEditor {
             .map_or(String::new(), |b| format!(" from bar {}", b + 1));
         ui.label(
             RichText::new(format!(
-                "{} · seed {} · {} · {bars}{from} · made in {:.1} s",
-                take.instrument, take.seed, take.preset, take.generation_seconds
+                "{} · seed {} · {} · {bars}{from} · made in {:.1} s{}",
+                take.instrument,
+                take.seed,
+                take.preset,
+                take.generation_seconds,
+                take.preview_seconds
+                    .map_or(String::new(), |p| format!(" (heard after {p:.1} s)"))
             ))
             .weak(),
         );

@@ -13,8 +13,8 @@ use stemgen::audio::Audio;
 
 use crate::capture::CaptureInfo;
 use crate::params::Quality;
-use crate::playback::TakeAudio;
-use crate::takes::Take;
+use crate::playback::{Anchor, TakeAudio};
+use crate::takes::{BarRegion, Take};
 
 /// An `f64` in an atomic (bits), for values the audio thread publishes.
 #[derive(Debug, Default)]
@@ -51,6 +51,9 @@ pub trait JobOwner: Send + Sync {
     fn add_take(&self, take: Take, audio: Audio);
     /// A take loaded for playback (`None` stops playback).
     fn send_take(&self, take: Option<Arc<TakeAudio>>);
+    /// A coarse preview of take `take_id` (the engine's first levels): played at once on the
+    /// timeline where the take will play, until the full take replaces it.
+    fn play_preview(&self, take_id: u64, anchor: Anchor, audio: &Audio);
 }
 
 /// Stage of a generation, for the editor.
@@ -112,6 +115,8 @@ pub struct JobStatus {
     started: Instant,
     /// Seconds the generation took (NaN until finished).
     pub seconds: AtomicF64,
+    /// Seconds until a coarse preview was playing (NaN while none is).
+    pub preview_seconds: AtomicF64,
 }
 
 impl Default for JobStatus {
@@ -128,6 +133,7 @@ impl JobStatus {
             progress: AtomicU32::new(0),
             started: Instant::now(),
             seconds: AtomicF64::new(f64::NAN),
+            preview_seconds: AtomicF64::new(f64::NAN),
         }
     }
 
@@ -183,7 +189,8 @@ pub struct GenerationJob {
     pub take_id: u64,
     pub model_dir: PathBuf,
     pub takes_dir: PathBuf,
-    pub context: Arc<CapturedContext>,
+    /// The last capture (`None` is fine for an edit, which hears its take's own context).
+    pub context: Option<Arc<CapturedContext>>,
     pub instrument: u32,
     pub quality: Quality,
     pub cfg_context: f64,
@@ -192,6 +199,10 @@ pub struct GenerationJob {
     /// The chords and key of the session when the job started (empty: none).
     pub chords: String,
     pub key: String,
+    /// Takes mixed into the context (stem by stem).
+    pub context_takes: Vec<Take>,
+    /// Re-generate these bars of this take (its own context and audio) instead.
+    pub edit: Option<(Take, BarRegion)>,
     pub status: Arc<JobStatus>,
     /// The instance that asked; the worker reaches it only through [`JobOwner`].
     pub owner: Arc<dyn JobOwner>,

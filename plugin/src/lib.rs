@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod params;
 pub mod playback;
 pub mod shared;
+pub mod take_context;
 pub mod takes;
 pub mod worker;
 
@@ -41,6 +42,8 @@ pub enum MainThreadTask {
     CaptureFinished,
     /// The selected take must be (re)loaded: state restored or the sample rate changed.
     LoadSelectedTake,
+    /// The "Generate" trigger parameter rose.
+    Generate,
 }
 
 pub struct StemGen {
@@ -64,6 +67,7 @@ pub struct StemGen {
     solo_fade: Fade,
     seen: SeenRequests,
     trigger_was_on: bool,
+    generate_was_on: bool,
     /// Set by `activate`; the next `process` asks the main thread to load the selected take.
     reload_take: bool,
     /// The session's restore count last acted on (a host state load means a new selected take).
@@ -111,6 +115,7 @@ impl Default for StemGen {
             solo_fade: Fade::new(true, 44_100.0),
             seen: SeenRequests::default(),
             trigger_was_on: false,
+            generate_was_on: false,
             reload_take: false,
             seen_restores: 0,
             sample_rate: 44_100.0,
@@ -140,6 +145,11 @@ impl StemGen {
         let trigger = self.params.capture_trigger.value();
         let trigger_edge = trigger && !self.trigger_was_on;
         self.trigger_was_on = trigger;
+        let generate = self.params.generate_trigger.value();
+        if generate && !self.generate_was_on {
+            context.execute_gui(MainThreadTask::Generate);
+        }
+        self.generate_was_on = generate;
 
         // The trigger arms a bar capture while playing; stopped, it takes the last bars heard.
         let arm = now.arm != self.seen.arm || (trigger_edge && facts.playing);
@@ -227,6 +237,7 @@ impl Plugin for StemGen {
         Box::new(move |task| match task {
             MainThreadTask::CaptureFinished => shared.collect_captures(),
             MainThreadTask::LoadSelectedTake => shared.load_selected_take(),
+            MainThreadTask::Generate => shared.start_generation(),
         })
     }
 
@@ -261,6 +272,7 @@ impl Plugin for StemGen {
         self.seen_restores = self.params.session.restores();
         // A trigger saved "on" must not fire a capture when the project reopens.
         self.trigger_was_on = self.params.capture_trigger.value();
+        self.generate_was_on = self.params.generate_trigger.value();
         true
     }
 

@@ -84,6 +84,10 @@ pub struct StemGenParams {
     /// Start generating as soon as a capture finishes.
     #[id = "autogen"]
     pub auto_generate: BoolParam,
+    /// A rising edge starts a generation (the editor's Generate button, for hosts and
+    /// controllers): from the last capture, or of the bars selected on a take.
+    #[id = "generate"]
+    pub generate_trigger: BoolParam,
 
     /// Category id of the instrument to generate.
     #[id = "instr"]
@@ -149,6 +153,7 @@ impl Default for StemGenParams {
             ),
             capture_trigger: BoolParam::new("Capture", false),
             auto_generate: BoolParam::new("Generate after capture", true),
+            generate_trigger: BoolParam::new("Generate", false),
             instrument: IntParam::new(
                 "Instrument",
                 Category::Bass.id() as i32,

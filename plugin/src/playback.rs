@@ -67,12 +67,16 @@ impl TakeAudio {
     }
 }
 
-/// The audio thread's side: the playing take, the audition cursor, and the queues.
+/// The audio thread's side: the playing take, the one fading out, the audition cursor, and
+/// the queues.
 pub struct TakePlayer {
     current: Option<Arc<TakeAudio>>,
+    /// The take being replaced and how far its cross-fade has gone (samples).
+    fading: Option<(Arc<TakeAudio>, usize)>,
     incoming: rtrb::Consumer<Option<Arc<TakeAudio>>>,
     retired: rtrb::Producer<Arc<TakeAudio>>,
-    /// Sample index while auditioning (free-running from the start of the take).
+    /// Sample index while auditioning (free-running from the start of the take, kept across
+    /// a swap so two takes can be compared without a gap).
     audition: Option<usize>,
 }
 
@@ -86,6 +90,10 @@ pub struct TakeSender {
 /// audio thread retired.
 const QUEUE: usize = 32;
 
+/// Length of the equal-power cross-fade between the outgoing and the incoming take: a
+/// preview replaced by its full take, or one take switched for another while playing.
+pub const SWAP_FADE_SECONDS: f64 = 0.010;
+
 pub fn take_channel() -> (TakeSender, TakePlayer) {
     let (outgoing, incoming) = rtrb::RingBuffer::new(QUEUE);
     let (retired_tx, retired_rx) = rtrb::RingBuffer::new(QUEUE);
@@ -96,6 +104,7 @@ pub fn take_channel() -> (TakeSender, TakePlayer) {
         },
         TakePlayer {
             current: None,
+            fading: None,
             incoming,
             retired: retired_tx,
             audition: None,
@@ -116,17 +125,44 @@ impl TakeSender {
     }
 }
 
+/// Index of `take`'s sample at the start of a block: the audition cursor, else the timeline
+/// while the host plays. `None`: the take is silent in this block.
+fn block_start(take: &TakeAudio, audition: Option<usize>, facts: &TransportFacts) -> Option<i64> {
+    if take.sample_rate as f64 != facts.sample_rate || take.is_empty() {
+        return None; // being resampled for the new host rate
+    }
+    match audition {
+        Some(cursor) => Some(cursor as i64),
+        None if facts.playing => take.timeline_offset(facts).map(|o| o.round() as i64),
+        None => None,
+    }
+}
+
+/// `take`'s sample `idx` (left, right), silence outside it.
+fn frame(take: &TakeAudio, idx: i64) -> (f32, f32) {
+    if idx < 0 || idx as usize >= take.len() {
+        return (0.0, 0.0);
+    }
+    (take.left[idx as usize], take.right[idx as usize])
+}
+
 impl TakePlayer {
-    /// Picks up a newly sent take. Audio thread; never frees (the old one is sent back; if that
-    /// queue is full the swap waits for a later block).
+    /// Picks up a newly sent take; the playing one fades out over [`SWAP_FADE_SECONDS`].
+    /// Audio thread; never frees (retired takes are sent back; if that queue is short of room
+    /// the swap waits for a later block).
     pub fn receive(&mut self) {
-        while !self.incoming.is_empty() && self.retired.slots() > 0 {
+        while !self.incoming.is_empty() && self.retired.slots() >= 2 {
             let Ok(next) = self.incoming.pop() else { break };
-            if let Some(old) = std::mem::replace(&mut self.current, next) {
-                // Cannot fail: a slot was checked above and this thread is the only producer.
+            if let Some((old, _)) = self.fading.take() {
+                // Cannot fail: slots were checked above and this thread is the only producer.
                 let _ = self.retired.push(old);
             }
-            self.audition = None;
+            if let Some(old) = std::mem::replace(&mut self.current, next) {
+                self.fading = Some((old, 0));
+            }
+            if self.current.is_none() {
+                self.audition = None;
+            }
         }
     }
 
@@ -138,6 +174,11 @@ impl TakePlayer {
         self.audition = self.current.as_ref().map(|_| 0);
     }
 
+    /// Auditions from `sample` of the current take (a click on a bar of its waveform).
+    pub fn start_audition_at(&mut self, sample: usize) {
+        self.audition = self.current.as_ref().map(|_| sample);
+    }
+
     pub fn stop_audition(&mut self) {
         self.audition = None;
     }
@@ -147,7 +188,8 @@ impl TakePlayer {
     }
 
     /// Adds the take to `out` (left, right) scaled by `gain`: auditioning plays from the cursor,
-    /// otherwise the timeline decides. Returns the peak it added.
+    /// otherwise the timeline decides; a replaced take cross-fades into it. Returns the peak it
+    /// added.
     pub fn render(
         &mut self,
         facts: &TransportFacts,
@@ -155,41 +197,49 @@ impl TakePlayer {
         left: &mut [f32],
         right: &mut [f32],
     ) -> f32 {
-        let Some(take) = self.current.as_ref() else {
-            return 0.0;
-        };
-        if take.sample_rate as f64 != facts.sample_rate || take.is_empty() {
-            return 0.0; // being resampled for the new host rate
-        }
         let n = left.len().min(right.len()).min(gains.len());
-        let start = if let Some(cursor) = self.audition {
+        let audition = self.audition;
+        if let (Some(cursor), Some(take)) = (audition, self.current.as_ref()) {
             if cursor >= take.len() {
                 self.audition = None;
-                return 0.0;
+            } else {
+                self.audition = Some(cursor + n);
             }
-            self.audition = Some(cursor + n);
-            cursor as i64
-        } else if facts.playing {
-            match take.timeline_offset(facts) {
-                Some(offset) => offset.round() as i64,
-                None => return 0.0,
-            }
-        } else {
-            return 0.0;
-        };
+        }
+        let audition = audition.filter(|_| self.audition.is_some());
+        let fade_len = ((SWAP_FADE_SECONDS * facts.sample_rate) as usize).max(1);
+        let incoming = self
+            .current
+            .as_deref()
+            .and_then(|t| block_start(t, audition, facts).map(|s| (t, s)));
+        let outgoing = self
+            .fading
+            .as_ref()
+            .and_then(|(t, done)| block_start(t, audition, facts).map(|s| (&**t, s, *done)));
         let mut peak = 0.0f32;
-        for i in 0..n {
-            let idx = start + i as i64;
-            if idx < 0 || idx as usize >= take.len() {
-                continue;
+        if incoming.is_some() || outgoing.is_some() {
+            for i in 0..n {
+                let (mut l, mut r) = incoming.map_or((0.0, 0.0), |(t, s)| frame(t, s + i as i64));
+                if let Some((t, s, done)) = outgoing {
+                    let x = ((done + i) as f32 / fade_len as f32).min(1.0);
+                    let (fade_in, fade_out) = (x * std::f32::consts::FRAC_PI_2).sin_cos();
+                    let (ol, or) = frame(t, s + i as i64);
+                    l = l * fade_in + ol * fade_out;
+                    r = r * fade_in + or * fade_out;
+                }
+                let (l, r) = (l * gains[i], r * gains[i]);
+                left[i] += l;
+                right[i] += r;
+                peak = peak.max(l.abs()).max(r.abs());
             }
-            let (l, r) = (
-                take.left[idx as usize] * gains[i],
-                take.right[idx as usize] * gains[i],
-            );
-            left[i] += l;
-            right[i] += r;
-            peak = peak.max(l.abs()).max(r.abs());
+        }
+        if let Some((_, done)) = self.fading.as_mut() {
+            *done += n;
+            if *done >= fade_len && self.retired.slots() > 0 {
+                if let Some((old, _)) = self.fading.take() {
+                    let _ = self.retired.push(old);
+                }
+            }
         }
         peak
     }
@@ -280,6 +330,9 @@ mod tests {
         tx.send(None);
         player.receive();
         assert!(player.current_id().is_none());
+        // It fades out first, then goes back.
+        let (mut l, mut r) = (vec![0.0; 480], vec![0.0; 480]);
+        player.render(&at(0, 120.0, false), &[1.0; 480], &mut l, &mut r);
         assert!(weak.upgrade().is_some(), "the audio thread never frees");
         tx.collect_garbage();
         assert!(weak.upgrade().is_none(), "freed by the sender's thread");
@@ -307,5 +360,67 @@ mod tests {
         facts.sample_rate = 44_100.0;
         let (mut l, mut r) = (vec![0.0; 4], vec![0.0; 4]);
         assert_eq!(player.render(&facts, &[1.0; 4], &mut l, &mut r), 0.0);
+    }
+
+    #[test]
+    fn a_swap_cross_fades_without_a_step() {
+        // Two constant takes (1.0 and -1.0) on the timeline; the swap happens mid-play.
+        let flat = |id: u64, v: f32| {
+            Arc::new(TakeAudio {
+                take_id: id,
+                sample_rate: 48_000,
+                left: vec![v; 48_000],
+                right: vec![v; 48_000],
+                anchor: Anchor {
+                    start_samples: Some(0),
+                    sample_rate: 48_000,
+                    ..Anchor::default()
+                },
+            })
+        };
+        let (mut tx, mut player) = take_channel();
+        tx.send(Some(flat(1, 1.0)));
+        player.receive();
+        let mut out = Vec::new();
+        let mut pos = 0i64;
+        for block in 0..20 {
+            if block == 5 {
+                tx.send(Some(flat(2, -1.0)));
+                player.receive();
+            }
+            let mut facts = at(pos, 120.0, true);
+            facts.pos_beats = None;
+            let (mut l, mut r) = (vec![0.0; 64], vec![0.0; 64]);
+            player.render(&facts, &[1.0; 64], &mut l, &mut r);
+            out.extend(l);
+            pos += 64;
+        }
+        assert_eq!(out[0], 1.0);
+        assert_eq!(*out.last().unwrap(), -1.0);
+        let max_step = out
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f32::max);
+        // Over 480 samples the equal-power curve never steps more than about pi/480 * 1.42.
+        assert!(max_step < 0.01, "step {max_step}");
+        assert_eq!(player.current_id(), Some(2));
+    }
+
+    #[test]
+    fn auditioning_continues_at_the_same_sample_after_a_swap() {
+        let (mut tx, mut player) = take_channel();
+        tx.send(Some(take(Anchor::default())));
+        player.receive();
+        player.start_audition_at(1000);
+        let (mut l, mut r) = (vec![0.0; 4], vec![0.0; 4]);
+        player.render(&at(0, 120.0, false), &[1.0; 4], &mut l, &mut r);
+        assert_eq!(l[0], 1000.0);
+        tx.send(Some(take(Anchor::default())));
+        player.receive();
+        assert!(player.is_auditioning());
+        let (mut l, mut r) = (vec![0.0; 4], vec![0.0; 4]);
+        player.render(&at(0, 120.0, false), &[1.0; 4], &mut l, &mut r);
+        // Same signal in both takes, so the cross-fade (equal power) keeps it within sqrt(2).
+        assert!(l[0] >= 1004.0 && l[0] <= 1004.0 * 1.4143, "{}", l[0]);
     }
 }

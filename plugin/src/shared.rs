@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use stemgen::audio::Audio;
 
 use crate::capture::{CaptureInfo, CapturePhase, CaptureRing, TransportFacts};
 use crate::jobs::{AtomicF64, CapturedContext, GenerationJob, JobOwner, JobStatus};
 use crate::params::StemGenParams;
 use crate::playback::{TakeAudio, TakeSender};
-use crate::takes::{self, Take};
+use crate::takes::{self, BarRegion, Take};
 use crate::worker::{self, WorkerPool};
 
 /// What the host transport said last, published by the audio thread for the editor.
@@ -151,12 +152,26 @@ impl Shared {
         }
     }
 
-    /// Queues a generation from the last capture with the current settings.
+    /// Queues a generation with the current settings: from the last capture plus the takes
+    /// added to the context, or, with bars selected on a take, of those bars only.
     pub fn start_generation(self: &Arc<Self>) {
-        let Some(context) = self.last_capture.lock().clone() else {
+        let context = self.last_capture.lock().clone();
+        let (context_takes, edit) = {
+            let session = self.params.session.read();
+            let context_takes: Vec<Take> = session
+                .context_takes
+                .iter()
+                .filter_map(|id| session.take(*id).cloned())
+                .collect();
+            let edit = session
+                .region
+                .and_then(|r| session.take(r.take).map(|t| (t.clone(), r)));
+            (context_takes, edit)
+        };
+        if context.is_none() && edit.is_none() {
             self.set_message("Nothing captured yet: arm a capture and play the song first.");
             return;
-        };
+        }
         if let Some(job) = self.job.lock().as_ref() {
             if !job.is_finished() {
                 self.set_message("A generation is already running; cancel it first.");
@@ -189,6 +204,8 @@ impl Shared {
             seed,
             chords: p.session.read().chords.clone(),
             key: p.session.read().key.clone(),
+            context_takes,
+            edit,
             status,
             owner: self.clone(),
         });
@@ -200,19 +217,18 @@ impl Shared {
         }
     }
 
-    /// Adds a finished take to the session, selects it and sends it to the audio thread.
-    pub fn add_take(&self, take: Take, audio: stemgen::audio::Audio) {
+    /// Adds a finished take to the session, selects it and sends it to the audio thread (first:
+    /// whoever sees the take in the session finds it already on its way to be heard).
+    pub fn add_take(&self, take: Take, audio: Audio) {
         let id = take.id;
-        {
-            let mut session = self.params.session.write();
-            session.takes.push(take.clone());
-            session.selected = Some(id);
-        }
         let host_rate = self.host.sample_rate.load(Ordering::Relaxed).max(1);
         match takes::take_audio(&take, &audio, host_rate) {
             Ok(prepared) => self.send_take(Some(Arc::new(prepared))),
             Err(e) => self.set_message(format!("{e:#}")),
         }
+        let mut session = self.params.session.write();
+        session.takes.push(take);
+        session.selected = Some(id);
     }
 
     pub fn send_take(&self, take: Option<Arc<TakeAudio>>) {
@@ -246,6 +262,21 @@ impl Shared {
         }
     }
 
+    /// Adds a take to (or removes it from) the context the next generation hears.
+    pub fn set_in_context(&self, id: u64, in_context: bool) {
+        let mut session = self.params.session.write();
+        session.context_takes.retain(|t| *t != id);
+        if in_context && session.take(id).is_some() {
+            session.context_takes.push(id);
+        }
+    }
+
+    /// Bars selected on a take's waveform (`None` clears the selection): Generate then
+    /// re-generates only those bars.
+    pub fn select_region(&self, region: Option<BarRegion>) {
+        self.params.session.write().region = region;
+    }
+
     /// Deletes a take from the session and its files from disk.
     pub fn delete_take(self: &Arc<Self>, id: u64) {
         let (take, was_selected) = {
@@ -256,6 +287,10 @@ impl Shared {
             let was_selected = session.selected == Some(id);
             if was_selected {
                 session.selected = None;
+            }
+            session.context_takes.retain(|t| *t != id);
+            if session.region.is_some_and(|r| r.take == id) {
+                session.region = None;
             }
             (session.takes.remove(pos), was_selected)
         };
@@ -281,12 +316,20 @@ impl JobOwner for Shared {
         Shared::set_message(self, message)
     }
 
-    fn add_take(&self, take: Take, audio: stemgen::audio::Audio) {
+    fn add_take(&self, take: Take, audio: Audio) {
         Shared::add_take(self, take, audio)
     }
 
     fn send_take(&self, take: Option<Arc<TakeAudio>>) {
         Shared::send_take(self, take)
+    }
+
+    fn play_preview(&self, take_id: u64, anchor: crate::playback::Anchor, audio: &Audio) {
+        let host_rate = self.host.sample_rate.load(Ordering::Relaxed).max(1);
+        match takes::playback_audio(take_id, anchor, audio, host_rate) {
+            Ok(prepared) => self.send_take(Some(Arc::new(prepared))),
+            Err(e) => self.set_message(format!("The preview cannot play: {e:#}")),
+        }
     }
 }
 

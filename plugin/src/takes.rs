@@ -35,6 +35,16 @@ pub struct Take {
     pub anchor: Anchor,
     /// Wall time the generation took.
     pub generation_seconds: f64,
+    /// Wall time until its coarse preview played (none for stems longer than one model
+    /// window, and in takes made before previews existed).
+    #[serde(default)]
+    pub preview_seconds: Option<f64>,
+    /// Takes mixed into the context this take was generated from (stem by stem).
+    #[serde(default)]
+    pub context_takes: Vec<u64>,
+    /// The take and bars this one re-generated (the rest is that take's audio).
+    #[serde(default)]
+    pub regenerated: Option<BarRegion>,
     /// `cpu`, `cuda`, ...
     pub device: String,
 }
@@ -98,6 +108,41 @@ pub struct Session {
     pub chords: String,
     /// The key, e.g. "G minor" (empty: none given).
     pub key: String,
+    /// Takes mixed into the captured context for the next generation, in the order added.
+    pub context_takes: Vec<u64>,
+    /// Bars selected on a take's waveform: the next generation re-generates only those.
+    pub region: Option<BarRegion>,
+}
+
+/// Bars `first..first + count` (0-based, counted from the take's first bar) of take `take`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BarRegion {
+    pub take: u64,
+    pub first: u32,
+    pub count: u32,
+}
+
+impl BarRegion {
+    /// Seconds from the take's start, at its tempo and metre (`None`: the take has no bars).
+    pub fn seconds(&self, take: &Take) -> Option<std::ops::Range<f64>> {
+        let tempo = take.tempo.filter(|t| *t > 0.0)?;
+        let beats_per_bar = match take.time_sig {
+            Some((num, den)) if num > 0 && den > 0 => num as f64 * 4.0 / den as f64,
+            _ => 4.0,
+        };
+        let bar = beats_per_bar * 60.0 / tempo;
+        let start = self.first as f64 * bar;
+        let end = ((self.first + self.count) as f64 * bar).min(take.seconds);
+        (self.count > 0 && start < end).then_some(start..end)
+    }
+
+    /// "bars 2-3" (1-based, as the editor shows them).
+    pub fn label(&self) -> String {
+        match self.count {
+            1 => format!("bar {}", self.first + 1),
+            n => format!("bars {}-{}", self.first + 1, self.first + n),
+        }
+    }
 }
 
 impl Session {
@@ -211,6 +256,16 @@ pub fn load_take_audio(take: &Take, host_rate: u32) -> Result<TakeAudio> {
 
 /// `audio` as stereo at `host_rate`, anchored like `take`.
 pub fn take_audio(take: &Take, audio: &Audio, host_rate: u32) -> Result<TakeAudio> {
+    playback_audio(take.id, take.anchor, audio, host_rate)
+}
+
+/// `audio` as stereo at `host_rate`, for playback as take `take_id` at `anchor`.
+pub fn playback_audio(
+    take_id: u64,
+    anchor: Anchor,
+    audio: &Audio,
+    host_rate: u32,
+) -> Result<TakeAudio> {
     let audio = if audio.sample_rate == host_rate {
         audio.with_channels(2)
     } else {
@@ -220,17 +275,27 @@ pub fn take_audio(take: &Take, audio: &Audio, host_rate: u32) -> Result<TakeAudi
     let left = channels.next().unwrap_or_default();
     let right = channels.next().unwrap_or_else(|| left.clone());
     Ok(TakeAudio {
-        take_id: take.id,
+        take_id,
         sample_rate: host_rate,
         left,
         right,
-        anchor: take.anchor,
+        anchor,
     })
+}
+
+/// The mono context a take was generated from, written beside it so its bars can be
+/// re-generated after the project reopens and so a producer can hear what it listened to.
+pub fn context_path(take: &Take) -> PathBuf {
+    take.path.with_extension("context.wav")
 }
 
 /// Deletes a take's files (a missing file is not an error).
 pub fn delete_take_files(take: &Take) -> Result<()> {
-    for path in [take.path.clone(), take.path.with_extension("json")] {
+    for path in [
+        take.path.clone(),
+        take.path.with_extension("json"),
+        context_path(take),
+    ] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -241,10 +306,10 @@ pub fn delete_take_files(take: &Take) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn take(id: u64) -> Take {
+    pub(crate) fn take(id: u64) -> Take {
         Take {
             id,
             name: format!("Take {id}"),
@@ -267,6 +332,9 @@ mod tests {
                 sample_rate: 48_000,
             },
             generation_seconds: 1.0,
+            preview_seconds: None,
+            context_takes: Vec::new(),
+            regenerated: None,
             device: "cpu".into(),
         }
     }

@@ -21,13 +21,14 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use stemgen::analysis::harmony::{parse_key, ChordChart};
 use stemgen::audio::Audio;
 use stemgen::generate::{
-    is_cancelled, CategoryChoice, ContextSource, GenerateRequest, Generator, HarmonyRequest,
-    Length, Progress,
+    is_cancelled, CategoryChoice, ContextSource, EditRequest, GenerateRequest, Generator,
+    HarmonyRequest, Length, PreviousTake, Progress,
 };
 
 use crate::capture::CaptureInfo;
-use crate::jobs::{CapturedContext, GenerationJob, JobOwner, Stage};
+use crate::jobs::{GenerationJob, JobOwner, Stage};
 use crate::playback::Anchor;
+use crate::take_context;
 use crate::takes::{self, Take};
 
 /// Environment variable naming the model directory (overrides the defaults, not the editor).
@@ -92,6 +93,10 @@ pub fn check_model_dir(dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Levels decided before the preview is decoded: the coarsest level alone already carries
+/// the stem's timing and loudness contour.
+const PREVIEW_LEVELS: usize = 1;
 
 /// Names of the pool's threads (tests look for them).
 pub const THREAD_NAMES: [&str; 2] = ["stemgen-generate", "stemgen-takes"];
@@ -302,21 +307,27 @@ fn run_generation(
     status.set(Stage::LoadingModel, 0.0);
     let generator = model(models, &job.model_dir)?.clone();
 
-    let info = job.context.info;
-    let context = Audio::mono(info.sample_rate, job.context.samples.clone())?;
+    let plan = plan(job)?;
     let mut settings = generator.settings(job.quality.preset());
     settings.seed = job.seed;
     settings.lambda_context = job.cfg_context;
     settings.lambda_category = job.cfg_instrument;
     let mut request = GenerateRequest::new(
-        ContextSource::Audio(context),
+        ContextSource::Audio(plan.context.clone()),
         CategoryChoice::Id(job.instrument),
         settings,
     );
-    request.length = Some(Length::Seconds(info.seconds()));
-    request.output_rate = info.sample_rate;
+    request.length = Some(Length::Seconds(plan.seconds));
+    request.output_rate = plan.info.sample_rate;
     request.output_channels = 2;
-    request.harmony = harmony_request(&job.chords, &job.key, &info)?;
+    request.harmony = harmony_request(&job.chords, &job.key, &plan.info)?;
+    request.edit = plan.edit.clone();
+    // The first level decoded as soon as it exists: heard long before the full take. (An
+    // edit's preview is spliced into the previous take by the engine, like the full take.)
+    request.preview_levels = Some(PREVIEW_LEVELS);
+    let anchor = plan.anchor;
+    let info = plan.info;
+    let plan_context = &plan.context;
 
     let mut on_progress = |p: Progress| {
         check_cancel();
@@ -330,8 +341,13 @@ fn run_generation(
             Progress::Decoding { done, total } => {
                 (Stage::Decoding, done as f32 / total.max(1) as f32)
             }
-            // The plug-in does not ask for previews yet (no `preview_levels`).
-            Progress::Preview { .. } => return,
+            Progress::Preview { audio, seconds, .. } => {
+                if !job.owner.is_closed() {
+                    job.owner.play_preview(job.take_id, anchor, &audio);
+                    status.preview_seconds.store(seconds);
+                }
+                return;
+            }
         };
         // Overall: encoding 0-5%, sampling 5-90%, decoding 90-100%.
         let overall = match stage {
@@ -347,7 +363,7 @@ fn run_generation(
         .map_err(|e| {
             if stemgen::generate::is_cancelled(&e) {
                 e
-            } else if is_silent(&job.context) {
+            } else if is_silent(plan_context.channels[0].as_slice()) {
                 // The engine's reason is "silent context"; say what to do about it instead.
                 anyhow::anyhow!(
                     "the captured context is (nearly) silent: play the song while capturing, \
@@ -375,17 +391,21 @@ fn run_generation(
         start_bar: info.start_bar,
         seconds: info.seconds(),
         sample_rate: info.sample_rate,
-        anchor: Anchor {
-            start_beats: info.start_beats,
-            tempo: info.tempo,
-            start_samples: info.start_samples,
-            sample_rate: info.sample_rate,
-        },
+        anchor,
         generation_seconds: seconds,
+        preview_seconds: Some(status.preview_seconds.load()).filter(|s| s.is_finite()),
+        context_takes: plan.context_takes,
+        regenerated: job.edit.as_ref().map(|(_, region)| *region),
         device: "cpu".into(),
     };
     let metadata = serde_json::to_value(&stem.metadata)?;
-    let take = match takes::write_take(&job.takes_dir, take.clone(), &stem.audio, &metadata) {
+    let written = takes::write_take(&job.takes_dir, take.clone(), &stem.audio, &metadata).and_then(
+        |written| {
+            take_context::write_context(&written, &plan.context)?;
+            Ok(written)
+        },
+    );
+    let take = match written {
         Ok(written) => written,
         Err(e) => {
             // Keep it playing even if it could not be saved; say so.
@@ -396,6 +416,74 @@ fn run_generation(
     };
     job.owner.add_take(take, stem.audio);
     Ok(())
+}
+
+/// What one job generates from: the context, where the take sits, and an edit's region.
+struct Plan {
+    /// Mono, at the rate the take is made at.
+    context: Audio,
+    /// The capture (or, for an edit, the edited take) as the take's timing facts.
+    info: CaptureInfo,
+    anchor: Anchor,
+    seconds: f64,
+    edit: Option<EditRequest>,
+    context_takes: Vec<u64>,
+}
+
+/// A new take hears the last capture plus the takes added to the context; an edit hears the
+/// edited take's own context and keeps its audio outside the region.
+fn plan(job: &GenerationJob) -> Result<Plan> {
+    if let Some((take, region)) = &job.edit {
+        let range = region.seconds(take).with_context(|| {
+            format!(
+                "{} has no bars (no tempo when it was made), so bars cannot be re-generated",
+                take.name
+            )
+        })?;
+        let previous = stemgen::audio::read_audio(&take.path)
+            .with_context(|| format!("{}: cannot read the take", take.path.display()))?;
+        let context = take_context::read_context(take)?;
+        let info = CaptureInfo {
+            start_frame: 0,
+            frames: (take.seconds * take.sample_rate as f64).round() as u64,
+            sample_rate: take.sample_rate,
+            tempo: take.tempo,
+            time_sig: take.time_sig,
+            bars: take.bars,
+            start_beats: take.anchor.start_beats,
+            start_samples: take.anchor.start_samples,
+            start_bar: take.start_bar,
+        };
+        return Ok(Plan {
+            context: context.to_mono_at(take.sample_rate)?,
+            info,
+            anchor: take.anchor,
+            seconds: take.seconds,
+            edit: Some(EditRequest {
+                region: range,
+                previous: PreviousTake::Audio(previous),
+            }),
+            context_takes: take.context_takes.clone(),
+        });
+    }
+    let Some(capture) = &job.context else {
+        anyhow::bail!("nothing captured yet: arm a capture and play the song first");
+    };
+    let info = capture.info;
+    let samples = take_context::mix_takes(&capture.samples, &info, &job.context_takes)?;
+    Ok(Plan {
+        context: Audio::mono(info.sample_rate, samples)?,
+        info,
+        anchor: Anchor {
+            start_beats: info.start_beats,
+            tempo: info.tempo,
+            start_samples: info.start_samples,
+            sample_rate: info.sample_rate,
+        },
+        seconds: info.seconds(),
+        edit: None,
+        context_takes: job.context_takes.iter().map(|t| t.id).collect(),
+    })
 }
 
 /// The session's chords and key as the engine takes them; the chart's first bar is the
@@ -421,7 +509,7 @@ fn harmony_request(chords: &str, key: &str, info: &CaptureInfo) -> Result<Harmon
     })
 }
 
-/// Whether the capture is below -60 dBFS peak (the engine refuses such a context).
-fn is_silent(context: &CapturedContext) -> bool {
-    context.samples.iter().fold(0.0f32, |m, s| m.max(s.abs())) < 1e-3
+/// Whether the context is below -60 dBFS peak (the engine refuses such a context).
+fn is_silent(context: &[f32]) -> bool {
+    context.iter().fold(0.0f32, |m, s| m.max(s.abs())) < 1e-3
 }

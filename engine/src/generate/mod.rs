@@ -164,7 +164,9 @@ pub enum Progress {
     /// Decoding the tokens: pieces done of total.
     Decoding { done: usize, total: usize },
     /// A coarse version of the stem (the first `levels` levels decoded), shaped like the
-    /// final take, `seconds` after the request started; the full take replaces it.
+    /// final take, `seconds` after the request started; the full take replaces it. For a
+    /// stem longer than one model window it covers the first window and is silent after it
+    /// (the later windows are sampled after the first one's finer levels).
     Preview {
         audio: std::sync::Arc<Audio>,
         levels: usize,
@@ -473,18 +475,24 @@ impl Generator {
                     done: r.done,
                     total: r.total,
                 });
-                // A coarse preview of a one-window stem once its first levels exist.
+                // A coarse preview once the first window's first levels exist: all of a
+                // one-window stem; the first window of a longer one (the rest silent).
                 let wanted = request.preview_levels.map(|l| l.clamp(1, levels));
-                if let (Some(codes), Some(wanted), 1) = (r.level_codes, wanted, r.windows) {
+                if let (Some(codes), Some(wanted), 0) = (r.level_codes, wanted, r.window) {
                     if r.level + 1 == wanted && wanted < levels {
+                        let width = r.window_frames.len();
                         let coarse = Tokens {
                             levels: wanted,
-                            frames,
-                            codes: codes[..wanted * frames].to_vec(),
+                            frames: width,
+                            codes: codes[..wanted * width].to_vec(),
                         };
+                        let lead = (r.window_frames.start as f64 / frame_rate
+                            * tok.sample_rate() as f64)
+                            .round() as usize;
                         // A preview that cannot be made is skipped; the take still comes.
                         let preview = tok
                             .decode(&coarse, &mut crate::codec::no_progress())
+                            .map(|decoded| delayed(decoded, lead))
                             .and_then(|decoded| finish_audio(decoded, request, seconds));
                         if let Ok((audio, _)) = preview {
                             progress(Progress::Preview {
@@ -627,6 +635,16 @@ fn finish_audio(decoded: Audio, request: &GenerateRequest, seconds: f64) -> Resu
         splice_region(&shaped, &mut audio, region);
     }
     Ok((audio, gain_db))
+}
+
+/// `audio` starting `lead` samples later (silence before it).
+fn delayed(mut audio: Audio, lead: usize) -> Audio {
+    if lead > 0 {
+        for ch in &mut audio.channels {
+            ch.splice(0..0, std::iter::repeat(0.0).take(lead));
+        }
+    }
+    audio
 }
 
 /// Seconds of a [`Length`], checked.

@@ -19,6 +19,7 @@ mod producer;
 mod render;
 mod scenarios;
 mod state;
+mod takes_loop;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -90,6 +91,13 @@ fn capture_generate_play_restore_in_a_clap_host() {
 fn harmony_settings_reach_the_take_and_survive_a_reopen() {
     let _serial = serial();
     producer::harmony_settings_reach_the_take_and_survive_a_reopen();
+}
+
+/// A preview heard before the take, bars re-generated, a take added to the context.
+#[test]
+fn preview_region_and_stem_by_stem() {
+    let _serial = serial();
+    takes_loop::preview_region_and_stem_by_stem();
 }
 
 /// Removing instances stops the plug-in's threads; a new instance starts them again.
