@@ -24,6 +24,7 @@ use crate::capture::CapturePhase;
 use crate::jobs::Stage;
 use crate::params::{CaptureLength, ContextInput, Quality, StemGenParams};
 use crate::shared::{describe_capture, Requests, Shared};
+use crate::take_view::{self, WaveAction};
 use crate::takes::{self, Take};
 use crate::worker;
 
@@ -56,6 +57,8 @@ pub struct StemGenEditor {
     model_status: Option<(PathBuf, Result<(), String>)>,
     last_check: Option<Instant>,
     meters: (f32, f32),
+    /// Where a drag on a take's waveform started (take id, 0..1).
+    drags: HashMap<u64, Option<f64>>,
 }
 
 impl StemGenEditor {
@@ -70,6 +73,7 @@ impl StemGenEditor {
             model_status: None,
             last_check: None,
             meters: (0.0, 0.0),
+            drags: HashMap::new(),
         }
     }
 
@@ -482,13 +486,51 @@ impl StemGenEditor {
 
             let job = shared.job.lock().clone();
             let running = job.as_ref().is_some_and(|j| !j.is_finished());
+            let (region, heard) = {
+                let session = shared.params.session.read();
+                let region = session
+                    .region
+                    .and_then(|r| session.take(r.take).map(|t| (r.label(t), t.name.clone())));
+                let heard: Vec<(u64, String)> = session
+                    .context_takes
+                    .iter()
+                    .filter_map(|id| session.take(*id).map(|t| (*id, t.name.clone())))
+                    .collect();
+                (region, heard)
+            };
+            if region.is_none() && !heard.is_empty() {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label("Hears the capture plus");
+                    for (id, name) in &heard {
+                        if ui
+                            .small_button(format!("{name} ✕"))
+                            .on_hover_text("Take it out of the context")
+                            .clicked()
+                        {
+                            shared.set_in_context(*id, false);
+                        }
+                    }
+                });
+            }
             ui.horizontal(|ui| {
-                let can = !running && shared.last_capture.lock().is_some();
+                let label = match &region {
+                    Some((bars, name)) => format!("Re-generate {bars} of {name}"),
+                    None => "Generate".to_string(),
+                };
+                let can = !running && (region.is_some() || shared.last_capture.lock().is_some());
                 if ui
-                    .add_enabled(can, egui::Button::new(RichText::new("Generate").strong()))
+                    .add_enabled(can, egui::Button::new(RichText::new(label).strong()))
                     .clicked()
                 {
                     shared.start_generation();
+                }
+                if region.is_some()
+                    && ui
+                        .small_button("Clear selection")
+                        .on_hover_text("Generate whole takes from the capture again")
+                        .clicked()
+                {
+                    shared.select_region(None);
                 }
                 if ui
                     .add_enabled(running, egui::Button::new("Cancel"))
@@ -614,7 +656,33 @@ impl StemGenEditor {
         if self.missing.contains(&take.id) {
             ui.label(RichText::new(format!("File missing: {}", take.path.display())).color(ERROR));
         }
+        let peaks = shared.take_peaks(take);
+        let playhead = Some(shared.host.take_position.load())
+            .filter(|p| p.is_finite() && playing_id == take.id);
+        let (region, mut in_context) = {
+            let session = shared.params.session.read();
+            (session.region, session.context_takes.contains(&take.id))
+        };
+        let drag = self.drags.entry(take.id).or_default();
+        match take_view::take_waveform(ui, take, peaks.as_deref(), playhead, region, drag) {
+            WaveAction::AuditionFrom(fraction) => {
+                if playing_id != take.id {
+                    shared.select_take(Some(take.id));
+                }
+                shared.requests.audition_from.store(fraction);
+                Requests::send(&shared.requests.audition_at);
+            }
+            WaveAction::Select(region) => shared.select_region(Some(region)),
+            WaveAction::None => {}
+        }
         ui.horizontal(|ui| {
+            if ui
+                .checkbox(&mut in_context, "In context")
+                .on_hover_text("Mix this take into what the next generation hears (stem by stem)")
+                .changed()
+            {
+                shared.set_in_context(take.id, in_context);
+            }
             let is_playing = playing_id == take.id;
             if is_playing && auditioning {
                 if ui.small_button("Stop").clicked() {
@@ -642,6 +710,7 @@ impl StemGenEditor {
             if ui.small_button("Delete").clicked() {
                 shared.delete_take(take.id);
                 self.names.remove(&take.id);
+                self.drags.remove(&take.id);
             }
         });
     }

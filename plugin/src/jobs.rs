@@ -13,6 +13,7 @@ use stemgen::audio::Audio;
 
 use crate::capture::CaptureInfo;
 use crate::params::Quality;
+use crate::peaks::TakePeaks;
 use crate::playback::{Anchor, TakeAudio};
 use crate::takes::{BarRegion, Take};
 
@@ -54,6 +55,8 @@ pub trait JobOwner: Send + Sync {
     /// A coarse preview of take `take_id` (the engine's first levels): played at once on the
     /// timeline where the take will play, until the full take replaces it.
     fn play_preview(&self, take_id: u64, anchor: Anchor, audio: &Audio);
+    /// The waveforms of take `take_id` for the editor.
+    fn set_peaks(&self, take_id: u64, peaks: Arc<TakePeaks>);
 }
 
 /// Stage of a generation, for the editor.

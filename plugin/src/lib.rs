@@ -13,9 +13,11 @@ pub mod editor;
 pub mod fade;
 pub mod jobs;
 pub mod params;
+pub mod peaks;
 pub mod playback;
 pub mod shared;
 pub mod take_context;
+pub mod take_view;
 pub mod takes;
 pub mod worker;
 
@@ -83,6 +85,7 @@ struct SeenRequests {
     last: u32,
     audition: u32,
     stop_audition: u32,
+    audition_at: u32,
 }
 
 impl Default for StemGen {
@@ -141,6 +144,7 @@ impl StemGen {
             last: r.capture_last.load(Ordering::Acquire),
             audition: r.audition.load(Ordering::Acquire),
             stop_audition: r.stop_audition.load(Ordering::Acquire),
+            audition_at: r.audition_at.load(Ordering::Acquire),
         };
         let trigger = self.params.capture_trigger.value();
         let trigger_edge = trigger && !self.trigger_was_on;
@@ -171,6 +175,10 @@ impl StemGen {
         }
         if now.audition != self.seen.audition {
             self.player.start_audition();
+        }
+        if now.audition_at != self.seen.audition_at {
+            let from = self.shared.requests.audition_from.load();
+            self.player.start_audition_from(from);
         }
         if now.stop_audition != self.seen.stop_audition {
             self.player.stop_audition();
@@ -410,6 +418,8 @@ impl StemGen {
         );
         host.auditioning
             .store(self.player.is_auditioning(), Ordering::Relaxed);
+        host.take_position
+            .store(self.player.position().unwrap_or(f64::NAN));
         ProcessStatus::Normal
     }
 }

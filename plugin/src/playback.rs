@@ -78,6 +78,9 @@ pub struct TakePlayer {
     /// Sample index while auditioning (free-running from the start of the take, kept across
     /// a swap so two takes can be compared without a gap).
     audition: Option<usize>,
+    /// Where in the current take the last block started (0..1; NaN when it was silent), for
+    /// the editor's playhead.
+    position: f64,
 }
 
 /// The other threads' side: sends takes to the audio thread and drops the ones it retired.
@@ -108,6 +111,7 @@ pub fn take_channel() -> (TakeSender, TakePlayer) {
             incoming,
             retired: retired_tx,
             audition: None,
+            position: f64::NAN,
         },
     )
 }
@@ -174,9 +178,20 @@ impl TakePlayer {
         self.audition = self.current.as_ref().map(|_| 0);
     }
 
-    /// Auditions from `sample` of the current take (a click on a bar of its waveform).
+    /// Auditions from `sample` of the current take.
     pub fn start_audition_at(&mut self, sample: usize) {
         self.audition = self.current.as_ref().map(|_| sample);
+    }
+
+    /// Auditions from `fraction` (0..1) of the current take (a click on its waveform).
+    pub fn start_audition_from(&mut self, fraction: f64) {
+        let len = self.current.as_ref().map_or(0, |t| t.len());
+        self.start_audition_at((fraction.clamp(0.0, 1.0) * len as f64) as usize);
+    }
+
+    /// Where in the current take the last block started (0..1), if it played.
+    pub fn position(&self) -> Option<f64> {
+        Some(self.position).filter(|p| p.is_finite())
     }
 
     pub fn stop_audition(&mut self) {
@@ -216,6 +231,10 @@ impl TakePlayer {
             .fading
             .as_ref()
             .and_then(|(t, done)| block_start(t, audition, facts).map(|s| (&**t, s, *done)));
+        self.position = match incoming {
+            Some((t, s)) if s >= 0 && (s as usize) < t.len() => s as f64 / t.len() as f64,
+            _ => f64::NAN,
+        };
         let mut peak = 0.0f32;
         if incoming.is_some() || outgoing.is_some() {
             for i in 0..n {

@@ -2,6 +2,7 @@
 //! editor and the worker threads. The audio thread only touches atomics and the wait-free
 //! queues it owns the other end of; everything behind a lock here is for the other threads.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -11,6 +12,7 @@ use stemgen::audio::Audio;
 use crate::capture::{CaptureInfo, CapturePhase, CaptureRing, TransportFacts};
 use crate::jobs::{AtomicF64, CapturedContext, GenerationJob, JobOwner, JobStatus};
 use crate::params::StemGenParams;
+use crate::peaks::TakePeaks;
 use crate::playback::{TakeAudio, TakeSender};
 use crate::takes::{self, BarRegion, Take};
 use crate::worker::{self, WorkerPool};
@@ -33,6 +35,8 @@ pub struct HostInfo {
     /// The take the audio thread is playing (u64::MAX for none).
     pub playing_take: AtomicU64,
     pub auditioning: AtomicBool,
+    /// Where in the playing take the playhead is (0..1; NaN when it is silent).
+    pub take_position: AtomicF64,
 }
 
 impl HostInfo {
@@ -67,6 +71,10 @@ pub struct Requests {
     pub capture_last: AtomicU32,
     pub audition: AtomicU32,
     pub stop_audition: AtomicU32,
+    /// Audition from [`Requests::audition_from`] (a click on the waveform).
+    pub audition_at: AtomicU32,
+    /// 0..1 of the playing take.
+    pub audition_from: AtomicF64,
 }
 
 impl Requests {
@@ -93,6 +101,8 @@ pub struct Shared {
     pub message: Mutex<Option<String>>,
     /// Set when the plugin is removed: running work for it stops.
     pub closed: AtomicBool,
+    /// Waveforms of the takes the editor has drawn (or asked for: `None` while loading).
+    peaks: Mutex<HashMap<u64, Option<Arc<TakePeaks>>>>,
     /// The worker threads; the instance (`StemGen`) owns them, this is only a way to reach
     /// them, so a job holding this `Shared` never keeps them alive.
     workers: Weak<WorkerPool>,
@@ -108,6 +118,7 @@ impl Shared {
     ) -> Self {
         let host = HostInfo::default();
         host.playing_take.store(u64::MAX, Ordering::Relaxed);
+        host.take_position.store(f64::NAN);
         Shared {
             params,
             host,
@@ -119,6 +130,7 @@ impl Shared {
             job: Mutex::new(None),
             message: Mutex::new(None),
             closed: AtomicBool::new(false),
+            peaks: Mutex::new(HashMap::new()),
             workers,
         }
     }
@@ -262,6 +274,21 @@ impl Shared {
         }
     }
 
+    /// The waveforms of `take`; the first call for a take asks the loader for them, so `None`
+    /// until they are read.
+    pub fn take_peaks(self: &Arc<Self>, take: &Take) -> Option<Arc<TakePeaks>> {
+        let mut peaks = self.peaks.lock();
+        if let Some(known) = peaks.get(&take.id) {
+            return known.clone();
+        }
+        peaks.insert(take.id, None);
+        drop(peaks);
+        if let Some(workers) = self.workers.upgrade() {
+            workers.load_peaks(self.clone(), take.clone());
+        }
+        None
+    }
+
     /// Adds a take to (or removes it from) the context the next generation hears.
     pub fn set_in_context(&self, id: u64, in_context: bool) {
         let mut session = self.params.session.write();
@@ -292,6 +319,7 @@ impl Shared {
             if session.region.is_some_and(|r| r.take == id) {
                 session.region = None;
             }
+            self.peaks.lock().remove(&id);
             (session.takes.remove(pos), was_selected)
         };
         if was_selected {
@@ -322,6 +350,10 @@ impl JobOwner for Shared {
 
     fn send_take(&self, take: Option<Arc<TakeAudio>>) {
         Shared::send_take(self, take)
+    }
+
+    fn set_peaks(&self, take_id: u64, peaks: Arc<TakePeaks>) {
+        self.peaks.lock().insert(take_id, Some(peaks));
     }
 
     fn play_preview(&self, take_id: u64, anchor: crate::playback::Anchor, audio: &Audio) {

@@ -136,11 +136,12 @@ impl BarRegion {
         (self.count > 0 && start < end).then_some(start..end)
     }
 
-    /// "bars 2-3" (1-based, as the editor shows them).
-    pub fn label(&self) -> String {
+    /// "bars 5-6": numbered as the host's timeline numbers them (the waveform's bar numbers).
+    pub fn label(&self, take: &Take) -> String {
+        let first = take.start_bar.unwrap_or(0) as i64 + self.first as i64 + 1;
         match self.count {
-            1 => format!("bar {}", self.first + 1),
-            n => format!("bars {}-{}", self.first + 1, self.first + n),
+            1 => format!("bar {first}"),
+            n => format!("bars {first}-{}", first + n as i64 - 1),
         }
     }
 }

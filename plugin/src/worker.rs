@@ -27,6 +27,7 @@ use stemgen::generate::{
 
 use crate::capture::CaptureInfo;
 use crate::jobs::{GenerationJob, JobOwner, Stage};
+use crate::peaks::{Peaks, TakePeaks, COLUMNS};
 use crate::playback::Anchor;
 use crate::take_context;
 use crate::takes::{self, Take};
@@ -109,7 +110,7 @@ pub struct WorkerPool {
 
 struct Threads {
     generate: Sender<GenerationJob>,
-    load: Sender<(Arc<dyn JobOwner>, Take)>,
+    load: Sender<LoadJob>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -172,13 +173,24 @@ impl WorkerPool {
     /// Loads a take's file for playback at the instance's current rate, off the caller's
     /// thread.
     pub fn load_take(&self, owner: Arc<dyn JobOwner>, take: Take) {
+        self.send_load(LoadJob::Play(owner, take));
+    }
+
+    /// Reads a take and its context to draw their waveforms, off the caller's thread.
+    pub fn load_peaks(&self, owner: Arc<dyn JobOwner>, take: Take) {
+        self.send_load(LoadJob::Peaks(owner, take));
+    }
+
+    fn send_load(&self, job: LoadJob) {
         match self.started() {
             Ok(threads) => {
                 if let Some(t) = threads.as_ref() {
-                    let _ = t.load.send((owner, take));
+                    let _ = t.load.send(job);
                 }
             }
-            Err(e) => owner.set_message(format!("Cannot start the take loader thread: {e}")),
+            Err(e) => job
+                .owner()
+                .set_message(format!("Cannot start the take loader thread: {e}")),
         }
     }
 }
@@ -206,16 +218,50 @@ impl Drop for WorkerPool {
     }
 }
 
-fn load_loop(jobs: Receiver<(Arc<dyn JobOwner>, Take)>) {
-    for (owner, take) in jobs {
-        if owner.is_closed() {
-            continue;
-        }
-        match takes::load_take_audio(&take, owner.host_rate().max(1)) {
-            Ok(audio) => owner.send_take(Some(Arc::new(audio))),
-            Err(e) => owner.set_message(format!("{e:#}")),
+/// Work for the take loader thread.
+enum LoadJob {
+    /// Load for playback at the instance's rate.
+    Play(Arc<dyn JobOwner>, Take),
+    /// Read for the editor's waveforms.
+    Peaks(Arc<dyn JobOwner>, Take),
+}
+
+impl LoadJob {
+    fn owner(&self) -> &Arc<dyn JobOwner> {
+        match self {
+            LoadJob::Play(owner, _) | LoadJob::Peaks(owner, _) => owner,
         }
     }
+}
+
+fn load_loop(jobs: Receiver<LoadJob>) {
+    for job in jobs {
+        if job.owner().is_closed() {
+            continue;
+        }
+        match job {
+            LoadJob::Play(owner, take) => {
+                match takes::load_take_audio(&take, owner.host_rate().max(1)) {
+                    Ok(audio) => owner.send_take(Some(Arc::new(audio))),
+                    Err(e) => owner.set_message(format!("{e:#}")),
+                }
+            }
+            LoadJob::Peaks(owner, take) => {
+                // A take whose file is gone is drawn empty (the editor says it is missing).
+                let audio = stemgen::audio::read_audio(&take.path).ok();
+                let context = take_context::read_context(&take).ok();
+                owner.set_peaks(take.id, take_peaks(audio.as_ref(), context.as_ref()));
+            }
+        }
+    }
+}
+
+/// The overviews of a take and its context.
+fn take_peaks(take: Option<&Audio>, context: Option<&Audio>) -> Arc<TakePeaks> {
+    Arc::new(TakePeaks {
+        take: take.map_or_else(Peaks::default, |a| Peaks::of(&a.channels, COLUMNS)),
+        context: context.map(|a| Peaks::of(&a.channels, COLUMNS)),
+    })
 }
 
 fn generation_loop(jobs: Receiver<GenerationJob>) {
@@ -414,6 +460,8 @@ fn run_generation(
             take
         }
     };
+    job.owner
+        .set_peaks(take.id, take_peaks(Some(&stem.audio), Some(&plan.context)));
     job.owner.add_take(take, stem.audio);
     Ok(())
 }

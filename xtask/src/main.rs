@@ -6,6 +6,8 @@
 //!   and `.clap` bundles under `target/bundled/` (nice-plug-xtask does the platform specifics).
 //! - `cargo xtask install [--system]` / `cargo xtask uninstall [--system]`: the release
 //!   plug-in and the default model where hosts and the plug-in look (see [`install`]).
+//! - `cargo xtask screenshot [FILE.png]`: the editor with two takes, embedded in a window on a
+//!   virtual X display (Xvfb), saved as a PNG (default `target/screenshots/editor.png`).
 
 mod install;
 mod setup;
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => run_tests(&args[1..]),
+        Some("screenshot") => screenshot(args.get(1).map(String::as_str)),
         Some(cmd @ ("install" | "uninstall")) => {
             let system = match &args[1..] {
                 [] => false,
@@ -68,6 +71,51 @@ fn run_tests(extra: &[String]) -> ExitCode {
         Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(e) => {
             eprintln!("error: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the CLAP host's screenshot scenario under `xvfb-run` with a 24-bit screen.
+fn screenshot(out: Option<&str>) -> ExitCode {
+    let setup = setup::ensure_system_packages()
+        .and_then(|()| setup::ensure_packages(setup::SCREENSHOT_PACKAGES));
+    if let Err(e) = setup {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf();
+    let out = out.map_or_else(
+        || workspace.join("target/screenshots/editor.png"),
+        |f| std::env::current_dir().unwrap_or_default().join(f),
+    );
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1280x1024x24"])
+        .arg(cargo)
+        .args([
+            "test",
+            "-p",
+            "stemgen-tests",
+            "--test",
+            "clap_host",
+            "editor_screenshot",
+        ])
+        .args(["--", "--ignored", "--exact", "--nocapture"])
+        .env("STEMGEN_SCREENSHOT", &out)
+        .current_dir(&workspace)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("error: cannot run xvfb-run: {e}");
             ExitCode::FAILURE
         }
     }

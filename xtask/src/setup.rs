@@ -28,14 +28,22 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "timgm6mb-soundfont",
 ];
 
+/// What `cargo xtask screenshot` needs besides [`DEBIAN_PACKAGES`]: a virtual X display.
+pub const SCREENSHOT_PACKAGES: &[&str] = &["xvfb", "xauth"];
+
 /// Installs every missing package of [`DEBIAN_PACKAGES`] with apt-get (through `sudo` when not
 /// root). Returns an error saying what to do when that is not possible.
 pub fn ensure_system_packages() -> Result<(), String> {
-    let Some(missing) = missing_debian_packages() else {
+    ensure_packages(DEBIAN_PACKAGES)
+}
+
+/// Installs every missing package of `packages` (see [`ensure_system_packages`]).
+pub fn ensure_packages(packages: &[&str]) -> Result<(), String> {
+    let Some(missing) = missing_debian_packages(packages) else {
         eprintln!(
             "note: not a Debian-like system (no dpkg-query); the plug-in build and the tests \
              need the equivalents of: {}",
-            DEBIAN_PACKAGES.join(" ")
+            packages.join(" ")
         );
         return Ok(());
     };
@@ -82,12 +90,11 @@ pub fn ensure_system_packages() -> Result<(), String> {
     apt(&install)
 }
 
-/// The packages of [`DEBIAN_PACKAGES`] that dpkg does not list as installed; `None` without
-/// dpkg.
-fn missing_debian_packages() -> Option<Vec<String>> {
+/// The packages of `packages` that dpkg does not list as installed; `None` without dpkg.
+fn missing_debian_packages(packages: &[&str]) -> Option<Vec<String>> {
     let output = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
-        .args(DEBIAN_PACKAGES)
+        .args(packages)
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -98,7 +105,7 @@ fn missing_debian_packages() -> Option<Vec<String>> {
         .map(|(name, _)| name.split(':').next().unwrap_or(name))
         .collect();
     Some(
-        DEBIAN_PACKAGES
+        packages
             .iter()
             .filter(|p| !installed.contains(p))
             .map(|p| p.to_string())

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clack_extensions::audio_ports::{AudioPortFlags, AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::gui::{
+    GuiApiType, GuiConfiguration, GuiSize, HostGui, HostGuiImpl, PluginGui, Window,
+};
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
 use clack_host::events::event_types::ParamValueEvent;
@@ -41,6 +44,30 @@ impl HostHandlers for TestHost {
     type Shared<'a> = HostShared;
     type MainThread<'a> = ();
     type AudioProcessor<'a> = ();
+
+    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
+        builder.register::<HostGui>();
+    }
+}
+
+/// The window side of an embedded editor (the screenshot): the test's window takes whatever
+/// size the editor asks for.
+impl HostGuiImpl for HostShared {
+    fn resize_hints_changed(&self) {}
+
+    fn request_resize(&self, _new_size: GuiSize) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn request_show(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn request_hide(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn closed(&self, _was_destroyed: bool) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +275,35 @@ impl Plugin {
             let out = p.render(Span::playing(anchor - 1000, 8000));
             (out.peak() > 0.0).then_some(out)
         })
+    }
+
+    /// Opens the editor embedded in the X11 window `parent`, as a Linux host does.
+    pub(crate) fn open_editor(&mut self, parent: u32) {
+        let handle = self.instance.plugin_handle();
+        let gui: PluginGui = handle.get_extension().expect("no gui extension");
+        let config = GuiConfiguration {
+            api_type: GuiApiType::X11,
+            is_floating: false,
+        };
+        assert!(
+            gui.is_api_supported(&handle, config),
+            "no embedded X11 editor"
+        );
+        gui.create(&handle, config)
+            .expect("the editor cannot be created");
+        // SAFETY: `parent` is a live window of the test's own X connection.
+        unsafe { gui.set_parent(&handle, Window::from_x11_handle(parent.into())) }
+            .expect("the editor cannot be embedded");
+        gui.show(&handle).expect("the editor cannot be shown");
+        self.service_main_thread();
+    }
+
+    /// Closes the editor opened by [`Plugin::open_editor`].
+    pub(crate) fn close_editor(&mut self) {
+        let handle = self.instance.plugin_handle();
+        let gui: PluginGui = handle.get_extension().expect("no gui extension");
+        let _ = gui.hide(&handle);
+        gui.destroy(&handle);
     }
 
     pub(crate) fn check_audio_ports(&mut self) {

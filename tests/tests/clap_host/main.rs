@@ -18,6 +18,7 @@ mod host;
 mod producer;
 mod render;
 mod scenarios;
+mod screenshot;
 mod state;
 mod takes_loop;
 
@@ -98,6 +99,16 @@ fn harmony_settings_reach_the_take_and_survive_a_reopen() {
 fn preview_region_and_stem_by_stem() {
     let _serial = serial();
     takes_loop::preview_region_and_stem_by_stem();
+}
+
+/// The editor with two takes as a PNG (`cargo xtask screenshot`, which starts a virtual X
+/// display and names the file in `STEMGEN_SCREENSHOT`).
+#[test]
+#[ignore = "needs an X display; run through `cargo xtask screenshot`"]
+fn editor_screenshot() {
+    let _serial = serial();
+    let out = std::env::var_os("STEMGEN_SCREENSHOT").expect("STEMGEN_SCREENSHOT names the PNG");
+    screenshot::editor_screenshot(std::path::Path::new(&out));
 }
 
 /// Removing instances stops the plug-in's threads; a new instance starts them again.
