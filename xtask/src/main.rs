@@ -6,6 +6,8 @@
 //!   and `.clap` bundles under `target/bundled/` (nice-plug-xtask does the platform specifics).
 //! - `cargo xtask install [--system]` / `cargo xtask uninstall [--system]`: the release
 //!   plug-in and the default model where hosts and the plug-in look (see [`install`]).
+//! - `cargo xtask bench-process`: the cost of a `process()` block with subnormal input next to
+//!   normal input, on the release plug-in in the CLAP test host.
 //! - `cargo xtask screenshot [FILE.png]`: the editor with two takes, embedded in a window on a
 //!   virtual X display (Xvfb), saved as a PNG (default `target/screenshots/editor.png`).
 
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("test") => run_tests(&args[1..]),
         Some("screenshot") => screenshot(args.get(1).map(String::as_str)),
+        Some("bench-process") => bench_process(),
         Some(cmd @ ("install" | "uninstall")) => {
             let system = match &args[1..] {
                 [] => false,
@@ -116,6 +119,28 @@ fn screenshot(out: Option<&str>) -> ExitCode {
         Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(e) => {
             eprintln!("error: cannot run xvfb-run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the CLAP host's process benchmark on the release bundle.
+fn bench_process() -> ExitCode {
+    if let Err(e) = setup::ensure_system_packages() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["test", "--release", "-p", "stemgen-tests", "--test", "clap_host"])
+        .args(["process_cost_of_denormal_input", "--", "--ignored", "--nocapture"])
+        .env("STEMGEN_BUNDLE_RELEASE", "1")
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("error: cannot run cargo: {e}");
             ExitCode::FAILURE
         }
     }

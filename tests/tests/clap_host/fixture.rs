@@ -23,8 +23,12 @@ pub(crate) fn env() -> &'static Env {
             .parent()
             .expect("the tests crate lives in the workspace");
         // A target directory of its own: the outer `cargo test` holds the lock on `target/`.
-        let target = workspace.join("target").join("clap-host-test");
-        let bundle = build_bundle(workspace, &target);
+        // Benchmarks ask for the release build (`STEMGEN_BUNDLE_RELEASE`), in another one.
+        let release = std::env::var_os(BUNDLE_RELEASE_ENV).is_some();
+        let target = workspace
+            .join("target")
+            .join(if release { "clap-host-bench" } else { "clap-host-test" });
+        let bundle = build_bundle(workspace, &target, release);
 
         let run = target.join("run");
         let _ = std::fs::remove_dir_all(&run);
@@ -43,12 +47,19 @@ pub(crate) fn env() -> &'static Env {
     })
 }
 
-/// `cargo xtask bundle stemgen-plugin` (debug, so allocations in `process` abort); returns the
-/// `.clap` it made.
-fn build_bundle(workspace: &Path, target: &Path) -> PathBuf {
+/// Set: the plug-in is bundled in release mode (for `cargo xtask bench-process`).
+pub(crate) const BUNDLE_RELEASE_ENV: &str = "STEMGEN_BUNDLE_RELEASE";
+
+/// `cargo xtask bundle stemgen-plugin` (debug, so allocations in `process` abort, unless
+/// `release`); returns the `.clap` it made.
+fn build_bundle(workspace: &Path, target: &Path, release: bool) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec!["xtask", "bundle", "stemgen-plugin"];
+    if release {
+        args.push("--release");
+    }
     let output = Command::new(cargo)
-        .args(["xtask", "bundle", "stemgen-plugin"])
+        .args(&args)
         .current_dir(workspace)
         .env("CARGO_TARGET_DIR", target)
         .output()

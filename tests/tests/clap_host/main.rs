@@ -13,6 +13,7 @@
 //! `state.rs` (saved states and takes), `scenarios.rs` (scenarios 1 to 4); the tests here
 //! run them.
 
+mod bench;
 mod fixture;
 mod host;
 mod producer;
@@ -109,6 +110,15 @@ fn editor_screenshot() {
     let _serial = serial();
     let out = std::env::var_os("STEMGEN_SCREENSHOT").expect("STEMGEN_SCREENSHOT names the PNG");
     screenshot::editor_screenshot(std::path::Path::new(&out));
+}
+
+/// The cost of a block of subnormal input against normal input (`cargo xtask bench-process`,
+/// on the release bundle).
+#[test]
+#[ignore = "a benchmark; run through `cargo xtask bench-process`"]
+fn process_cost_of_denormal_input() {
+    let _serial = serial();
+    bench::process_cost_of_denormal_input();
 }
 
 /// Removing instances stops the plug-in's threads; a new instance starts them again.

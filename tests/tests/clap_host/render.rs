@@ -19,6 +19,8 @@ pub(crate) enum Input {
     Music,
     /// Music with NaN and infinite samples mixed in.
     Garbage,
+    /// Music scaled into the subnormal range (a decaying tail, a quiet input).
+    Denormal,
 }
 
 impl Input {
@@ -28,6 +30,10 @@ impl Input {
             Input::Music => {
                 let m = music(t, rate);
                 (m, 0.9 * m)
+            }
+            Input::Denormal => {
+                let (l, r) = Input::Music.frame(t, rate);
+                (l * 1e-38, r * 1e-38)
             }
             Input::Garbage => {
                 let (l, r) = Input::Music.frame(t, rate);
