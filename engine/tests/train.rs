@@ -80,6 +80,7 @@ fn train_config(steps: usize) -> ModelTrainConfig {
         context_onset_weight: 1.0,
         chord_template_share: 0.0,
         feature_drop_share: 0.0,
+        features_lr_scale: 1.0,
     }
 }
 

@@ -132,8 +132,20 @@ fn bench_process() -> ExitCode {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["test", "--release", "-p", "stemgen-tests", "--test", "clap_host"])
-        .args(["process_cost_of_denormal_input", "--", "--ignored", "--nocapture"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "stemgen-tests",
+            "--test",
+            "clap_host",
+        ])
+        .args([
+            "process_cost_of_denormal_input",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("STEMGEN_BUNDLE_RELEASE", "1")
         .status();
     match status {

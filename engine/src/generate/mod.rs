@@ -641,7 +641,7 @@ fn finish_audio(decoded: Audio, request: &GenerateRequest, seconds: f64) -> Resu
 fn delayed(mut audio: Audio, lead: usize) -> Audio {
     if lead > 0 {
         for ch in &mut audio.channels {
-            ch.splice(0..0, std::iter::repeat(0.0).take(lead));
+            ch.splice(0..0, std::iter::repeat_n(0.0, lead));
         }
     }
     audio

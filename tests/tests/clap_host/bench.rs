@@ -16,18 +16,20 @@ pub(crate) fn process_cost_of_denormal_input() {
     let mut a = Plugin::new();
     a.activate(rate, BLOCK);
     // A long capture armed and generating off, so every block records into the ring too.
-    a.render(
-        Span::playing(0, BLOCK).changes(&[
-            ("Generate after capture", OFF),
-            ("Capture length", CUSTOM_LENGTH),
-            ("Custom bars", custom_bars(32)),
-            ("Capture", ON),
-        ]),
-    );
+    a.render(Span::playing(0, BLOCK).changes(&[
+        ("Generate after capture", OFF),
+        ("Capture length", CUSTOM_LENGTH),
+        ("Custom bars", custom_bars(32)),
+        ("Capture", ON),
+    ]));
     let frames = seconds(10.0, rate);
     let mut per_block = |input: Input, position: &mut i64| {
         let started = Instant::now();
-        a.render(Span::playing(*position, frames).input(input).blocks(&[BLOCK]));
+        a.render(
+            Span::playing(*position, frames)
+                .input(input)
+                .blocks(&[BLOCK]),
+        );
         *position += frames as i64;
         started.elapsed().as_secs_f64() / (frames / BLOCK) as f64
     };

@@ -25,9 +25,11 @@ pub(crate) fn env() -> &'static Env {
         // A target directory of its own: the outer `cargo test` holds the lock on `target/`.
         // Benchmarks ask for the release build (`STEMGEN_BUNDLE_RELEASE`), in another one.
         let release = std::env::var_os(BUNDLE_RELEASE_ENV).is_some();
-        let target = workspace
-            .join("target")
-            .join(if release { "clap-host-bench" } else { "clap-host-test" });
+        let target = workspace.join("target").join(if release {
+            "clap-host-bench"
+        } else {
+            "clap-host-test"
+        });
         let bundle = build_bundle(workspace, &target, release);
 
         let run = target.join("run");
