@@ -114,6 +114,8 @@ impl<'a> Span<'a> {
 pub(crate) struct Stereo {
     pub(crate) left: Vec<f32>,
     pub(crate) right: Vec<f32>,
+    /// Wall time spent inside the plug-in's `process` calls (not the host's own work).
+    pub(crate) process_seconds: f64,
 }
 
 impl Stereo {
@@ -184,6 +186,7 @@ pub(crate) fn process_span(
                 latency: 0,
                 channels: AudioPortBufferType::f32_output_only([&mut out_l[..n], &mut out_r[..n]]),
             }]);
+            let started = std::time::Instant::now();
             processor
                 .process(
                     &inputs,
@@ -194,6 +197,7 @@ pub(crate) fn process_span(
                     Some(&transport),
                 )
                 .unwrap_or_else(|e| panic!("process failed at timeline sample {position}: {e}"));
+            rendered.process_seconds += started.elapsed().as_secs_f64();
         }
         rendered.left.extend_from_slice(&out_l[..n]);
         rendered.right.extend_from_slice(&out_r[..n]);
