@@ -31,10 +31,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("xtask lives in the workspace")
-                .to_path_buf();
+            let workspace = workspace();
             let result = if cmd == "install" {
                 setup::ensure_system_packages().and_then(|()| install::install(&workspace, system))
             } else {
@@ -69,14 +66,7 @@ fn run_tests(extra: &[String]) -> ExitCode {
         .args(["test", "--workspace"])
         .args(extra)
         .status();
-    match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
-        Err(e) => {
-            eprintln!("error: cannot run cargo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(status, "cargo")
 }
 
 /// Runs the CLAP host's screenshot scenario under `xvfb-run` with a 24-bit screen.
@@ -87,10 +77,7 @@ fn screenshot(out: Option<&str>) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf();
+    let workspace = workspace();
     let out = out.map_or_else(
         || workspace.join("target/screenshots/editor.png"),
         |f| std::env::current_dir().unwrap_or_default().join(f),
@@ -114,14 +101,7 @@ fn screenshot(out: Option<&str>) -> ExitCode {
         .env("STEMGEN_SCREENSHOT", &out)
         .current_dir(&workspace)
         .status();
-    match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
-        Err(e) => {
-            eprintln!("error: cannot run xvfb-run: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(status, "xvfb-run")
 }
 
 /// Runs the CLAP host's process benchmark on the release bundle.
@@ -148,12 +128,25 @@ fn bench_process() -> ExitCode {
         ])
         .env("STEMGEN_BUNDLE_RELEASE", "1")
         .status();
+    exit_code(status, "cargo")
+}
+
+/// The exit code of a command this xtask ran (`program` names it when it could not start).
+fn exit_code(status: std::io::Result<std::process::ExitStatus>, program: &str) -> ExitCode {
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(e) => {
-            eprintln!("error: cannot run cargo: {e}");
+            eprintln!("error: cannot run {program}: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace root (xtask's parent folder).
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }

@@ -43,7 +43,7 @@ pub(crate) fn process_cost_of_denormal_input() {
         v[v.len() / 2]
     };
     let (n, d) = (median(&mut normal), median(&mut denormal));
-    println!("CPU: {}", cpu_name());
+    println!("CPU: {}", stemgen::bench::cpu_name());
     println!(
         "process() of {BLOCK} frames at 48 kHz (median of {ROUNDS} runs of 10 s): normal input \
          {:.2} us, subnormal input {:.2} us, ratio {:.2}x",
@@ -51,16 +51,4 @@ pub(crate) fn process_cost_of_denormal_input() {
         d * 1e6,
         d / n
     );
-}
-
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
