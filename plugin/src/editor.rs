@@ -21,11 +21,13 @@ use stemgen::analysis::Key;
 use stemgen::data::categories::Category;
 
 use crate::capture::CapturePhase;
+#[cfg(all(unix, not(target_os = "macos")))]
+use crate::drag_out::{DragOut, DragOutcome};
 use crate::jobs::Stage;
 use crate::params::{CaptureLength, ContextInput, Quality, StemGenParams};
 use crate::shared::{describe_capture, Requests, Shared};
 use crate::take_view::{self, WaveAction};
-use crate::takes::{self, Take};
+use crate::takes::{self, BarRegion, Take};
 use crate::worker;
 
 const WARN: Color32 = Color32::from_rgb(230, 180, 60);
@@ -59,6 +61,9 @@ pub struct StemGenEditor {
     meters: (f32, f32),
     /// Where a drag on a take's waveform started (take id, 0..1).
     drags: HashMap<u64, Option<f64>>,
+    /// A take being dragged out of the editor, and its file.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    drag_out: Option<(DragOut, PathBuf)>,
 }
 
 impl StemGenEditor {
@@ -74,6 +79,8 @@ impl StemGenEditor {
             last_check: None,
             meters: (0.0, 0.0),
             drags: HashMap::new(),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            drag_out: None,
         }
     }
 
@@ -557,6 +564,8 @@ impl StemGenEditor {
     }
 
     fn takes_section(&mut self, ui: &mut egui::Ui) {
+        #[cfg(all(unix, not(target_os = "macos")))]
+        self.poll_drag_out();
         let shared = self.shared.clone();
         let host = &shared.host;
         let takes: Vec<Take> = shared.params.session.read().takes.clone();
@@ -675,7 +684,8 @@ impl StemGenEditor {
             WaveAction::Select(region) => shared.select_region(Some(region)),
             WaveAction::None => {}
         }
-        ui.horizontal(|ui| {
+        // Wrapped: at the editor's narrowest the row is wider than the takes panel.
+        ui.horizontal_wrapped(|ui| {
             if ui
                 .checkbox(&mut in_context, "In context")
                 .on_hover_text("Mix this take into what the next generation hears (stem by stem)")
@@ -698,6 +708,8 @@ impl StemGenEditor {
                 }
                 Requests::send(&shared.requests.audition);
             }
+            #[cfg(all(unix, not(target_os = "macos")))]
+            self.drag_out_handle(ui, take, region);
             if ui.small_button("Reveal").clicked() {
                 if let Err(e) = reveal(&take.path) {
                     shared.set_message(e);
@@ -713,6 +725,52 @@ impl StemGenEditor {
                 self.drags.remove(&take.id);
             }
         });
+    }
+
+    /// "Drag out" (X11): the take, or the bars selected on it, as a WAV file for the
+    /// arrangement or a file manager. The file is written before the drag starts.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn drag_out_handle(&mut self, ui: &mut egui::Ui, take: &Take, region: Option<BarRegion>) {
+        let handle = ui
+            .add(
+                egui::Button::new("Drag out")
+                    .small()
+                    .sense(egui::Sense::click_and_drag()),
+            )
+            .on_hover_text(
+                "Drag into the arrangement or a file manager: the take, or the bars selected \
+                 on its waveform, as a WAV file",
+            );
+        if handle.drag_started() {
+            // A previous drag has ended by now (its button was released); this joins it.
+            self.drag_out = None;
+            let started = takes::drag_file(take, region)
+                .and_then(|file| DragOut::start(std::slice::from_ref(&file)).map(|d| (d, file)));
+            match started {
+                Ok(drag) => self.drag_out = Some(drag),
+                Err(e) => self.shared.set_message(format!("{e:#}")),
+            }
+        }
+    }
+
+    /// Says how the last drag out ended, once it has.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn poll_drag_out(&mut self) {
+        if !self.drag_out.as_ref().is_some_and(|(d, _)| d.is_finished()) {
+            return;
+        }
+        let Some((drag, file)) = self.drag_out.take() else {
+            return;
+        };
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        // A drop shows in the window it landed in; only a failure is worth a message.
+        match drag.finish() {
+            Ok(DragOutcome::Refused) => self
+                .shared
+                .set_message(format!("The window did not take {name}")),
+            Ok(DragOutcome::Dropped { .. } | DragOutcome::NoTarget | DragOutcome::Cancelled) => {}
+            Err(e) => self.shared.set_message(format!("Drag out: {e:#}")),
+        }
     }
 
     fn takes_folder(&mut self, ui: &mut egui::Ui) {

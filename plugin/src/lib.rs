@@ -9,6 +9,8 @@
 //! workers reach it only through `jobs::JobOwner`.
 
 pub mod capture;
+#[cfg(all(unix, not(target_os = "macos")))]
+pub mod drag_out;
 pub mod editor;
 pub mod fade;
 pub mod jobs;

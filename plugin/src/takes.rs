@@ -138,11 +138,16 @@ impl BarRegion {
 
     /// "bars 5-6": numbered as the host's timeline numbers them (the waveform's bar numbers).
     pub fn label(&self, take: &Take) -> String {
-        let first = take.start_bar.unwrap_or(0) as i64 + self.first as i64 + 1;
-        match self.count {
-            1 => format!("bar {first}"),
-            n => format!("bars {first}-{}", first + n as i64 - 1),
+        match self.host_bars(take) {
+            (first, last) if first == last => format!("bar {first}"),
+            (first, last) => format!("bars {first}-{last}"),
         }
+    }
+
+    /// The first and last bar as the host's timeline numbers them.
+    pub fn host_bars(&self, take: &Take) -> (i64, i64) {
+        let first = take.start_bar.unwrap_or(0) as i64 + self.first as i64 + 1;
+        (first, first + self.count.max(1) as i64 - 1)
     }
 }
 
@@ -290,13 +295,76 @@ pub fn context_path(take: &Take) -> PathBuf {
     take.path.with_extension("context.wav")
 }
 
-/// Deletes a take's files (a missing file is not an error).
+/// The file a drag of `take` hands out: the take's own WAV, or for `region` (bars of this
+/// take) a trimmed copy beside it (`<take>-bars-5-6.wav`, host bar numbers), written now,
+/// sample for sample the take's samples of those bars.
+pub fn drag_file(take: &Take, region: Option<BarRegion>) -> Result<PathBuf> {
+    ensure!(
+        take.path.is_file(),
+        "{}: the take's file is missing (moved or deleted?)",
+        take.path.display()
+    );
+    let Some(region) = region.filter(|r| r.take == take.id) else {
+        return Ok(take.path.clone());
+    };
+    let seconds = region
+        .seconds(take)
+        .with_context(|| format!("{}: the take has no bars to select", take.path.display()))?;
+    let audio = read_audio(&take.path)
+        .with_context(|| format!("{}: cannot read the take", take.path.display()))?;
+    let rate = audio.sample_rate as f64;
+    let frames = audio.channels.first().map_or(0, Vec::len);
+    let start = ((seconds.start * rate).round() as usize).min(frames);
+    let end = ((seconds.end * rate).round() as usize).clamp(start, frames);
+    ensure!(
+        end > start,
+        "{}: the selected bars are past its end",
+        take.path.display()
+    );
+    let trimmed = Audio {
+        sample_rate: audio.sample_rate,
+        channels: audio
+            .channels
+            .iter()
+            .map(|c| c[start..end].to_vec())
+            .collect(),
+    };
+    let (first, last) = region.host_bars(take);
+    let mut name = bars_copy_prefix(take).into_os_string();
+    name.push(format!("{first}-{last}.wav"));
+    let path = PathBuf::from(name);
+    write_wav(&path, &trimmed, WavFormat::Float32)
+        .with_context(|| format!("{}: cannot write the selected bars", path.display()))?;
+    Ok(path)
+}
+
+/// `<folder>/<take file stem>-bars-`: the start of every trimmed copy's path.
+fn bars_copy_prefix(take: &Take) -> PathBuf {
+    let stem = take.path.file_stem().unwrap_or_default().to_string_lossy();
+    take.path.with_file_name(format!("{stem}-bars-"))
+}
+
+/// Deletes a take's files, trimmed copies included (a missing file is not an error).
 pub fn delete_take_files(take: &Take) -> Result<()> {
-    for path in [
+    let prefix = bars_copy_prefix(take);
+    let prefix = prefix.file_name().unwrap_or_default().to_string_lossy();
+    let copies = take
+        .path
+        .parent()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix.as_ref()))
+        });
+    let own = [
         take.path.clone(),
         take.path.with_extension("json"),
         context_path(take),
-    ] {
+    ];
+    for path in own.into_iter().chain(copies) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -367,6 +435,54 @@ pub(crate) mod tests {
         let err = load_take_audio(&written, 48_000).unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
         delete_take_files(&written).unwrap();
+    }
+
+    #[test]
+    fn a_drag_hands_out_the_take_or_a_trimmed_copy_of_its_selected_bars() {
+        let dir = tempfile::tempdir().unwrap();
+        // Four bars of 4/4 at 120 BPM (2 s each), starting at the host's bar 5.
+        let frames = 8 * 48_000;
+        let left: Vec<f32> = (0..frames).map(|i| (i as f32 * 0.001).sin()).collect();
+        let right: Vec<f32> = (0..frames).map(|i| i as f32 / frames as f32).collect();
+        let audio = Audio::new(48_000, vec![left.clone(), right.clone()]).unwrap();
+        let mut four_bars = take(7);
+        four_bars.seconds = 8.0;
+        let written = write_take(dir.path(), four_bars, &audio, &serde_json::json!({})).unwrap();
+
+        assert_eq!(drag_file(&written, None).unwrap(), written.path);
+        let other_take = BarRegion {
+            take: 8,
+            first: 1,
+            count: 2,
+        };
+        assert_eq!(drag_file(&written, Some(other_take)).unwrap(), written.path);
+
+        let bars_2_3 = BarRegion {
+            take: 7,
+            first: 1,
+            count: 2,
+        };
+        let copy = drag_file(&written, Some(bars_2_3)).unwrap();
+        assert!(
+            copy.to_string_lossy().ends_with("-bars-6-7.wav"),
+            "{copy:?}"
+        );
+        let trimmed = read_audio(&copy).unwrap();
+        assert_eq!(trimmed.sample_rate, 48_000);
+        assert_eq!(trimmed.channels[0], left[96_000..288_000]);
+        assert_eq!(trimmed.channels[1], right[96_000..288_000]);
+
+        let past_the_end = BarRegion {
+            take: 7,
+            first: 4,
+            count: 1,
+        };
+        assert!(drag_file(&written, Some(past_the_end)).is_err());
+
+        delete_take_files(&written).unwrap();
+        assert!(!copy.exists() && !written.path.exists());
+        let err = drag_file(&written, None).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   normal input, on the release plug-in in the CLAP test host.
 //! - `cargo xtask screenshot [FILE.png]`: the editor with two takes, embedded in a window on a
 //!   virtual X display (Xvfb), saved as a PNG (default `target/screenshots/editor.png`).
+//! - `cargo xtask drag-test`: takes dragged out of the editor onto a test drop target on a
+//!   virtual X display (XDND; the pointer moved and clicked through XTEST).
 
 mod install;
 mod setup;
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("test") => run_tests(&args[1..]),
         Some("screenshot") => screenshot(args.get(1).map(String::as_str)),
+        Some("drag-test") => drag_test(),
         Some("bench-process") => bench_process(),
         Some(cmd @ ("install" | "uninstall")) => {
             let system = match &args[1..] {
@@ -69,14 +72,8 @@ fn run_tests(extra: &[String]) -> ExitCode {
     exit_code(status, "cargo")
 }
 
-/// Runs the CLAP host's screenshot scenario under `xvfb-run` with a 24-bit screen.
+/// Runs the CLAP host's screenshot scenario on a virtual display.
 fn screenshot(out: Option<&str>) -> ExitCode {
-    let setup = setup::ensure_system_packages()
-        .and_then(|()| setup::ensure_packages(setup::SCREENSHOT_PACKAGES));
-    if let Err(e) = setup {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
     let workspace = workspace();
     let out = out.map_or_else(
         || workspace.join("target/screenshots/editor.png"),
@@ -85,23 +82,50 @@ fn screenshot(out: Option<&str>) -> ExitCode {
     if let Some(dir) = out.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    let test = [
+        "-p",
+        "stemgen-tests",
+        "--test",
+        "clap_host",
+        "editor_screenshot",
+    ];
+    ignored_test_under_xvfb(&test, Some(("STEMGEN_SCREENSHOT", out.as_os_str())))
+}
+
+/// Runs the CLAP host's drag-out scenario on a virtual display.
+fn drag_test() -> ExitCode {
+    let test = [
+        "-p",
+        "stemgen-tests",
+        "--test",
+        "clap_host",
+        "editor_drag_out",
+    ];
+    ignored_test_under_xvfb(&test, None)
+}
+
+/// `cargo test TEST -- --ignored` under `xvfb-run` with a 24-bit screen (installed first
+/// when missing), with one extra environment variable.
+fn ignored_test_under_xvfb(test: &[&str], env: Option<(&str, &std::ffi::OsStr)>) -> ExitCode {
+    let setup =
+        setup::ensure_system_packages().and_then(|()| setup::ensure_packages(setup::XVFB_PACKAGES));
+    if let Err(e) = setup {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new("xvfb-run")
+    let mut command = Command::new("xvfb-run");
+    command
         .args(["-a", "-s", "-screen 0 1280x1024x24"])
         .arg(cargo)
-        .args([
-            "test",
-            "-p",
-            "stemgen-tests",
-            "--test",
-            "clap_host",
-            "editor_screenshot",
-        ])
+        .arg("test")
+        .args(test)
         .args(["--", "--ignored", "--exact", "--nocapture"])
-        .env("STEMGEN_SCREENSHOT", &out)
-        .current_dir(&workspace)
-        .status();
-    exit_code(status, "xvfb-run")
+        .current_dir(workspace());
+    if let Some((name, value)) = env {
+        command.env(name, value);
+    }
+    exit_code(command.status(), "xvfb-run")
 }
 
 /// Runs the CLAP host's process benchmark on the release bundle.

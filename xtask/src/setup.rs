@@ -28,8 +28,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "timgm6mb-soundfont",
 ];
 
-/// What `cargo xtask screenshot` needs besides [`DEBIAN_PACKAGES`]: a virtual X display.
-pub const SCREENSHOT_PACKAGES: &[&str] = &["xvfb", "xauth"];
+/// What `cargo xtask screenshot` and `drag-test` need besides [`DEBIAN_PACKAGES`]: a virtual
+/// X display.
+pub const XVFB_PACKAGES: &[&str] = &["xvfb", "xauth"];
 
 /// Installs every missing package of [`DEBIAN_PACKAGES`] with apt-get (through `sudo` when not
 /// root). Returns an error saying what to do when that is not possible.

@@ -14,6 +14,7 @@
 //! run them.
 
 mod bench;
+mod drag_out;
 mod fixture;
 mod host;
 mod producer;
@@ -110,6 +111,15 @@ fn editor_screenshot() {
     let _serial = serial();
     let out = std::env::var_os("STEMGEN_SCREENSHOT").expect("STEMGEN_SCREENSHOT names the PNG");
     screenshot::editor_screenshot(std::path::Path::new(&out));
+}
+
+/// Takes dragged out of the editor onto a drop target (needs an X display with XTEST:
+/// `cargo xtask drag-test` starts Xvfb).
+#[test]
+#[ignore = "needs an X display; run through `cargo xtask drag-test`"]
+fn editor_drag_out() {
+    let _serial = serial();
+    drag_out::editor_drag_out();
 }
 
 /// The cost of a block of subnormal input against normal input (`cargo xtask bench-process`,

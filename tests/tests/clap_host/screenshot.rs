@@ -1,13 +1,16 @@
-//! `cargo xtask screenshot`: the editor with two takes (waveforms over their context, the
-//! host's bar numbers, bars selected for re-generation, a take in the context, the playhead),
-//! embedded in a window the way a Linux host embeds it, saved as a PNG. Needs an X display;
-//! the xtask runs it under Xvfb.
+//! The editor on an X display with two takes (waveforms over their context, the host's bar
+//! numbers, bars selected for re-generation, a take in the context, the playhead), embedded in
+//! a window at the root's top-left corner the way a Linux host embeds it:
+//! `cargo xtask screenshot` saves it as a PNG, `cargo xtask drag-test` drags takes out of it.
+//! Needs an X display; the xtask runs both under Xvfb.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, ImageFormat, WindowClass};
+use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, ImageFormat, Window, WindowClass};
+use x11rb::rust_connection::RustConnection;
 
 use crate::host::Plugin;
 use crate::render::{at_beat, Input, Span};
@@ -16,9 +19,20 @@ use crate::{custom_bars, CUSTOM_LENGTH, DRAFT, GENERATION_TIMEOUT, OFF, ON};
 
 const WIDTH: u16 = 920;
 const HEIGHT: u16 = 680;
+const RATE: f64 = 48_000.0;
 
-pub(crate) fn editor_screenshot(out: &Path) {
-    let rate = 48_000.0;
+/// The plug-in with its editor open in `window` (at the root's (0, 0)), and the session.
+pub(crate) struct EditorScene {
+    pub plugin: Plugin,
+    pub conn: RustConnection,
+    pub window: Window,
+    /// Take 1 (in the context of take 2) and take 2 (bar 2 of its two selected), 2 bars each
+    /// from the host's bar 2, at 120 BPM, 48 kHz.
+    pub session: Value,
+}
+
+pub(crate) fn editor_with_two_takes() -> EditorScene {
+    let rate = RATE;
     let mut a = Plugin::new();
     a.activate(rate, 1024);
     a.render(Span::playing(0, 1024));
@@ -82,7 +96,22 @@ pub(crate) fn editor_screenshot(out: &Path) {
     conn.map_window(window).unwrap();
     conn.flush().unwrap();
     a.open_editor(window);
+    EditorScene {
+        plugin: a,
+        conn,
+        window,
+        session,
+    }
+}
 
+pub(crate) fn editor_screenshot(out: &Path) {
+    let EditorScene {
+        plugin: mut a,
+        conn,
+        window,
+        ..
+    } = editor_with_two_takes();
+    let rate = RATE;
     // Play the take's bars so the playhead moves; the editor repaints about 30 times a second.
     let anchor = at_beat(4.0, rate);
     let started = Instant::now();
