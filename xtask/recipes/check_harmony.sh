@@ -6,9 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:-assets/default}
-BIN=target/release/stemgen
 OUT=${OUT:-$(mktemp -d)}
-cargo build --release -q -p stemgen-engine --bin stemgen
+# BIN: a stemgen binary to use as it is (e.g. a copy kept while the tree is rebuilt).
+if [ -z "${BIN:-}" ]; then
+    BIN=target/release/stemgen
+    cargo build --release -q -p stemgen-engine --bin stemgen
+fi
 SONG=assets/examples/song50-no-bass.wav
 key_of() { $BIN coherence --context "$SONG" "$1" | awk -F'|' 'NR==4 {gsub(/^ +| +$/, "", $5); print $5}'; }
 readme=0; chords=0
