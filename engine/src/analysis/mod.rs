@@ -17,7 +17,8 @@
 //! - [`distance`]: LSD, mel L1, multi-resolution STFT distance and SI-SDR between a signal
 //!   and its reconstruction;
 //! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
-//!   out-of-band energy, flatness).
+//!   out-of-band energy, flatness);
+//! - [`pitch`]: the pitch of one held note (the tokenizer's pitch check).
 
 pub mod chroma;
 pub mod context_features;
@@ -26,6 +27,7 @@ mod features;
 pub mod harmony;
 pub mod key;
 pub mod onset;
+pub mod pitch;
 pub mod rhythm;
 pub mod sound;
 pub mod spectrum;

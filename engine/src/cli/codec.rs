@@ -1,6 +1,7 @@
 //! `stemgen codec`: audio to tokens and back (encode, decode, roundtrip) with EnCodec weights
 //! or any tokenizer folder (the shipped magnitude tokenizer included), and the held-out
-//! quality of a magnitude-RVQ tokenizer on mixes and isolated stems (eval).
+//! quality of a magnitude-RVQ tokenizer on mixes and isolated stems (eval), and which pitches
+//! survive a tokenizer (pitch).
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -59,6 +60,19 @@ pub enum CodecCommand {
         #[command(flatten)]
         codec: CodecWeights,
     },
+    /// Which pitches survive the tokenizer: plucked harmonic notes, one per semitone (0.5 s
+    /// each), encoded, decoded with 1..Q levels, and each decoded note's pitch compared with
+    /// the note played.
+    Pitch {
+        #[command(flatten)]
+        codec: CodecWeights,
+        /// Lowest note, MIDI number (28 = E1, a bass guitar's low E).
+        #[arg(long, default_value_t = 28)]
+        lowest: u8,
+        /// Highest note, MIDI number (72 = C5).
+        #[arg(long, default_value_t = 72)]
+        highest: u8,
+    },
     /// Held-out quality of a magnitude-RVQ tokenizer on songs (every 10th song of the folder,
     /// as `train tokenizer` holds out): LSD and mel L1 per number of levels, and the LSD of the
     /// decoded magnitudes before phase reconstruction.
@@ -114,6 +128,11 @@ pub fn run(cmd: CodecCommand) -> Result<()> {
             output,
             codec,
         } => roundtrip(&input, &output, &codec),
+        CodecCommand::Pitch {
+            codec,
+            lowest,
+            highest,
+        } => pitch(&codec, lowest, highest),
         CodecCommand::Eval {
             tokenizer,
             songs,
@@ -248,6 +267,66 @@ fn roundtrip(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
         tokens.levels,
         tokens.frames
     );
+    Ok(())
+}
+
+/// Prints which notes come back at their pitch, per number of levels, bass range apart.
+fn pitch(codec: &CodecWeights, lowest: u8, highest: u8) -> Result<()> {
+    use stemgen::analysis::pitch::note_name;
+    if !(12..=108).contains(&lowest) || !(lowest..=108).contains(&highest) {
+        bail!("--lowest {lowest} --highest {highest}: give MIDI notes with 12 <= lowest <= highest <= 108");
+    }
+    let (model, levels) = load_codec(codec)?;
+    let all: Vec<usize> = (1..=levels.unwrap_or(model.num_levels())).collect();
+    let results = stemgen::codec::pitch_check::pitch_check(model.as_ref(), lowest..=highest, &all)?;
+    // A bass guitar's range (up to E3) apart from the notes above it.
+    let bass = lowest..=highest.min(52);
+    let above = lowest.max(53)..=highest;
+    println!(
+        "{}: plucked notes {}-{}, 0.5 s each, pitch read 50-400 ms into each note",
+        model.name(),
+        note_name(lowest),
+        note_name(highest)
+    );
+    println!("| levels | bass exact | bass pitch class | above E3 exact | above E3 pitch class |");
+    println!("|---|---|---|---|---|");
+    let cell = |(hits, of): (usize, usize)| {
+        if of == 0 {
+            "-".to_string()
+        } else {
+            format!("{hits}/{of}")
+        }
+    };
+    for r in &results {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.levels,
+            cell(r.exact(bass.clone())),
+            cell(r.pitch_class(bass.clone())),
+            cell(r.exact(above.clone())),
+            cell(r.pitch_class(above.clone())),
+        );
+    }
+    if let Some(full) = results.last() {
+        let wrong: Vec<String> = full
+            .notes
+            .iter()
+            .filter(|(played, heard)| Some(*played) != *heard)
+            .map(|(played, heard)| {
+                let heard = heard.map_or("silence".to_string(), note_name);
+                format!("{}->{heard}", note_name(*played))
+            })
+            .collect();
+        println!(
+            "all {} levels, notes heard at another pitch: {}",
+            full.levels,
+            if wrong.is_empty() {
+                "none".to_string()
+            } else {
+                wrong.join(" ")
+            }
+        );
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 pub mod encodec;
 pub mod load;
 pub mod magnitude;
+pub mod pitch_check;
 
 use crate::audio::Audio;
 
