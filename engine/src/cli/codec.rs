@@ -298,16 +298,19 @@ fn pitch(codec: &CodecWeights, lowest: u8, highest: u8) -> Result<()> {
         }
     };
     for r in &results {
+        let levels = match r.levels {
+            0 => "none: exact magnitudes, phase reconstruction only".to_string(),
+            q => q.to_string(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} |",
-            r.levels,
+            "| {levels} | {} | {} | {} | {} |",
             cell(r.exact(bass.clone())),
             cell(r.pitch_class(bass.clone())),
             cell(r.exact(above.clone())),
             cell(r.pitch_class(above.clone())),
         );
     }
-    if let Some(full) = results.last() {
+    if let Some(full) = results.iter().rfind(|r| r.levels > 0) {
         let wrong: Vec<String> = full
             .notes
             .iter()

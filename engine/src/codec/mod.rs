@@ -100,6 +100,14 @@ pub trait Tokenizer: Send + Sync {
     /// Tokens (any number of levels up to `num_levels`) -> mono audio at `sample_rate`.
     fn decode(&self, tokens: &Tokens, progress: Progress) -> anyhow::Result<Audio>;
 
+    /// `audio` (mono, at `sample_rate`) through the decoder's waveform stage alone: for a
+    /// tokenizer of magnitudes, its exact STFT magnitudes given to the phase reconstruction,
+    /// with no tokens in between. `None` for codecs without such a stage (EnCodec). Separates
+    /// what the quantisation loses from what the phase reconstruction loses.
+    fn phase_only_roundtrip(&self, _audio: &Audio) -> Option<anyhow::Result<Audio>> {
+        None
+    }
+
     /// Samples per token frame at the native rate.
     fn hop_length(&self) -> usize {
         (self.sample_rate() as f64 / self.frame_rate()).round() as usize

@@ -61,8 +61,9 @@ pub fn plucked_notes(notes: std::ops::RangeInclusive<u8>, sample_rate: u32) -> V
         .collect()
 }
 
-/// Plays `notes` through `tokenizer` and reads each decoded note's pitch (searched within two
-/// octaves around the played range), for each number of levels in `levels`.
+/// Plays `notes` through `tokenizer` and reads each decoded note's pitch, for each number of
+/// levels in `levels`; then, where the tokenizer has one, through its phase reconstruction
+/// alone (reported as 0 levels: exact magnitudes, no tokens).
 pub fn pitch_check(
     tokenizer: &dyn Tokenizer,
     notes: std::ops::RangeInclusive<u8>,
@@ -71,10 +72,6 @@ pub fn pitch_check(
     let rate = tokenizer.sample_rate();
     let played = Audio::new(rate, vec![plucked_notes(notes.clone(), rate)])?;
     let tokens = tokenizer.encode(&played, &mut no_progress())?;
-    let search = (
-        notes.start().saturating_sub(12),
-        notes.end().saturating_add(12),
-    );
     let mut results = Vec::new();
     for &q in levels {
         anyhow::ensure!(
@@ -83,22 +80,40 @@ pub fn pitch_check(
             tokenizer.name(),
             tokenizer.num_levels()
         );
-        let decoded = tokenizer
-            .decode(&tokens.truncated(q), &mut no_progress())?
-            .resampled(rate)?;
-        let heard = &decoded.channels[0];
-        let notes = notes
-            .clone()
-            .enumerate()
-            .map(|(i, note)| {
-                let at = |s: f64| ((i as f64 * NOTE_SECONDS + s) * rate as f64) as usize;
-                let span = at(MEASURED.start).min(heard.len())..at(MEASURED.end).min(heard.len());
-                (note, note_pitch(&heard[span], rate, search.0, search.1))
-            })
-            .collect();
-        results.push(LevelsResult { levels: q, notes });
+        let decoded = tokenizer.decode(&tokens.truncated(q), &mut no_progress())?;
+        results.push(LevelsResult {
+            levels: q,
+            notes: read_notes(&decoded.resampled(rate)?.channels[0], rate, notes.clone()),
+        });
+    }
+    if let Some(decoded) = tokenizer.phase_only_roundtrip(&played) {
+        results.push(LevelsResult {
+            levels: 0,
+            notes: read_notes(&decoded?.resampled(rate)?.channels[0], rate, notes),
+        });
     }
     Ok(results)
+}
+
+/// The pitch of each note of [`plucked_notes`] in `heard` (searched within an octave around
+/// the played range).
+fn read_notes(
+    heard: &[f32],
+    rate: u32,
+    notes: std::ops::RangeInclusive<u8>,
+) -> Vec<(u8, Option<u8>)> {
+    let search = (
+        notes.start().saturating_sub(12),
+        notes.end().saturating_add(12),
+    );
+    notes
+        .enumerate()
+        .map(|(i, note)| {
+            let at = |s: f64| ((i as f64 * NOTE_SECONDS + s) * rate as f64) as usize;
+            let span = at(MEASURED.start).min(heard.len())..at(MEASURED.end).min(heard.len());
+            (note, note_pitch(&heard[span], rate, search.0, search.1))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -148,6 +163,7 @@ mod tests {
     #[test]
     fn a_lossless_tokenizer_keeps_every_pitch_and_a_shifted_one_keeps_none() {
         let exact = pitch_check(&Lossless { speed: 1.0 }, 28..=52, &[1]).unwrap();
+        assert_eq!(exact.len(), 1, "no phase-only row for a codec without one");
         assert_eq!(exact[0].exact(28..=52), (25, 25));
         assert_eq!(exact[0].pitch_class(40..=52), (13, 13));
         // A whole tone up (and later notes start early): few notes right, none by luck of the

@@ -438,6 +438,20 @@ impl Tokenizer for MagnitudeTokenizer {
 
     fn decode(&self, tokens: &Tokens, progress: Progress) -> Result<Audio> {
         let db = self.decode_db(tokens)?;
+        self.audio_from_db(&db, tokens.frames, progress)
+    }
+
+    fn phase_only_roundtrip(&self, audio: &Audio) -> Option<Result<Audio>> {
+        let db = self.analyse_db(&audio.channels[0]);
+        let frames = db.len() / self.config.bins();
+        Some(self.audio_from_db(&db, frames, &mut super::no_progress()))
+    }
+}
+
+impl MagnitudeTokenizer {
+    /// Log-magnitudes `[frames][bins]` (dB, as [`Self::decode_db`] gives them) to audio: the
+    /// tokenizer's phase reconstruction.
+    fn audio_from_db(&self, db: &[f32], frames: usize, progress: Progress) -> Result<Audio> {
         let scale = self.stft.amplitude_scale();
         let floor = self.config.floor_db;
         let mags: Vec<f32> = db
@@ -450,7 +464,7 @@ impl Tokenizer for MagnitudeTokenizer {
             momentum: self.config.gl_momentum,
             seed: self.config.gl_seed,
         };
-        let samples = phase::reconstruct(&self.stft, &mags, tokens.frames, &settings, progress);
+        let samples = phase::reconstruct(&self.stft, &mags, frames, &settings, progress);
         Ok(Audio::mono(self.config.sample_rate, samples)?)
     }
 }
