@@ -54,6 +54,10 @@ pub struct TokenizerArgs {
     /// frame more closely; they change the tokens, not the bitrate.
     #[arg(long, default_value_t = 1)]
     encode_beam: usize,
+    /// Weight low bins more in the codebooks' error, as HZ:FACTOR (e.g. 500:8): bins below HZ
+    /// weighted by HZ / f, at most FACTOR, so bass pitches survive (`stemgen codec pitch`).
+    #[arg(long, value_name = "HZ:FACTOR")]
+    low_band_emphasis: Option<String>,
     /// More training songs (every song there is trained on; the held-out songs stay every
     /// 10th song of --songs). Repeatable.
     #[arg(long, value_name = "DIR")]
@@ -229,10 +233,24 @@ fn tokenizer(args: TokenizerArgs) -> Result<()> {
         train_frames,
         kmeans_iters,
         encode_beam,
+        low_band_emphasis,
         extra_songs,
         full_grid_only,
         seed,
     } = args;
+    let low_band_emphasis = low_band_emphasis
+        .map(|text| {
+            let parsed = text.split_once(':').and_then(|(hz, factor)| {
+                Some(stemgen::codec::magnitude::LowBandEmphasis {
+                    below_hz: hz.trim().parse().ok()?,
+                    factor: factor.trim().parse().ok()?,
+                })
+            });
+            parsed.with_context(|| {
+                format!("--low-band-emphasis {text:?}: expected HZ:FACTOR, e.g. 500:8")
+            })
+        })
+        .transpose()?;
     let defaults = MagnitudeConfig::default();
     let (gain_reference, gain_min_db, gain_max_db) = match gain_reference.as_str() {
         "peak" => (
@@ -252,6 +270,7 @@ fn tokenizer(args: TokenizerArgs) -> Result<()> {
         max_train_frames: train_frames,
         kmeans_iters,
         encode_beam,
+        low_band_emphasis,
         ..defaults
     };
     let report = stemgen::pipeline::train_tokenizer(

@@ -58,6 +58,38 @@ pub struct MagnitudeConfig {
     /// How the decoder's phase starts (random for tokenizers saved before PGHI existed).
     #[serde(default)]
     pub phase_start: phase::PhaseStart,
+    /// Weight of the low bins in the codebooks' squared error (`None`: every bin alike, as
+    /// tokenizers saved before it). Part of the token definition.
+    #[serde(default)]
+    pub low_band_emphasis: Option<LowBandEmphasis>,
+}
+
+/// Low bins count more when the codebooks are learned and frames are encoded: each bin's dB
+/// value is multiplied by `w(f) = clamp(below_hz / f, 1, factor)` in the space the codes live
+/// in (so its squared error counts `w^2` times), and divided by it again when decoding.
+///
+/// Why: with every bin alike, a bass note's pitch (carried by a handful of bins below a few
+/// hundred hertz, among 1025) is cheap to lose, and `stemgen codec pitch` showed the
+/// unweighted tokenizer returning the notes below D2 at a wrong pitch. `1 / f` is the weight
+/// a log-frequency (musical) scale gives each linear bin.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LowBandEmphasis {
+    /// Bins below this frequency are emphasised (1 / f), ...
+    pub below_hz: f32,
+    /// ... by at most this factor (in dB amplitude).
+    pub factor: f32,
+}
+
+impl LowBandEmphasis {
+    /// The weight of each of `bins` bins of an `n_fft`-point spectrum at `sample_rate`.
+    pub fn weights(&self, bins: usize, n_fft: usize, sample_rate: u32) -> Vec<f32> {
+        (0..bins)
+            .map(|k| {
+                let hz = k as f32 * sample_rate as f32 / n_fft as f32;
+                (self.below_hz / hz.max(1e-3)).clamp(1.0, self.factor)
+            })
+            .collect()
+    }
 }
 
 impl Default for MagnitudeConfig {
@@ -85,6 +117,7 @@ impl Default for MagnitudeConfig {
             gl_momentum: 0.99,
             gl_seed: 0,
             phase_start: phase::PhaseStart::Random,
+            low_band_emphasis: None,
         }
     }
 }
@@ -169,11 +202,29 @@ impl MagnitudeConfig {
         if let Some(p) = &self.postnet {
             p.validate()?;
         }
+        if let Some(e) = &self.low_band_emphasis {
+            ensure!(
+                e.below_hz > 0.0 && e.factor >= 1.0 && e.factor.is_finite(),
+                "low_band_emphasis needs below_hz > 0 and a finite factor >= 1"
+            );
+            ensure!(
+                !self.joint_decoder,
+                "a joint decoder is not supported with low_band_emphasis"
+            );
+        }
         Ok(())
     }
 
     pub fn bins(&self) -> usize {
         self.n_fft / 2 + 1
+    }
+
+    /// Each bin's weight in the code space (all 1 without [`LowBandEmphasis`]).
+    pub fn bin_weights(&self) -> Vec<f32> {
+        match &self.low_band_emphasis {
+            Some(e) => e.weights(self.bins(), self.n_fft, self.sample_rate),
+            None => vec![1.0; self.bins()],
+        }
     }
 
     pub fn gain_steps(&self) -> usize {

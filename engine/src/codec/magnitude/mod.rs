@@ -49,7 +49,7 @@ use anyhow::{bail, ensure, Result};
 use candle_core::Tensor;
 use std::collections::HashMap;
 
-pub use config::{GainReference, MagnitudeConfig};
+pub use config::{GainReference, LowBandEmphasis, MagnitudeConfig};
 pub use metrics::{evaluate, evaluate_levels};
 
 /// The name [`Tokenizer::name`] reports and saved configs carry.
@@ -286,6 +286,10 @@ impl MagnitudeTokenizer {
             Some(_) => 0,
             None => tokens.levels,
         };
+        // Codewords live in the emphasised space; decoded dB are plain.
+        let inv_weights: Option<Vec<f32>> = c
+            .low_band_emphasis
+            .map(|_| c.bin_weights().iter().map(|w| 1.0 / w).collect());
         let mut db = vec![0.0f32; tokens.frames * bins];
         let mut partial = Vec::new();
         for q in 0..summed_levels {
@@ -309,11 +313,14 @@ impl MagnitudeTokenizer {
                 if let Some(g) = gain {
                     dst.iter_mut().for_each(|d| *d += g);
                 }
-                for (d, &v) in dst
-                    .iter_mut()
-                    .zip(&self.codebooks[q][row * bins..(row + 1) * bins])
-                {
-                    *d += v;
+                let codeword = &self.codebooks[q][row * bins..(row + 1) * bins];
+                match &inv_weights {
+                    Some(inv) => {
+                        for ((d, &v), &i) in dst.iter_mut().zip(codeword).zip(inv) {
+                            *d += v * i;
+                        }
+                    }
+                    None => dst.iter_mut().zip(codeword).for_each(|(d, &v)| *d += v),
                 }
             }
             if partials && q + 1 < tokens.levels {
@@ -345,6 +352,7 @@ fn analyse(config: &MagnitudeConfig, stft: &Stft, x: &[f32]) -> Analysis {
     let mut gains = Vec::with_capacity(frames);
     let mut shapes = Vec::with_capacity(frames * bins);
     let mut row = vec![0.0f32; bins];
+    let weights = config.bin_weights();
     for frame in spec.chunks(bins) {
         let mut peak = f32::NEG_INFINITY;
         let mut sum = 0.0f64;
@@ -364,7 +372,11 @@ fn analyse(config: &MagnitudeConfig, stft: &Stft, x: &[f32]) -> Analysis {
             GainReference::Peak => -config.dynamic_range_db,
             GainReference::Mean => config.floor_db - gq,
         };
-        shapes.extend(row.iter().map(|&v| (v - gq).max(lowest)));
+        shapes.extend(
+            row.iter()
+                .zip(&weights)
+                .map(|(&v, &w)| (v - gq).max(lowest) * w),
+        );
     }
     Analysis {
         frames,
