@@ -1,7 +1,8 @@
 //! The shipped default model (`assets/default`) on the shipped example context: it loads,
 //! generates the README's 4 bars at the context's rate and length, and behaves like the
 //! instrument it is asked for (a bass line puts most of its energy low, far more than the
-//! drums/piano/strings context does).
+//! drums/piano/strings context does) on at least 3 of 4 seeds: a sampled stem is a draw, and
+//! the shipped model puts a draft bass an octave or two too high now and then (model card).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -33,14 +34,12 @@ fn low_share(audio: &Audio, hz: f64) -> f64 {
     low / all.max(1e-30)
 }
 
-#[test]
-fn shipped_model_generates_a_bass_line_for_the_example() {
-    let generator = Generator::load(&repo("assets/default")).expect("assets/default loads");
-    let context = read_audio(&repo("assets/examples/song50-no-bass.wav")).unwrap();
+/// The README's job at the draft preset with `seed`.
+fn readme_bass(generator: &Generator, context: &Audio, seed: u64) -> Audio {
     let mut req = GenerateRequest::new(
         ContextSource::Audio(context.clone()),
         CategoryChoice::Name("bass".into()),
-        generator.settings(Preset::Draft).with_seed(1),
+        generator.settings(Preset::Draft).with_seed(seed),
     );
     req.output_rate = context.sample_rate;
     req.output_channels = context.num_channels();
@@ -49,30 +48,44 @@ fn shipped_model_generates_a_bass_line_for_the_example() {
         bpm: 123.0,
         beats_per_bar: 4,
     });
-    let stem = generator
+    generator
         .generate(&req, &mut |_| {}, &AtomicBool::new(false))
-        .unwrap();
-    let audio = &stem.audio;
-    assert_eq!(audio.sample_rate, context.sample_rate);
-    let want = (4.0 * 4.0 * 60.0 / 123.0 * context.sample_rate as f64).round() as usize;
-    assert!(
-        audio.num_frames().abs_diff(want) <= context.sample_rate as usize / 50,
-        "{} frames, expected about {want}",
-        audio.num_frames()
-    );
-    assert!(audio.channels.iter().flatten().all(|v| v.is_finite()));
-    let rms = stemgen::audio::rms_dbfs(&audio.channels);
-    assert!(rms > -45.0, "the stem is (nearly) silent: {rms:.1} dBFS");
-    let (stem_low, context_low) = (low_share(audio, 250.0), low_share(&context, 250.0));
+        .unwrap()
+        .audio
+}
+
+#[test]
+fn shipped_model_generates_a_bass_line_for_the_example() {
+    let generator = Generator::load(&repo("assets/default")).expect("assets/default loads");
+    let context = read_audio(&repo("assets/examples/song50-no-bass.wav")).unwrap();
+    let context_low = low_share(&context, 250.0);
     let real_bass = read_audio(&repo("assets/examples/song50-bass.wav")).unwrap();
     println!(
-        "energy below 250 Hz: generated bass {stem_low:.2}, real bass {:.2}, context \
-         {context_low:.2}; {rms:.1} dBFS",
+        "energy below 250 Hz: real bass {:.2}, context {context_low:.2}",
         low_share(&real_bass, 250.0)
     );
+    let mut low_stems = 0;
+    for seed in 1..=4 {
+        let audio = readme_bass(&generator, &context, seed);
+        assert_eq!(audio.sample_rate, context.sample_rate);
+        let want = (4.0 * 4.0 * 60.0 / 123.0 * context.sample_rate as f64).round() as usize;
+        assert!(
+            audio.num_frames().abs_diff(want) <= context.sample_rate as usize / 50,
+            "{} frames, expected about {want}",
+            audio.num_frames()
+        );
+        assert!(audio.channels.iter().flatten().all(|v| v.is_finite()));
+        let rms = stemgen::audio::rms_dbfs(&audio.channels);
+        assert!(rms > -45.0, "seed {seed}: the stem is (nearly) silent: {rms:.1} dBFS");
+        let stem_low = low_share(&audio, 250.0);
+        println!("seed {seed}: generated bass {stem_low:.2} below 250 Hz, {rms:.1} dBFS");
+        if stem_low > 0.5 && stem_low > context_low + 0.2 {
+            low_stems += 1;
+        }
+    }
     assert!(
-        stem_low > 0.5 && stem_low > context_low + 0.2,
-        "the bass stem is not low: {stem_low:.2} of its energy below 250 Hz (context \
+        low_stems >= 3,
+        "only {low_stems} of 4 bass stems put most of their energy below 250 Hz (context \
          {context_low:.2})"
     );
 }
