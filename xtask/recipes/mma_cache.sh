@@ -7,6 +7,9 @@
 # goes on where it stopped.
 #
 #     xtask/recipes/mma_cache.sh            # train split -> work-data/mma/cache/chunk-K
+#     CHUNKS=2 xtask/recipes/mma_cache.sh   # only the first two chunks (run 2 of the default)
+#     ORDER=sorted CHUNKS=1 OUT=work-data/mma/cache-sorted xtask/recipes/mma_cache.sh
+#                                           # the first 150 by name (run 2's first chunk)
 #     SPLIT=held-out xtask/recipes/mma_cache.sh   # rendered songs kept for `eval --songs`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +18,9 @@ BIN=target/release/stemgen
 CHUNK=${CHUNK:-150}
 PAIRS=${PAIRS:-3}
 SPLIT=${SPLIT:-train}
+ORDER=${ORDER:-shuffled}
+CHUNKS=${CHUNKS:-}
+OUT=${OUT:-$W/mma/cache}
 cargo build --release -p stemgen-engine --bin stemgen
 python3 xtask/recipes/mma_songs.py --out "$W/mma/midi"
 if [ "$SPLIT" != train ]; then
@@ -24,11 +30,16 @@ if [ "$SPLIT" != train ]; then
 fi
 # A fixed shuffle (by checksum of the name), so every chunk mixes the libraries and styles
 # and a run cut short still trains on a spread of them.
-mapfile -t mids < <(find "$W/mma/midi/train" -name '*.mid' | while read -r f; do
-    echo "$(basename "$f" | md5sum | cut -c1-12) $f"; done | sort | cut -d' ' -f2-)
+if [ "$ORDER" = sorted ]; then
+    mapfile -t mids < <(find "$W/mma/midi/train" -name '*.mid' | sort)
+else
+    mapfile -t mids < <(find "$W/mma/midi/train" -name '*.mid' | while read -r f; do
+        echo "$(basename "$f" | md5sum | cut -c1-12) $f"; done | sort | cut -d' ' -f2-)
+fi
 chunks=$(( (${#mids[@]} + CHUNK - 1) / CHUNK ))
+[ -n "$CHUNKS" ] && [ "$CHUNKS" -lt "$chunks" ] && chunks=$CHUNKS
 for k in $(seq 0 $((chunks - 1))); do
-    out="$W/mma/cache/chunk-$k"
+    out="$OUT/chunk-$k"
     [ -f "$out/cache-0-of-1.safetensors" ] && continue
     tmp="$W/mma/chunk-tmp"
     rm -rf "$tmp"

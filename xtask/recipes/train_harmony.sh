@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Recipe for the harmony-aware model (context features, ARCHITECTURE §3.8): the shipped
-# default model's weights with a zero-initialised projection of the context features (chroma,
-# bass chroma, onset strength, beat phase), trained further on a cache that stores the
-# features and, for the synthetic songs, the chord templates of their true progressions.
-# Every step resumes or skips what is done; run it again after an interruption.
+# Recipe for the harmony-aware default model (context features, ARCHITECTURE §3.8), shipped
+# on 2026-12-06: the session-13 default's weights with a zero-initialised projection of the
+# context features (chroma, bass chroma, onset strength, beat phase), trained further on a
+# cache that stores the features and, for the synthetic songs, the chord templates of their
+# true progressions (run 1, 1000 steps), then on that cache plus MMA's accompaniment grooves
+# with their chords (run 2, 3000 steps). Every step resumes or skips what is done; run it
+# again after an interruption. Needs the git history (the session-13 weights come from it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
 BIN=target/release/stemgen
 SF=${SF:-/usr/share/sounds/sf2/FluidR3_GM.sf2}   # Debian fluid-soundfont-gm
 cargo build --release -p stemgen-engine --bin stemgen
+# The session-13 default, the starting point (assets/default holds this recipe's result now).
+BASE="$W/default-session13"
+if [ ! -f "$BASE/model.safetensors" ]; then
+    mkdir -p "$BASE"
+    for f in config.json model.safetensors tokenizer.json; do
+        git show "cae82d7:assets/default/$f" > "$BASE/$f"
+    done
+    cp -r assets/default/tokenizer "$BASE/"
+fi
 # The 980 synthetic songs of the shipped model (seeds as in its model card).
 synth() { [ -d "$W/$1" ] || $BIN data synth --out "$W/$1" --songs "$2" --seconds 60 --seed "$3" --soundfont "$SF"; }
 synth songs 200 1000
@@ -34,8 +45,22 @@ done
 # From the shipped weights: measured features for most examples, the true chords' templates
 # for 30% of those with known chords, no features for 10%.
 $BIN train model --cache "$W/h1/cache" --tokenizer assets/default/tokenizer --out "$W/h1/model" \
-    --config xtask/recipes/model_5x1024_harmony.json --init-from assets/default \
+    --config xtask/recipes/model_5x1024_harmony.json --init-from "$BASE" \
     --steps "${STEPS:-1000}" --batch-size 8 --lr 4e-4 --warmup 30 --checkpoint-every 50 \
     --validate-every 250 --seed 11 --whole-level0-share 0.4 --context-onset-weight 4 \
     --chord-template-share 0.3 --feature-drop-share 0.1
 $BIN validate --model "$W/h1/model/checkpoint" --cache "$W/h1/cache" --batches 8 --context-probes --whole-level
+[ -f "$W/h1/export/model.safetensors" ] || $BIN export "$W/h1/model/checkpoint" --out "$W/h1/export"
+# Run 2: MMA's grooves (the first 150 by name, then two chunks of the fixed shuffle; 3 pairs per
+# groove with the chords of every bar) beside run 1's cache; the feature projection learns at
+# 10 times the rate of the rest.
+ORDER=sorted CHUNKS=1 OUT="$W/mma/cache-sorted" W="$W" xtask/recipes/mma_cache.sh
+CHUNKS=2 W="$W" xtask/recipes/mma_cache.sh
+$BIN train model --cache "$W/h1/cache" --cache "$W/mma/cache-sorted/chunk-0" \
+    --cache "$W/mma/cache/chunk-0" --cache "$W/mma/cache/chunk-1" \
+    --tokenizer assets/default/tokenizer --out "$W/h2/model" --init-from "$W/h1/export" \
+    --steps 3000 --batch-size 8 --lr 3e-4 --warmup 30 --checkpoint-every 50 \
+    --validate-every 500 --seed 12 --whole-level0-share 0.4 --context-onset-weight 4 \
+    --chord-template-share 0.3 --feature-drop-share 0.1 --features-lr-scale 10
+[ -f "$W/h2/export/model.safetensors" ] || $BIN export "$W/h2/model/checkpoint" --out "$W/h2/export"
+echo "the default model: $W/h2/export (ship its config.json and model.safetensors in assets/default)"
