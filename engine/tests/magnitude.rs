@@ -712,7 +712,9 @@ fn low_band_emphasis_decodes_plain_db_and_codes_the_bass_band_closer() {
     );
     let (lsd_a, _) = evaluate(&a, held_out).unwrap();
     let (lsd_b, _) = evaluate(&b, held_out).unwrap();
-    println!("below 300 Hz: {err_a:.2} dB plain, {err_b:.2} dB emphasised; LSD {lsd_a:.2} / {lsd_b:.2}");
+    println!(
+        "below 300 Hz: {err_a:.2} dB plain, {err_b:.2} dB emphasised; LSD {lsd_a:.2} / {lsd_b:.2}"
+    );
     assert!(err_b < 0.8 * err_a, "{err_a} {err_b}");
     // Decoded in plain dB: the whole spectrum stays close to the plain tokenizer's.
     assert!(lsd_b.is_finite() && lsd_b < lsd_a + 1.5, "{lsd_a} {lsd_b}");
@@ -720,11 +722,17 @@ fn low_band_emphasis_decodes_plain_db_and_codes_the_bass_band_closer() {
     let dir = tempfile::tempdir().unwrap();
     b.save(dir.path()).unwrap();
     let loaded = MagnitudeTokenizer::load(dir.path()).unwrap();
-    assert_eq!(loaded.config().low_band_emphasis, b.config().low_band_emphasis);
+    assert_eq!(
+        loaded.config().low_band_emphasis,
+        b.config().low_band_emphasis
+    );
     let clip = held_out[0].to_mono_at(32_000).unwrap();
     let tokens = b.encode(&clip, &mut no_progress()).unwrap();
     assert_eq!(loaded.encode(&clip, &mut no_progress()).unwrap(), tokens);
-    assert_eq!(loaded.decode_db(&tokens).unwrap(), b.decode_db(&tokens).unwrap());
+    assert_eq!(
+        loaded.decode_db(&tokens).unwrap(),
+        b.decode_db(&tokens).unwrap()
+    );
     // A bad emphasis is refused before anything is trained.
     let bad = MagnitudeConfig {
         low_band_emphasis: Some(LowBandEmphasis {

@@ -76,7 +76,10 @@ fn shipped_model_generates_a_bass_line_for_the_example() {
         );
         assert!(audio.channels.iter().flatten().all(|v| v.is_finite()));
         let rms = stemgen::audio::rms_dbfs(&audio.channels);
-        assert!(rms > -45.0, "seed {seed}: the stem is (nearly) silent: {rms:.1} dBFS");
+        assert!(
+            rms > -45.0,
+            "seed {seed}: the stem is (nearly) silent: {rms:.1} dBFS"
+        );
         let stem_low = low_share(&audio, 250.0);
         println!("seed {seed}: generated bass {stem_low:.2} below 250 Hz, {rms:.1} dBFS");
         if stem_low > 0.5 && stem_low > context_low + 0.2 {
