@@ -388,17 +388,25 @@ impl Source {
 
     /// The outermost window under the pointer that says `XdndAware` (toolkits set it on their
     /// top-level windows, below a window manager's frame), with its protocol version.
+    /// A window destroyed while it is being looked at (an X error) counts as none: the next
+    /// poll looks again.
     fn aware_window_under_pointer(&self) -> Result<Option<(Window, u32)>> {
         let mut window = self.root;
         loop {
-            let child = self.conn.query_pointer(window)?.reply()?.child;
+            let Ok(pointer) = self.conn.query_pointer(window)?.reply() else {
+                return Ok(None);
+            };
+            let child = pointer.child;
             if child == NONE || child == self.window {
                 return Ok(None);
             }
-            let aware = self
+            let property = self
                 .conn
                 .get_property(false, child, self.atoms.XdndAware, AtomEnum::ATOM, 0, 1)?
-                .reply()?;
+                .reply();
+            let Ok(aware) = property else {
+                return Ok(None);
+            };
             if let Some(version) = aware.value32().and_then(|mut v| v.next()) {
                 if version >= 3 {
                     return Ok(Some((child, version)));
