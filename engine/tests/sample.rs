@@ -467,6 +467,19 @@ fn long_generation_keeps_the_overlap_of_the_previous_window() {
         windows,
         vec![(0, 0..24), (1, 16..40), (2, 32..56), (3, 36..60)]
     );
+    // Iterations in proportion to the frames each window generates (24, 16, 16 and 4 of
+    // 24), rounded up: the preset's [4, 2, 2] only in the first window.
+    for (w, expected) in [[4, 2, 2], [3, 2, 2], [3, 2, 2], [1, 1, 1]].iter().enumerate() {
+        for (level, &steps) in expected.iter().enumerate() {
+            let seen: Vec<usize> = reports
+                .iter()
+                .filter(|r| r.window == w && r.level == level)
+                .map(|r| r.steps)
+                .collect();
+            assert_eq!(seen.len(), steps, "window {w} level {level}: {seen:?}");
+            assert!(seen.iter().all(|&s| s == steps), "window {w} level {level}");
+        }
+    }
     // A window only generates frames after the previous window's end.
     for level in 0..3 {
         let mut all = Vec::new();
