@@ -146,11 +146,17 @@ fn a_coarse_preview_comes_before_the_full_take() {
     let mut req = request(&g, ContextSource::Audio(music(1.0, 44_100)), 0.6, 2);
     req.preview_levels = Some(1);
     let mut events = Vec::new();
+    let mut last_step = None;
+    let mut preview_after = None;
     let stem = g
         .generate(
             &req,
             &mut |p| match p {
+                Progress::Sampling {
+                    level, step, steps, ..
+                } => last_step = Some((level, step, steps)),
                 Progress::Preview { audio, levels, .. } => {
+                    preview_after = last_step;
                     events.push(format!("preview {levels}"));
                     assert_eq!(
                         (audio.sample_rate, audio.num_channels(), audio.num_frames()),
@@ -170,6 +176,11 @@ fn a_coarse_preview_comes_before_the_full_take() {
         "{events:?}"
     );
     assert!(events.contains(&"decoding".to_string()));
+    // Early: after 40% of level 0's iterations, rounded up.
+    let (level, step, steps) = preview_after.expect("a preview");
+    assert_eq!(level, 0);
+    assert!(steps > 1, "the test needs several level-0 iterations");
+    assert_eq!(step, (steps as f64 * 0.4).ceil() as usize);
     // The same seed gives the same take with or without a preview.
     req.preview_levels = None;
     assert_eq!(run(&g, &req).unwrap().tokens, stem.tokens);

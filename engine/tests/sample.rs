@@ -368,6 +368,46 @@ fn every_level_ends_fully_unmasked() {
 }
 
 #[test]
+fn level0_drafts_are_complete_and_agree_with_the_decided_frames() {
+    let model = tiny_model();
+    let frames = 24;
+    let ctx = random_tokens(frames, 8);
+    let mask = tiny_config().codebook_size as u32;
+    let mut drafts = Vec::new();
+    let mut decided = vec![false; frames];
+    let tokens = sample(
+        &model,
+        &SampleRequest::new(&ctx, 2),
+        &settings(vec![4, 2, 2], 9),
+        &mut |r: &StepReport| {
+            if r.level == 0 {
+                r.unmasked.iter().for_each(|&n| decided[n] = true);
+            }
+            assert_eq!(
+                r.draft_codes.is_some(),
+                r.level == 0 && r.step < r.steps,
+                "a draft at level 0's iterations before the last"
+            );
+            if let Some(d) = r.draft_codes {
+                drafts.push((decided.clone(), d[..frames].to_vec()));
+            }
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(drafts.len(), 3);
+    for (decided, draft) in &drafts {
+        assert!(draft.iter().all(|&c| c < mask), "no MASK left in the draft");
+        for n in (0..frames).filter(|&n| decided[n]) {
+            assert_eq!(
+                draft[n], tokens.codes[n],
+                "frame {n}: decided frames are final"
+            );
+        }
+    }
+}
+
+#[test]
 fn same_seed_same_tokens_other_seed_other_tokens() {
     let model = tiny_model();
     let ctx = random_tokens(16, 6);
@@ -469,7 +509,10 @@ fn long_generation_keeps_the_overlap_of_the_previous_window() {
     );
     // Iterations in proportion to the frames each window generates (24, 16, 16 and 4 of
     // 24), rounded up: the preset's [4, 2, 2] only in the first window.
-    for (w, expected) in [[4, 2, 2], [3, 2, 2], [3, 2, 2], [1, 1, 1]].iter().enumerate() {
+    for (w, expected) in [[4, 2, 2], [3, 2, 2], [3, 2, 2], [1, 1, 1]]
+        .iter()
+        .enumerate()
+    {
         for (level, &steps) in expected.iter().enumerate() {
             let seen: Vec<usize> = reports
                 .iter()

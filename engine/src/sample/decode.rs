@@ -83,6 +83,10 @@ pub struct StepReport<'a> {
     /// After a level's last iteration: the window's codes `[Q][W]`, levels up to `level`
     /// decided, finer levels still MASK (what a coarse preview decodes).
     pub level_codes: Option<&'a [u32]>,
+    /// At level 0's other iterations: the window's codes with the frames still masked
+    /// filled by this iteration's candidates, a complete if rough level 0 long before the
+    /// level is done (what an early preview decodes). Nothing of it is kept.
+    pub draft_codes: Option<&'a [u32]>,
 }
 
 /// One model window and, per level, how many of its frames are generated.
@@ -157,7 +161,8 @@ pub fn sample(
                           step: usize,
                           steps: usize,
                           unmasked: &[usize],
-                          level_codes: Option<&[u32]>| {
+                          level_codes: Option<&[u32]>,
+                          draft_codes: Option<&[u32]>| {
             done += 1;
             progress(&StepReport {
                 window: index,
@@ -170,6 +175,7 @@ pub fn sample(
                 total,
                 unmasked,
                 level_codes,
+                draft_codes,
             });
         };
         window.decode(&mut rng, &mut report, cancel)?;
@@ -381,8 +387,9 @@ fn guidance_rows(
 }
 
 /// Called after each iteration of a window with (level, step, steps, unmasked frames, the
-/// window's codes after a level's last iteration).
-type IterationReport<'r> = dyn FnMut(usize, usize, usize, &[usize], Option<&[u32]>) + 'r;
+/// window's codes after a level's last iteration, the level-0 draft of other iterations).
+type IterationReport<'r> =
+    dyn FnMut(usize, usize, usize, &[usize], Option<&[u32]>, Option<&[u32]>) + 'r;
 
 /// The state of one window being decoded.
 struct Window<'a> {
@@ -482,13 +489,31 @@ impl Window<'_> {
                 for &i in chosen {
                     keep[i] = false;
                 }
+                // Level 0's draft: no RNG is drawn and nothing is kept, so the seed's tokens
+                // do not depend on whether anyone looks at it.
+                let draft = (level == 0 && step < steps).then(|| {
+                    let mut codes = self.target.clone();
+                    for (i, &n) in masked.iter().enumerate() {
+                        if keep[i] {
+                            codes[n] = candidates[i].token;
+                        }
+                    }
+                    codes
+                });
                 let mut i = 0;
                 masked.retain(|_| {
                     i += 1;
                     keep[i - 1]
                 });
                 let codes = (step == steps).then_some(self.target.as_slice());
-                report(level, step, steps, &unmasked_frames, codes);
+                report(
+                    level,
+                    step,
+                    steps,
+                    &unmasked_frames,
+                    codes,
+                    draft.as_deref(),
+                );
             }
         }
         Ok(())
