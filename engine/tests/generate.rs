@@ -176,11 +176,11 @@ fn a_coarse_preview_comes_before_the_full_take() {
         "{events:?}"
     );
     assert!(events.contains(&"decoding".to_string()));
-    // Early: after 40% of level 0's iterations, rounded up.
+    // Early: after 30% of level 0's iterations, rounded up.
     let (level, step, steps) = preview_after.expect("a preview");
     assert_eq!(level, 0);
     assert!(steps > 1, "the test needs several level-0 iterations");
-    assert_eq!(step, (steps as f64 * 0.4).ceil() as usize);
+    assert_eq!(step, (steps as f64 * 0.3).ceil() as usize);
     // The same seed gives the same take with or without a preview.
     req.preview_levels = None;
     assert_eq!(run(&g, &req).unwrap().tokens, stem.tokens);

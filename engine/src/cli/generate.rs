@@ -83,7 +83,7 @@ pub struct GenerateArgs {
     /// window, 10 s with the shipped model), before the full take.
     #[arg(long, value_name = "WAV")]
     preview: Option<PathBuf>,
-    /// Levels in the preview: 1 (early: level 0 after 40% of its iterations, the frames not
+    /// Levels in the preview: 1 (early: level 0 after 30% of its iterations, the frames not
     /// yet decided filled by their current candidates) or more (once they are decided).
     #[arg(long, default_value_t = 1, requires = "preview")]
     preview_levels: usize,
