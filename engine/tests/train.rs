@@ -471,3 +471,21 @@ fn each_example_sees_measured_features_chord_templates_or_none() {
     let err = batch_features(&batch, &features, frames, chords, 9, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("rebuild"), "{err}");
 }
+
+#[test]
+fn training_benchmark_times_real_steps_with_gain_and_features() {
+    // The shipped model's options (gain embedding, context features) at a tiny size.
+    let config = ModelConfig {
+        gain_steps: 16,
+        context_features: stemgen::analysis::context_features::ContextFeature::ALL.to_vec(),
+        ..tiny_model()
+    };
+    let report = stemgen::train::bench::train_steps(&config, 2, 2).unwrap();
+    assert_eq!((report.batch_size, report.frames, report.steps), (2, 64, 2));
+    assert!(report.step_seconds > 0.0 && report.step_seconds.is_finite());
+    let tokens = (2 * 64 * 4) as f64 / report.step_seconds;
+    assert!((report.tokens_per_second - tokens).abs() < 1e-6 * tokens);
+    assert!(report.step_gflops > 0.0 && report.matmul_gflops > 0.0);
+    assert!(report.to_string().contains("% of the"));
+    assert!(stemgen::train::bench::train_steps(&config, 0, 2).is_err());
+}

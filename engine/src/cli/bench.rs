@@ -1,5 +1,5 @@
 //! `stemgen bench`: speed on this machine of the transformer (model), of whole generations
-//! (generate) and of the EnCodec codec (codec).
+//! (generate), of a training step (train) and of the EnCodec codec (codec).
 
 use anyhow::Result;
 use candle_core::Device;
@@ -35,6 +35,21 @@ pub enum BenchCommand {
         /// Runs per preset and length; the run with the median total time is reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seconds per training step of a model directory's size (seeded random weights and
+    /// tokens, `train model`'s step), tokens/s and the share of the matmul rate measured in
+    /// the same run.
+    Train {
+        /// Model directory whose config.json gives the size (the weights are not read).
+        #[arg(long, value_name = "DIR", default_value = "assets/default")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Timed steps (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +107,12 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             repeats,
             json,
         } => generate(&model, &presets, &seconds, repeats, json),
+        BenchCommand::Train {
+            model,
+            batch_size,
+            steps,
+            json,
+        } => train(&model, batch_size, steps, json),
         BenchCommand::Codec {
             seconds,
             repeats,
@@ -100,6 +121,17 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             json,
         } => codec(seconds, repeats, weights, stages, json),
     }
+}
+
+fn train(model: &Path, batch_size: usize, steps: usize, json: bool) -> Result<()> {
+    let config = stemgen::model::read_config(model)?;
+    let report = stemgen::train::bench::train_steps(&config, batch_size, steps)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn model(sizes: &[String], repeats: usize, json: bool) -> Result<()> {

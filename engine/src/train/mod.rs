@@ -2,6 +2,7 @@
 //! CSV, checkpoints periodically and resumes from its last checkpoint.
 
 pub mod adamw;
+pub mod bench;
 pub mod features;
 pub mod model;
 pub mod schedule;
