@@ -816,3 +816,51 @@ fn bad_inputs_are_errors_not_panics() {
         .to_string();
     assert!(message.contains("training targets"), "{message}");
 }
+
+#[test]
+fn training_softmax_and_its_gradient_match_the_generic_op() {
+    use candle_core::{Var, D};
+    let device = Device::Cpu;
+    // Rows with large, equal and negative values; a non-contiguous input (a transpose).
+    let x = (Tensor::randn(0f32, 3.0, (2, 3, 7, 5), &device).unwrap() * 4.0)
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap();
+    let weights = Tensor::randn(0f32, 1.0, (2, 3, 5, 7), &device).unwrap();
+    let var = Var::from_tensor(&x.contiguous().unwrap()).unwrap();
+    let grad_of = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let y = f(var.as_tensor());
+        let loss = (&y * &weights).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        (y, grads.get(var.as_tensor()).unwrap().clone())
+    };
+    let (fused, fused_grad) = grad_of(&|t| {
+        stemgen::model::softmax::softmax_last_dim(
+            &t.transpose(2, 3).unwrap().transpose(2, 3).unwrap(),
+        )
+        .unwrap()
+    });
+    let (generic, generic_grad) = grad_of(&|t| candle_nn::ops::softmax(t, D::Minus1).unwrap());
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    assert!(max_diff(&fused, &generic) < 1e-6, "values");
+    assert!(max_diff(&fused_grad, &generic_grad) < 1e-5, "gradients");
+    let rows = fused
+        .sum(D::Minus1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5));
+}

@@ -1,9 +1,10 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm and softmax are the slow
-//! generic versions and rotary embeddings are written from primitives, because the fused
-//! candle ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
+//! By default every op here has a backward in candle 0.11: RMSNorm is the slow generic
+//! version, softmax our fused CPU op with a backward ([`super::softmax`]; generic elsewhere)
+//! and rotary embeddings are written from primitives, because the fused candle ops silently
+//! drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
 //! copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
@@ -173,7 +174,7 @@ impl Attention {
         let weights = if fused {
             candle_nn::ops::softmax_last_dim(&scores)?
         } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            super::softmax::softmax_last_dim(&scores)?
         };
         let mixed = weights
             .matmul(&v)?
