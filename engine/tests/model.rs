@@ -864,3 +864,76 @@ fn training_softmax_and_its_gradient_match_the_generic_op() {
         .unwrap();
     assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5));
 }
+
+#[test]
+fn training_rms_norm_and_its_gradients_match_the_generic_op() {
+    use candle_core::Var;
+    let device = Device::Cpu;
+    // 300 rows (more than one block of the weight gradient's partial sums), one all-zero row,
+    // a non-contiguous input.
+    let mut x = Tensor::randn(0f32, 2.0, (3, 24, 100), &device).unwrap();
+    x = x
+        .slice_assign(
+            &[0..1, 0..24, 5..6],
+            &Tensor::zeros((1, 24, 1), DType::F32, &device).unwrap(),
+        )
+        .unwrap();
+    let x = x
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap();
+    let w = Tensor::randn(1f32, 0.5, 24, &device).unwrap();
+    let probe = Tensor::randn(0f32, 1.0, (3, 100, 24), &device).unwrap();
+    let run = |f: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+        let xv = Var::from_tensor(&x.transpose(1, 2).unwrap().contiguous().unwrap()).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let y = f(xv.as_tensor(), wv.as_tensor());
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gx, gw) = (
+            grads.get(xv.as_tensor()).unwrap().clone(),
+            grads.get(wv.as_tensor()).unwrap().clone(),
+        );
+        (y, gx, gw)
+    };
+    let fused = run(&|x, w| stemgen::model::rms_norm::rms_norm(x, w, 1e-5).unwrap());
+    let generic = run(&|x, w| candle_nn::ops::rms_norm_slow(x, w, 1e-5).unwrap());
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        let scale: f32 = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        diff / scale.max(1e-6)
+    };
+    assert!(max_diff(&fused.0, &generic.0) < 1e-5, "values");
+    assert!(max_diff(&fused.1, &generic.1) < 1e-4, "input gradient");
+    assert!(max_diff(&fused.2, &generic.2) < 1e-4, "weight gradient");
+    // The same weight gradient on every run (fixed summation order).
+    let again = run(&|x, w| stemgen::model::rms_norm::rms_norm(x, w, 1e-5).unwrap());
+    assert_eq!(
+        again.2.to_vec1::<f32>().unwrap(),
+        fused.2.to_vec1::<f32>().unwrap()
+    );
+}

@@ -16,6 +16,7 @@ mod checkpoint;
 mod config;
 pub mod fast_exp;
 mod objective;
+pub mod rms_norm;
 pub mod softmax;
 mod transformer;
 

@@ -1,10 +1,10 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm is the slow generic
-//! version, softmax our fused CPU op with a backward ([`super::softmax`]; generic elsewhere)
-//! and rotary embeddings are written from primitives, because the fused candle ops silently
-//! drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
+//! By default every op here has a backward in candle 0.11: RMSNorm and softmax are our fused
+//! CPU ops with a backward ([`super::rms_norm`], [`super::softmax`]; candle's generic ones on
+//! other devices) and rotary embeddings are written from primitives, because the fused candle
+//! ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
 //! copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
@@ -53,8 +53,8 @@ fn linear(in_dim: usize, out_dim: usize, scale: f64, vb: VarBuilder) -> Result<L
     Ok(Linear { weight })
 }
 
-/// RMSNorm from primitives (`rms_norm_slow`) so that training sees its gradient; the fused
-/// kernel in inference mode.
+/// RMSNorm with a backward for training ([`super::rms_norm`]); candle's fused kernel in
+/// inference mode.
 #[derive(Debug, Clone)]
 struct RmsNorm {
     weight: Tensor,
@@ -71,7 +71,7 @@ impl RmsNorm {
         if fused {
             candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, RMS_EPS)
         } else {
-            candle_nn::ops::rms_norm_slow(xs, &self.weight, RMS_EPS)
+            super::rms_norm::rms_norm(xs, &self.weight, RMS_EPS)
         }
     }
 }
