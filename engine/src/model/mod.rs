@@ -17,6 +17,7 @@ mod config;
 pub mod fast_exp;
 mod objective;
 pub mod rms_norm;
+pub mod rotary;
 pub mod softmax;
 mod transformer;
 

@@ -1,11 +1,11 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm and softmax are our fused
-//! CPU ops with a backward ([`super::rms_norm`], [`super::softmax`]; candle's generic ones on
-//! other devices) and rotary embeddings are written from primitives, because the fused candle
-//! ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a
-//! copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
+//! By default every op here has a backward in candle 0.11: RMSNorm, softmax and rotary
+//! positions are our fused CPU ops with a backward ([`super::rms_norm`], [`super::softmax`],
+//! [`super::rotary`]; candle's generic ops or primitives on other devices), because the fused
+//! candle ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`]
+//! gives a copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
@@ -104,21 +104,16 @@ impl Rotary {
         })
     }
 
-    /// Rotates `xs` `[B, H, N, head_dim]` by position; made of differentiable primitives
-    /// unless `fused` (candle's `rope` kernel: the same half-split layout, no backward).
+    /// Rotates `xs` `[B, H, N, head_dim]` by position: candle's `rope` kernel (the same
+    /// half-split layout, no backward) when `fused`, else [`super::rotary::rotate`], which has one.
     fn apply(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         if fused {
             return candle_nn::rotary_emb::rope(&xs.contiguous()?, &self.cos, &self.sin);
         }
-        let (_, _, frames, head_dim) = xs.dims4()?;
-        let half = head_dim / 2;
+        let frames = xs.dim(2)?;
         let cos = self.cos.narrow(0, 0, frames)?;
         let sin = self.sin.narrow(0, 0, frames)?;
-        let x1 = xs.narrow(D::Minus1, 0, half)?;
-        let x2 = xs.narrow(D::Minus1, half, half)?;
-        let rotated1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let rotated2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-        Tensor::cat(&[rotated1, rotated2], D::Minus1)
+        super::rotary::rotate(xs, &cos, &sin)
     }
 }
 
