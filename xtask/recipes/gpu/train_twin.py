@@ -4,7 +4,7 @@
 Why a second implementation: the engine's `--features cuda` build needs the CUDA toolkit
 where it is compiled (candle compiles its kernels with nvcc), and our development machines
 have none; the GPU machines we are lent have PyTorch. This script reads a model directory
-(`config.json` + `model.safetensors`) and a pack of token caches (`pack_caches.py`), trains,
+(`config.json` + `model.safetensors`, or only its config with `--random-init`) and a pack of token caches (`pack_caches.py`), trains,
 and writes model directories that `stemgen` loads unchanged (the same tensor names, f16 like
 `stemgen export`). It is checked against the engine by `--check`: the held-out accuracy of a
 model computed here must match `stemgen validate` on the same cache (see docs/TRAINING.md).
@@ -21,6 +21,7 @@ Batches are drawn by torch's RNG, not the engine's: a run here is not bit-identi
 there, only the same objective.
 
     python3 train_twin.py --model DIR --pack pack.xz --out OUT [--steps N --minutes M ...]
+    python3 train_twin.py --model DIR --random-init ...     # from scratch, DIR's config
     python3 train_twin.py --model DIR --pack pack.xz --check   # held-out accuracy only
 """
 import argparse
@@ -295,6 +296,42 @@ def validate(model, pack, batches, batch_size, whole_level, device, autocast):
     return acc, loss
 
 
+def random_weights(cfg, seed):
+    """Seeded random weights with the engine's initialisation (`ModelCheckpoint::random`):
+    token embeddings N(0, 1/sqrt(Q)), category and NULL context N(0, 1), gain embedding and
+    feature projection zero, norms one, linears LeCun-normal (output projections into the
+    residual stream scaled by 1/sqrt(2 L), heads by 0.2). Not the engine's random stream."""
+    g = torch.Generator().manual_seed(seed)
+    q, rows, d = cfg["levels"], cfg["codebook_size"] + 1, cfg["d_model"]
+    c, layers = d // 2, cfg["n_layers"]
+    mult = cfg["ffn_multiple_of"]
+    hidden = -(-int(8 * d / 3) // mult) * mult
+    res = 1.0 / math.sqrt(2 * layers)
+    randn = lambda shape, std: torch.randn(shape, generator=g) * std
+    lin = lambda out, inp, scale=1.0: randn((out, inp), scale / math.sqrt(inp))
+    w = {
+        "context_embed": randn((q, rows, c), 1 / math.sqrt(q)),
+        "target_embed": randn((q, rows, c), 1 / math.sqrt(q)),
+        "category_embed": randn((cfg["n_categories"] + 1, c), 1.0),
+        "null_context": randn((c,), 1.0),
+        "final_norm.weight": torch.ones(d),
+    }
+    if cfg.get("gain_steps", 0):
+        w["gain_embed"] = torch.zeros(2, cfg["gain_steps"] + 1, c)
+    w["context_features_proj"] = torch.zeros(27, c)
+    for i in range(layers):
+        pre = f"blocks.{i}."
+        w[pre + "attn_norm.weight"] = torch.ones(d)
+        w[pre + "mlp_norm.weight"] = torch.ones(d)
+        w[pre + "attn.qkv.weight"] = lin(3 * d, d)
+        w[pre + "attn.out.weight"] = lin(d, d, res)
+        w[pre + "mlp.gate_up.weight"] = lin(2 * hidden, d)
+        w[pre + "mlp.down.weight"] = lin(d, hidden, res)
+    for lv in range(q):
+        w[f"heads.{lv}.weight"] = lin(cfg["codebook_size"], d, 0.2)
+    return w
+
+
 def export(model, cfg, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     save_safetensors(dict(model.names), os.path.join(out_dir, "model.safetensors"))
@@ -304,7 +341,8 @@ def export(model, cfg, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="model directory to start from")
+    ap.add_argument("--model", required=True, help="model directory to start from (or whose config to use)")
+    ap.add_argument("--random-init", action="store_true", help="start from seeded random weights of --model's config")
     ap.add_argument("--pack", required=True)
     ap.add_argument("--out")
     ap.add_argument("--check", action="store_true", help="print held-out accuracy and stop")
@@ -338,7 +376,10 @@ def main():
     cfg = json.load(open(os.path.join(args.model, "config.json")))
     if cfg.get("context_features") != ["chroma", "bass_chroma", "onset", "beat_phase"]:
         sys.exit(f"{args.model}: this trainer needs a model with all four context features")
-    weights = load_safetensors(os.path.join(args.model, "model.safetensors"))
+    if args.random_init:
+        weights = random_weights(cfg, args.seed)
+    else:
+        weights = load_safetensors(os.path.join(args.model, "model.safetensors"))
     model = StemGen(cfg, weights).to(device)
     t0 = time.time()
     pack = Pack(args.pack, device)
