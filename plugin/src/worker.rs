@@ -95,8 +95,9 @@ pub fn check_model_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Levels decided before the preview is decoded: the coarsest level alone already carries
-/// the stem's timing and loudness contour.
+/// Levels in the preview: the coarsest level alone already carries the stem's timing and
+/// loudness contour, and with one level the engine decodes it early, after 30% of the level's
+/// iterations (`generate::EARLY_PREVIEW_SHARE`).
 const PREVIEW_LEVELS: usize = 1;
 
 /// Names of the pool's threads (tests look for them).
@@ -368,7 +369,7 @@ fn run_generation(
     request.output_channels = 2;
     request.harmony = harmony_request(&job.chords, &job.key, &plan.info)?;
     request.edit = plan.edit.clone();
-    // The first level decoded as soon as it exists: heard long before the full take. (An
+    // The first level's draft decoded early: heard long before the full take. (An
     // edit's preview is spliced into the previous take by the engine, like the full take.)
     request.preview_levels = Some(PREVIEW_LEVELS);
     let anchor = plan.anchor;
