@@ -41,6 +41,12 @@ pub struct EvalArgs {
     /// Sampling temperature of the generated stems (default: the preset's, 1).
     #[arg(long)]
     temperature: Option<f64>,
+    /// Nucleus (top-p) of every generated population (default: the preset's, 1 = off).
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
+    /// Weight of the token probability in the unmasking rank, w_c (default: the preset's).
+    #[arg(long, value_name = "W")]
+    w_confidence: Option<f64>,
     /// SoundFont for synthesizing the test songs.
     #[arg(long)]
     soundfont: Option<PathBuf>,
@@ -103,6 +109,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     options.ablations = !args.no_ablations;
     options.harmony = args.harmony;
     options.temperature = args.temperature;
+    options.top_p = args.top_p;
+    options.w_confidence = args.w_confidence;
     options.soundfont = args.soundfont;
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;
     for path in report::write_all(&result, &args.out)? {

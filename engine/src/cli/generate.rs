@@ -58,6 +58,13 @@ pub struct GenerateArgs {
     /// Sampling temperature (0 = greedy).
     #[arg(long)]
     temperature: Option<f64>,
+    /// Draw only from the most probable tokens whose probability sums to P (1 = all).
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
+    /// Weight of a token's probability when choosing which frames to keep each iteration
+    /// (w_c; the rest of the rank is position and noise).
+    #[arg(long, value_name = "W")]
+    w_confidence: Option<f64>,
     /// Random seed (default: a fresh one, printed in the summary).
     #[arg(long)]
     seed: Option<u64>,
@@ -235,6 +242,12 @@ fn sampler_settings(generator: &Generator, preset: Preset, args: &GenerateArgs) 
     settings.lambda_category = args.cfg_instrument;
     if let Some(t) = args.temperature {
         settings.temperature = t;
+    }
+    if let Some(p) = args.top_p {
+        settings.top_p = p;
+    }
+    if let Some(w) = args.w_confidence {
+        settings.w_confidence = w;
     }
     settings.seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()

@@ -87,11 +87,12 @@ pub fn markdown(r: &SuiteReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         w,
-        "- sampler: preset `{}` (steps {:?}), temperature {}, w_c {}, w_s {}, w_r {}, \
-         lambda_context {}, lambda_category {}; seed of clip i = {} + i{}",
+        "- sampler: preset `{}` (steps {:?}), temperature {}, top-p {}, w_c {}, w_s {}, \
+         w_r {}, lambda_context {}, lambda_category {}; seed of clip i = {} + i{}",
         r.preset,
         s.steps,
         s.temperature,
+        s.top_p,
         s.w_confidence,
         s.w_position,
         s.w_random,
@@ -270,12 +271,15 @@ pub fn markdown(r: &SuiteReport) -> String {
     md
 }
 
-/// The populations whose sound is compared: the model and the real targets, tokenized and not.
+/// The populations whose sound is compared: the model, its ablations (each changes one
+/// suspect of a fault, e.g. guidance strength, so the table says which one makes clicks) and
+/// the real targets, tokenized and not.
 fn sound_populations(r: &SuiteReport) -> Vec<&PopulationReport> {
     r.populations
         .iter()
         .filter(|p| {
-            p.population.role == Role::Model || ["real", "real_raw"].contains(&p.population.name)
+            matches!(p.population.role, Role::Model | Role::Ablation)
+                || ["real", "real_raw"].contains(&p.population.name)
         })
         .collect()
 }
@@ -291,8 +295,8 @@ fn sound_categories(r: &SuiteReport) -> Vec<String> {
 fn sound_section(w: &mut String, r: &SuiteReport) {
     let _ = writeln!(
         w,
-        "## Sound quality per target category\n\nGenerated stems next to the real stems of the \
-         same category, tokenized (`real`) and not (`real_raw`). Hot samples: at or above -1 \
+        "## Sound quality per target category\n\nGenerated stems (and the ablations' stems, when \
+         run) next to the real stems of the same category, tokenized (`real`) and not (`real_raw`). Hot samples: at or above -1 \
          dBFS. Clicks: broadband transients above 4 kHz per second. Out of band: share of the \
          energy outside the category's usual band (bass: above 1 kHz; `-` for broadband \
          categories).\n"

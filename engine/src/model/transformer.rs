@@ -203,12 +203,12 @@ impl candle_core::CustomOp3 for CpuAttention {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage::F32;
         use rayon::prelude::*;
-        let slice = |s: &candle_core::CpuStorage, l: &candle_core::Layout| -> Result<Vec<f32>> {
+        fn slice<'s>(s: &'s candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'s [f32]> {
             match (s, l.contiguous_offsets()) {
-                (F32(data), Some((a, b))) => Ok(data[a..b].to_vec()),
+                (F32(data), Some((a, b))) => Ok(&data[a..b]),
                 _ => bail!("cpu-attention needs contiguous f32 inputs"),
             }
-        };
+        }
         let (q, k, v) = (slice(q, q_l)?, slice(k, k_l)?, slice(v, v_l)?);
         let (b, h, n, d) = q_l.shape().dims4()?;
         if k_l.shape() != q_l.shape() || v_l.shape() != q_l.shape() {
@@ -216,68 +216,71 @@ impl candle_core::CustomOp3 for CpuAttention {
         }
         let mut out = vec![0f32; b * n * h * d];
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..b * h).into_par_iter().for_each(|bh| {
-            let (bi, hi) = (bh / h, bh % h);
-            let base = bh * n * d;
-            let (qs, ks, vs) = (
-                &q[base..base + n * d],
-                &k[base..base + n * d],
-                &v[base..base + n * d],
-            );
-            let mut scores = vec![0f32; n * n];
-            // Safety: all strides address inside the slices above; each task writes a
-            // disjoint column block (head hi) of batch bi's rows in `out`.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    qs.as_ptr(),
-                    1,
-                    d as isize,
-                    ks.as_ptr(),
-                    d as isize,
-                    1,
-                    0.0,
-                    self.scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+        // One score buffer per worker, not per task: gemm overwrites it (no read of dst).
+        (0..b * h).into_par_iter().for_each_init(
+            || vec![0f32; n * n],
+            |scores, bh| {
+                let (bi, hi) = (bh / h, bh % h);
+                let base = bh * n * d;
+                let (qs, ks, vs) = (
+                    &q[base..base + n * d],
+                    &k[base..base + n * d],
+                    &v[base..base + n * d],
                 );
-            }
-            for row in scores.chunks_exact_mut(n) {
-                super::fast_exp::softmax_in_place(row);
-            }
-            let dst = out_ptr;
-            unsafe {
-                gemm::gemm(
-                    n,
-                    d,
-                    n,
-                    dst.get().add(bi * n * h * d + hi * d),
-                    1,
-                    (h * d) as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    vs.as_ptr(),
-                    1,
-                    d as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+                // Safety: all strides address inside the slices above; each task writes a
+                // disjoint column block (head hi) of batch bi's rows in `out`.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        n,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        qs.as_ptr(),
+                        1,
+                        d as isize,
+                        ks.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        self.scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for row in scores.chunks_exact_mut(n) {
+                    super::fast_exp::softmax_in_place(row);
+                }
+                let dst = out_ptr;
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        d,
+                        n,
+                        dst.get().add(bi * n * h * d + hi * d),
+                        1,
+                        (h * d) as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        vs.as_ptr(),
+                        1,
+                        d as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
         Ok((F32(out), (b, n, h * d).into()))
     }
 }

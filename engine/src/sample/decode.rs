@@ -561,6 +561,9 @@ impl Window<'_> {
                         .map(|(row, lp)| (row.2, lp.as_slice()))
                         .collect();
                     combine(&terms, guided);
+                    if s.top_p < 1.0 {
+                        keep_nucleus(guided, s.top_p);
+                    }
                     let (token, probability) = draw_token(guided, s.temperature, token_u);
                     let position = 1.0 - n as f64 / len as f64;
                     Candidate {
@@ -580,6 +583,32 @@ struct Candidate {
     rank: f64,
 }
 
+/// Sets every token outside the nucleus of softmax(`guided`) to -inf: the fewest most
+/// probable tokens whose probabilities sum to at least `top_p` stay (ties at the boundary
+/// stay too, so the result does not depend on the order of equal values).
+fn keep_nucleus(guided: &mut [f32], top_p: f64) {
+    let max = fast_exp::max_of(guided);
+    let mut weights = guided.to_vec();
+    let z = fast_exp::exp_in_place(&mut weights, max, 1.0) as f64;
+    let mut sorted = weights.clone();
+    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+    let goal = top_p * z;
+    let mut mass = 0.0;
+    let mut threshold = sorted[sorted.len() - 1];
+    for &w in &sorted {
+        mass += w as f64;
+        if mass >= goal {
+            threshold = w;
+            break;
+        }
+    }
+    for (g, &w) in guided.iter_mut().zip(&weights) {
+        if w < threshold {
+            *g = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Draws from softmax(guided / temperature) with the uniform `u` in [0, 1) (argmax at
 /// temperature 0) and returns the token with its probability under softmax(guided).
 fn draw_token(guided: &[f32], temperature: f64, u: f64) -> (usize, f64) {
@@ -592,6 +621,12 @@ fn draw_token(guided: &[f32], temperature: f64, u: f64) -> (usize, f64) {
         if temperature != 1.0 {
             weights.copy_from_slice(guided);
             fast_exp::exp_in_place(&mut weights, max, (1.0 / temperature) as f32);
+        }
+        // Tokens cut by the nucleus (-inf) get exactly 0, not exp's smallest value.
+        for (w, &g) in weights.iter_mut().zip(guided) {
+            if g == f32::NEG_INFINITY {
+                *w = 0.0;
+            }
         }
         // Summed in the order the walk below subtracts, so the walk always ends inside.
         let total: f64 = weights.iter().map(|&w| w as f64).sum();
@@ -621,4 +656,43 @@ fn repeat_rows(
 ) -> candle_core::Result<Tensor> {
     let data: Vec<u32> = (0..batch).flat_map(|_| codes.iter().copied()).collect();
     Tensor::from_vec(data, (batch, levels, len), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_nucleus;
+
+    /// Log-probabilities of `probs` shifted by a constant (the nucleus must not care).
+    fn logits(probs: &[f64]) -> Vec<f32> {
+        probs.iter().map(|p| (p.ln() + 3.0) as f32).collect()
+    }
+
+    fn kept(probs: &[f64], top_p: f64) -> Vec<bool> {
+        let mut g = logits(probs);
+        keep_nucleus(&mut g, top_p);
+        g.iter().map(|v| v.is_finite()).collect()
+    }
+
+    #[test]
+    fn nucleus_keeps_the_fewest_most_probable_tokens_reaching_the_mass() {
+        let probs = [0.05, 0.5, 0.15, 0.3];
+        assert_eq!(kept(&probs, 0.5), [false, true, false, false]);
+        assert_eq!(kept(&probs, 0.79), [false, true, false, true]);
+        assert_eq!(kept(&probs, 0.81), [false, true, true, true]);
+        assert_eq!(kept(&probs, 1.0), [true, true, true, true]);
+        // Equal probabilities at the boundary stay together.
+        assert_eq!(kept(&[0.4, 0.2, 0.2, 0.2], 0.5), [true, true, true, true]);
+        assert_eq!(kept(&[0.4, 0.2, 0.2, 0.2], 0.3), [true, false, false, false]);
+    }
+
+    #[test]
+    fn cut_tokens_are_never_drawn() {
+        let mut g = logits(&[0.3, 0.3, 0.2, 0.2]);
+        keep_nucleus(&mut g, 0.6);
+        for i in 0..1000 {
+            let (token, p) = super::draw_token(&g, 1.0, i as f64 / 1000.0);
+            assert!(token < 2, "drew cut token {token}");
+            assert!((p - 0.5).abs() < 1e-5, "renormalised probability {p}");
+        }
+    }
 }

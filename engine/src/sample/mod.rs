@@ -115,6 +115,11 @@ pub struct SamplerSettings {
     pub steps: Vec<usize>,
     /// Sampling temperature tau applied to the guided log-probabilities; 0 = greedy (argmax).
     pub temperature: f64,
+    /// Nucleus of the guided distribution (at temperature 1) that tokens are drawn from: the
+    /// most probable tokens whose mass reaches `top_p`; 1 = every token. Strong guidance
+    /// (an unconditional weight of 1 - lambda_a - lambda_c) lifts codes the model barely
+    /// considers; cutting the tail keeps them out (`stemgen eval` measures the effect).
+    pub top_p: f64,
     /// w_c: weight of the sampled token's (guided) probability in the ranking.
     pub w_confidence: f64,
     /// w_s: weight of the causal bias (1 - n/N): earlier frames are unmasked first.
@@ -129,12 +134,13 @@ pub struct SamplerSettings {
 }
 
 impl SamplerSettings {
-    /// A preset's steps for `levels` levels with the paper's other settings: tau = 1,
-    /// w_c = 0.1, w_s = 0.1, w_r = 1.0, lambda_context = lambda_category = 3, seed 0.
+    /// A preset's steps for `levels` levels with the paper's other settings: tau = 1, top-p
+    /// 1 (off), w_c = 0.1, w_s = 0.1, w_r = 1.0, lambda_context = lambda_category = 3, seed 0.
     pub fn preset(preset: Preset, levels: usize) -> Self {
         SamplerSettings {
             steps: preset.steps(levels),
             temperature: 1.0,
+            top_p: 1.0,
             w_confidence: 0.1,
             w_position: 0.1,
             w_random: 1.0,
@@ -188,6 +194,9 @@ impl SamplerSettings {
                 "temperature {} must be a finite number >= 0",
                 self.temperature
             ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p {} must be in (0, 1]", self.top_p));
         }
         for (name, value) in [
             ("w_confidence", self.w_confidence),

@@ -252,6 +252,12 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
     if let Some(t) = options.temperature {
         base.temperature = t;
     }
+    if let Some(p) = options.top_p {
+        base.top_p = p;
+    }
+    if let Some(w) = options.w_confidence {
+        base.w_confidence = w;
+    }
     anyhow::ensure!(
         !options.harmony || !generator.config().context_features.is_empty(),
         "the harmony populations need a model with context features"

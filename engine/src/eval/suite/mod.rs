@@ -90,6 +90,10 @@ pub struct SuiteOptions {
     pub harmony: bool,
     /// Sampling temperature of every generated population (`None`: the preset's, 1).
     pub temperature: Option<f64>,
+    /// Nucleus of every generated population (`None`: the preset's, 1 = off).
+    pub top_p: Option<f64>,
+    /// w_c of every generated population (`None`: the preset's).
+    pub w_confidence: Option<f64>,
     /// Recorded in the report: whether this was a `--quick` run.
     pub quick: bool,
 }
@@ -109,6 +113,8 @@ impl SuiteOptions {
             ablations: true,
             harmony: false,
             temperature: None,
+            top_p: None,
+            w_confidence: None,
             quick,
         }
     }
