@@ -835,7 +835,7 @@ fn training_softmax_and_its_gradient_match_the_generic_op() {
         (y, grads.get(var.as_tensor()).unwrap().clone())
     };
     let (fused, fused_grad) = grad_of(&|t| {
-        stemgen::model::softmax::softmax_last_dim(
+        stemgen::model::kernels::softmax::softmax_last_dim(
             &t.transpose(2, 3).unwrap().transpose(2, 3).unwrap(),
         )
         .unwrap()
@@ -891,7 +891,7 @@ fn training_rms_norm_and_its_gradients_match_the_generic_op() {
         );
         (y, gx, gw)
     };
-    let fused = run(&|x, w| stemgen::model::rms_norm::rms_norm(x, w, 1e-5).unwrap());
+    let fused = run(&|x, w| stemgen::model::kernels::rms_norm::rms_norm(x, w, 1e-5).unwrap());
     let generic = run(&|x, w| candle_nn::ops::rms_norm_slow(x, w, 1e-5).unwrap());
     // Relative to the largest value of the generic result.
     let rel_diff = |a: &Tensor, b: &Tensor| -> f32 {
@@ -901,7 +901,7 @@ fn training_rms_norm_and_its_gradients_match_the_generic_op() {
     assert!(rel_diff(&fused.1, &generic.1) < 1e-4, "input gradient");
     assert!(rel_diff(&fused.2, &generic.2) < 1e-4, "weight gradient");
     // The same weight gradient on every run (fixed summation order).
-    let again = run(&|x, w| stemgen::model::rms_norm::rms_norm(x, w, 1e-5).unwrap());
+    let again = run(&|x, w| stemgen::model::kernels::rms_norm::rms_norm(x, w, 1e-5).unwrap());
     assert_eq!(
         again.2.to_vec1::<f32>().unwrap(),
         fused.2.to_vec1::<f32>().unwrap()
@@ -935,7 +935,7 @@ fn training_rotary_and_its_gradient_match_the_primitives() {
             .unwrap();
         (y, grads.get(v.as_tensor()).unwrap().clone())
     };
-    let fused = run(&|t| stemgen::model::rotary::rotate(t, &cos, &sin).unwrap());
+    let fused = run(&|t| stemgen::model::kernels::rotary::rotate(t, &cos, &sin).unwrap());
     let generic = run(&primitives);
     assert!(max_abs_diff(&fused.0, &generic.0) < 1e-5, "values");
     assert!(max_abs_diff(&fused.1, &generic.1) < 1e-5, "gradient");

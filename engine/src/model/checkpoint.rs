@@ -28,6 +28,19 @@ pub struct ModelCheckpoint {
 }
 
 impl ModelCheckpoint {
+    /// The trainable variables by their safetensors names (what an optimiser keyed by name
+    /// needs). A poisoned lock (a thread panicked while holding it) is an error, not a panic.
+    pub fn named_vars(
+        &self,
+    ) -> Result<std::collections::HashMap<String, candle_core::Var>, ModelError> {
+        let map = self.vars.data().lock().map_err(|_| {
+            ModelError::Candle(candle_core::Error::Msg(
+                "the model's variables are poisoned".into(),
+            ))
+        })?;
+        Ok(map.clone())
+    }
+
     /// A freshly initialised model. The CPU device cannot be seeded in candle, so the
     /// initial weights are drawn from `StdRng::seed_from_u64(seed)` instead: the same seed
     /// gives the same model on every device.

@@ -14,11 +14,8 @@
 
 mod checkpoint;
 mod config;
-pub mod fast_exp;
+pub mod kernels;
 mod objective;
-pub mod rms_norm;
-pub mod rotary;
-pub mod softmax;
 mod transformer;
 
 use std::path::PathBuf;

@@ -2,15 +2,16 @@
 //! one output head per RVQ level.
 //!
 //! By default every op here has a backward in candle 0.11: RMSNorm, softmax and rotary
-//! positions are our fused CPU ops with a backward ([`super::rms_norm`], [`super::softmax`],
-//! [`super::rotary`]; candle's generic ops or primitives on other devices), because the fused
-//! candle ops silently drop gradients (ARCHITECTURE §4.1). [`StemGenModel::for_inference`]
-//! gives a copy that uses the fused kernels instead (`rms_norm`, `softmax_last_dim`, `rope`): same
+//! positions are our fused CPU ops with a backward ([`super::kernels`]; candle's generic ops
+//! or primitives on other devices), because the fused candle ops silently drop gradients
+//! (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a copy that uses the fused
+//! kernels instead (candle's `rms_norm` and `rope`, our attention and SwiGLU activation): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use super::kernels::{attention::CpuAttention, rms_norm, rotary, silu_gate::SiluGate, softmax};
 use super::ModelConfig;
 
 /// Keeps the RMS normalisation finite on all-zero rows.
@@ -53,7 +54,7 @@ fn linear(in_dim: usize, out_dim: usize, scale: f64, vb: VarBuilder) -> Result<L
     Ok(Linear { weight })
 }
 
-/// RMSNorm with a backward for training ([`super::rms_norm`]); candle's fused kernel in
+/// RMSNorm with a backward for training ([`rms_norm`]); candle's fused kernel in
 /// inference mode.
 #[derive(Debug, Clone)]
 struct RmsNorm {
@@ -71,7 +72,7 @@ impl RmsNorm {
         if fused {
             candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, RMS_EPS)
         } else {
-            super::rms_norm::rms_norm(xs, &self.weight, RMS_EPS)
+            rms_norm::rms_norm(xs, &self.weight, RMS_EPS)
         }
     }
 }
@@ -105,7 +106,7 @@ impl Rotary {
     }
 
     /// Rotates `xs` `[B, H, N, head_dim]` by position: candle's `rope` kernel (the same
-    /// half-split layout, no backward) when `fused`, else [`super::rotary::rotate`], which has one.
+    /// half-split layout, no backward) when `fused`, else [`rotary::rotate`], which has one.
     fn apply(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         if fused {
             return candle_nn::rotary_emb::rope(&xs.contiguous()?, &self.cos, &self.sin);
@@ -113,7 +114,7 @@ impl Rotary {
         let frames = xs.dim(2)?;
         let cos = self.cos.narrow(0, 0, frames)?;
         let sin = self.sin.narrow(0, 0, frames)?;
-        super::rotary::rotate(xs, &cos, &sin)
+        rotary::rotate(xs, &cos, &sin)
     }
 }
 
@@ -169,132 +170,13 @@ impl Attention {
         let weights = if fused {
             candle_nn::ops::softmax_last_dim(&scores)?
         } else {
-            super::softmax::softmax_last_dim(&scores)?
+            softmax::softmax_last_dim(&scores)?
         };
         let mixed = weights
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, frames, d_model))?;
         self.out.forward(&mixed)
-    }
-}
-
-/// Bidirectional attention for contiguous f32 `q, k, v` `[B, H, N, hd]` -> `[B, N, H * hd]`,
-/// one (batch, head) pair per task: each task's score matrix stays in cache, every product is
-/// single-threaded (no per-call thread start-up on small matrices) and the result is written
-/// straight into the layout the output projection reads. Inference only (no backward).
-struct CpuAttention {
-    scale: f32,
-}
-
-impl candle_core::CustomOp3 for CpuAttention {
-    fn name(&self) -> &'static str {
-        "cpu-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &candle_core::CpuStorage,
-        q_l: &candle_core::Layout,
-        k: &candle_core::CpuStorage,
-        k_l: &candle_core::Layout,
-        v: &candle_core::CpuStorage,
-        v_l: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage::F32;
-        use rayon::prelude::*;
-        fn slice<'s>(s: &'s candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'s [f32]> {
-            match (s, l.contiguous_offsets()) {
-                (F32(data), Some((a, b))) => Ok(&data[a..b]),
-                _ => bail!("cpu-attention needs contiguous f32 inputs"),
-            }
-        }
-        let (q, k, v) = (slice(q, q_l)?, slice(k, k_l)?, slice(v, v_l)?);
-        let (b, h, n, d) = q_l.shape().dims4()?;
-        if k_l.shape() != q_l.shape() || v_l.shape() != q_l.shape() {
-            bail!("cpu-attention: q, k and v shapes differ");
-        }
-        let mut out = vec![0f32; b * n * h * d];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        // One score buffer per worker, not per task: gemm overwrites it (no read of dst).
-        (0..b * h).into_par_iter().for_each_init(
-            || vec![0f32; n * n],
-            |scores, bh| {
-                let (bi, hi) = (bh / h, bh % h);
-                let base = bh * n * d;
-                let (qs, ks, vs) = (
-                    &q[base..base + n * d],
-                    &k[base..base + n * d],
-                    &v[base..base + n * d],
-                );
-                // Safety: all strides address inside the slices above; each task writes a
-                // disjoint column block (head hi) of batch bi's rows in `out`.
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        n,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        qs.as_ptr(),
-                        1,
-                        d as isize,
-                        ks.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for row in scores.chunks_exact_mut(n) {
-                    super::fast_exp::softmax_in_place(row);
-                }
-                let dst = out_ptr;
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        d,
-                        n,
-                        dst.get().add(bi * n * h * d + hi * d),
-                        1,
-                        (h * d) as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        vs.as_ptr(),
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            },
-        );
-        Ok((F32(out), (b, n, h * d).into()))
-    }
-}
-
-/// A raw output pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
-    fn get(&self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -326,49 +208,6 @@ impl SwiGlu {
         let gate = gate_up.narrow(D::Minus1, 0, self.hidden)?;
         let up = gate_up.narrow(D::Minus1, self.hidden, self.hidden)?;
         self.down.forward(&(gate.silu()? * up)?)
-    }
-}
-
-/// `silu(gate) * up` for `[..., 2H]` = `[gate | up]` rows -> `[..., H]`, in one parallel pass.
-/// candle's element-wise ops run on one thread and `narrow` makes them strided; on a 2-core
-/// CPU this activation cost about as much as a matmul of the MLP. Inference only (no backward).
-struct SiluGate;
-
-impl candle_core::CustomOp1 for SiluGate {
-    fn name(&self) -> &'static str {
-        "silu-gate"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let src = match (storage, layout.contiguous_offsets()) {
-            (candle_core::CpuStorage::F32(data), Some((start, end))) => &data[start..end],
-            _ => bail!("silu-gate needs a contiguous f32 tensor"),
-        };
-        let dims = layout.shape().dims();
-        let width = *dims.last().unwrap_or(&0);
-        if !width.is_multiple_of(2) {
-            bail!("silu-gate needs an even last dimension, got {width}");
-        }
-        let hidden = width / 2;
-        let mut out = vec![0f32; src.len() / 2];
-        out.par_chunks_mut(hidden.max(1))
-            .zip(src.par_chunks(width.max(1)))
-            .for_each(|(o, row)| {
-                let (gate, up) = row.split_at(hidden);
-                for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
-            });
-        let mut shape = dims.to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = hidden;
-        }
-        Ok((candle_core::CpuStorage::F32(out), shape.into()))
     }
 }
 

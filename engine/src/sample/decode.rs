@@ -14,7 +14,7 @@ use super::guidance::{combine, log_softmax, GuidanceWeights};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
-use crate::model::{fast_exp, ModelConfig, StemGenModel};
+use crate::model::{kernels::fast_exp, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
 /// region is returned exactly as it is in `previous`.
@@ -682,7 +682,10 @@ mod tests {
         assert_eq!(kept(&probs, 1.0), [true, true, true, true]);
         // Equal probabilities at the boundary stay together.
         assert_eq!(kept(&[0.4, 0.2, 0.2, 0.2], 0.5), [true, true, true, true]);
-        assert_eq!(kept(&[0.4, 0.2, 0.2, 0.2], 0.3), [true, false, false, false]);
+        assert_eq!(
+            kept(&[0.4, 0.2, 0.2, 0.2], 0.3),
+            [true, false, false, false]
+        );
     }
 
     #[test]

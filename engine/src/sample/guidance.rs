@@ -7,7 +7,7 @@
 //! "context" = real context + NULL category, row "category" = NULL context + real category,
 //! row "unconditional" = NULL context + NULL category.
 
-use crate::model::fast_exp;
+use crate::model::kernels::fast_exp;
 
 /// The coefficients of the three log-probabilities in Eq. 3.
 #[derive(Debug, Clone, Copy, PartialEq)]

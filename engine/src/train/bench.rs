@@ -43,12 +43,7 @@ pub fn train_steps(config: &ModelConfig, batch: usize, steps: usize) -> Result<T
     let frames = config.max_frames;
     let checkpoint = ModelCheckpoint::random(config, &device, 0)?;
     let vars = checkpoint.vars.all_vars();
-    let named = checkpoint
-        .vars
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the model's variables are poisoned"))?
-        .clone();
+    let named = checkpoint.named_vars()?;
     let mut opt = AdamW::new(&named, 3e-4, 0.01)?;
     let mut rng = StdRng::seed_from_u64(1);
     let q = config.levels;

@@ -528,12 +528,7 @@ pub fn train_model(
         )
     };
     let vars = checkpoint.vars.all_vars();
-    let named_vars = checkpoint
-        .vars
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the model's variables are poisoned"))?
-        .clone();
+    let named_vars = checkpoint.named_vars()?;
     let mut opt = AdamW::new(&named_vars, config.schedule.at(start), config.weight_decay)?;
     if config.features_lr_scale != 1.0 {
         anyhow::ensure!(

@@ -9,6 +9,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::contiguous_f32;
+
 /// Softmax over the last dimension of `xs`: fused with a backward on the CPU (f32), the
 /// generic candle op elsewhere.
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
@@ -16,13 +18,6 @@ pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
         xs.contiguous()?.apply_op1(SoftmaxLastDim)
     } else {
         candle_nn::ops::softmax(xs, D::Minus1)
-    }
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => bail!("{op} needs a contiguous f32 tensor"),
     }
 }
 

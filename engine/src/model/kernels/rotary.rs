@@ -7,6 +7,8 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::contiguous_f32;
+
 /// Rotates `xs` `[B, H, N, head_dim]` by position with `cos`, `sin` `[N, head_dim / 2]`.
 pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
@@ -20,13 +22,6 @@ pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let rotated1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
     let rotated2 = (x1.broadcast_mul(sin)? + x2.broadcast_mul(cos)?)?;
     Tensor::cat(&[rotated1, rotated2], D::Minus1)
-}
-
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => bail!("rotary: needs contiguous f32 tensors"),
-    }
 }
 
 struct Rotate;
@@ -54,7 +49,11 @@ impl CustomOp3 for Rotate {
         if width % 2 != 0 || cl.shape().dims() != [frames, half] || sl.shape() != cl.shape() {
             bail!("rotary: tables {:?} do not fit {dims:?}", cl.shape());
         }
-        let (x, cos, sin) = (slice(x, xl)?, slice(cos, cl)?, slice(sin, sl)?);
+        let (x, cos, sin) = (
+            contiguous_f32(x, xl, self.name())?,
+            contiguous_f32(cos, cl, self.name())?,
+            contiguous_f32(sin, sl, self.name())?,
+        );
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(width * frames)
             .zip(x.par_chunks(width * frames))

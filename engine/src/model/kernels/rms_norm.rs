@@ -11,6 +11,8 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::contiguous_f32;
+
 /// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension: fused with a backward on the
 /// CPU (f32), candle's generic version elsewhere.
 pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
@@ -19,13 +21,6 @@ pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
             .apply_op2(&weight.contiguous()?, RmsNormTrain { eps })
     } else {
         candle_nn::ops::rms_norm_slow(xs, weight, eps)
-    }
-}
-
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => bail!("{op} needs contiguous f32 tensors"),
     }
 }
 
@@ -60,7 +55,10 @@ impl CustomOp2 for RmsNormTrain {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = width(xl, wl, self.name())?;
-        let (x, w) = (slice(x, xl, self.name())?, slice(w, wl, self.name())?);
+        let (x, w) = (
+            contiguous_f32(x, xl, self.name())?,
+            contiguous_f32(w, wl, self.name())?,
+        );
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -112,9 +110,9 @@ impl CustomOp3 for RmsNormGradX {
             bail!("{}: gradient and input shapes differ", self.name());
         }
         let (x, w, g) = (
-            slice(x, xl, self.name())?,
-            slice(w, wl, self.name())?,
-            slice(g, gl, self.name())?,
+            contiguous_f32(x, xl, self.name())?,
+            contiguous_f32(w, wl, self.name())?,
+            contiguous_f32(g, gl, self.name())?,
         );
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d)
@@ -152,7 +150,10 @@ impl CustomOp2 for RmsNormGradW {
             bail!("{}: gradient and input shapes differ", self.name());
         }
         let d = xl.shape().dims().last().copied().unwrap_or(0).max(1);
-        let (x, g) = (slice(x, xl, self.name())?, slice(g, gl, self.name())?);
+        let (x, g) = (
+            contiguous_f32(x, xl, self.name())?,
+            contiguous_f32(g, gl, self.name())?,
+        );
         // Partial sums over fixed blocks of rows, added in block order: the same sum on any
         // number of threads, so a resumed run still trains exactly as an uninterrupted one.
         const ROWS: usize = 64;

@@ -1,0 +1,27 @@
+//! The model's own CPU kernels, apart from the network that calls them.
+//!
+//! Two kinds, each written here because candle 0.11's own op falls short on the CPU:
+//! - training ops with a hand-written backward ([`softmax`], [`rms_norm`], [`rotary`]): candle's
+//!   fused versions drop gradients and its generic ones run as several single-threaded passes;
+//! - inference-only ops ([`attention`], [`silu_gate`], [`fast_exp`]): fused passes that keep
+//!   a guided iteration close to its matmul cost.
+//!
+//! Every op takes contiguous f32 storage; other devices and dtypes use candle's ops (the
+//! callers choose).
+
+pub mod attention;
+pub mod fast_exp;
+pub mod rms_norm;
+pub mod rotary;
+pub mod silu_gate;
+pub mod softmax;
+
+use candle_core::{bail, CpuStorage, Layout, Result};
+
+/// The f32 values of a contiguous CPU tensor, or an error naming the op that needed them.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => bail!("{op} needs contiguous f32 tensors"),
+    }
+}
