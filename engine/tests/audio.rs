@@ -297,9 +297,17 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
     let clean = Audio::mono(rate as u32, bass.clone()).unwrap();
     let q = SoundQuality::measure(&clean, Some((0.0, 1000.0))).unwrap();
     assert_eq!(q.clicks_per_second, 0.0, "{q:?}");
+    assert_eq!(q.active_share, 1.0, "{q:?}");
     assert!(q.out_of_band_share.unwrap() < 0.01, "{q:?}");
     assert!(q.spectral_flatness < 0.05, "{q:?}");
     assert_eq!(q.hot_sample_share, 0.0);
+    // The same note for its first second only, then a -60 dBFS hiss: a quarter sounds.
+    let mut faded = bass.clone();
+    for (i, v) in faded.iter_mut().enumerate().skip(rate) {
+        *v = if i % 2 == 0 { 1e-3 } else { -1e-3 };
+    }
+    let q = SoundQuality::measure(&Audio::mono(rate as u32, faded).unwrap(), None).unwrap();
+    assert!((q.active_share - 0.25).abs() < 0.01, "{q:?}");
     // Six steps in the waveform: six broadband clicks, and energy above 1 kHz.
     let mut clicked = bass;
     for k in 0..6 {

@@ -34,6 +34,11 @@ const CLICK_CONTEXT_FRAMES: usize = 40;
 /// are never clicks: inaudible.
 const CLICK_FLOOR_DB: f64 = -70.0;
 
+/// A 20 ms stretch of a stem is active (sounding) when its RMS reaches this level, dBFS.
+pub const ACTIVE_DBFS: f64 = -50.0;
+/// Length of the stretches [`SoundQuality::active_share`] counts, seconds.
+const ACTIVE_WINDOW_SECONDS: f64 = 0.02;
+
 /// The measures of one stem.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SoundQuality {
@@ -49,6 +54,9 @@ pub struct SoundQuality {
     pub out_of_band_share: Option<f64>,
     /// Mean spectral flatness of the frames with sound (0 tonal .. 1 white noise).
     pub spectral_flatness: f64,
+    /// Share of 20 ms stretches at or above [`ACTIVE_DBFS`]: how much of the stem sounds.
+    /// A sampler that trades clicks for silence shows here, not in the click count.
+    pub active_share: f64,
 }
 
 impl SoundQuality {
@@ -76,6 +84,7 @@ impl SoundQuality {
                 / (x.len().max(1) as f64 / ANALYSIS_RATE as f64),
             out_of_band_share: band.map(|b| spectrum.out_of_band_share(b)),
             spectral_flatness: spectrum.flatness(),
+            active_share: active_share(x, ANALYSIS_RATE as f64),
         })
     }
 }
@@ -209,4 +218,20 @@ impl Spectrum {
 /// [`median`] of the values, `-inf` for none.
 fn median_of(values: impl Iterator<Item = f64>) -> f64 {
     median(&values.collect::<Vec<_>>()).unwrap_or(f64::NEG_INFINITY)
+}
+
+/// Share of [`ACTIVE_WINDOW_SECONDS`] stretches of `x` whose RMS reaches [`ACTIVE_DBFS`]
+/// (0 for audio shorter than one stretch).
+fn active_share(x: &[f32], rate: f64) -> f64 {
+    let window = ((rate * ACTIVE_WINDOW_SECONDS) as usize).max(1);
+    let threshold = 10f64.powf(ACTIVE_DBFS / 10.0); // mean square at ACTIVE_DBFS
+    let chunks = x.chunks_exact(window);
+    let total = chunks.len();
+    if total == 0 {
+        return 0.0;
+    }
+    let active = chunks
+        .filter(|c| c.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / window as f64 >= threshold)
+        .count();
+    active as f64 / total as f64
 }

@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// Nucleus (top-p) of every generated population (default: the preset's, 1 = off).
     #[arg(long, value_name = "P")]
     top_p: Option<f64>,
+    /// Plausibility constraint alpha of every generated population (default: the preset's).
+    #[arg(long, value_name = "A")]
+    plausibility: Option<f64>,
     /// Weight of the token probability in the unmasking rank, w_c (default: the preset's).
     #[arg(long, value_name = "W")]
     w_confidence: Option<f64>,
@@ -110,6 +113,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     options.harmony = args.harmony;
     options.temperature = args.temperature;
     options.top_p = args.top_p;
+    options.plausibility = args.plausibility;
     options.w_confidence = args.w_confidence;
     options.soundfont = args.soundfont;
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;

@@ -61,6 +61,10 @@ pub struct GenerateArgs {
     /// Draw only from the most probable tokens whose probability sums to P (1 = all).
     #[arg(long, value_name = "P")]
     top_p: Option<f64>,
+    /// Draw only tokens that each guidance source's own prediction gives at least A times
+    /// the probability of its likeliest token (0 = off).
+    #[arg(long, value_name = "A")]
+    plausibility: Option<f64>,
     /// Weight of a token's probability when choosing which frames to keep each iteration
     /// (w_c; the rest of the rank is position and noise).
     #[arg(long, value_name = "W")]
@@ -245,6 +249,9 @@ fn sampler_settings(generator: &Generator, preset: Preset, args: &GenerateArgs) 
     }
     if let Some(p) = args.top_p {
         settings.top_p = p;
+    }
+    if let Some(a) = args.plausibility {
+        settings.plausibility = a;
     }
     if let Some(w) = args.w_confidence {
         settings.w_confidence = w;

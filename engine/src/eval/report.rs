@@ -87,12 +87,13 @@ pub fn markdown(r: &SuiteReport) -> String {
     let s = &r.settings;
     let _ = writeln!(
         w,
-        "- sampler: preset `{}` (steps {:?}), temperature {}, top-p {}, w_c {}, w_s {}, \
+        "- sampler: preset `{}` (steps {:?}), temperature {}, top-p {}, plausibility {}, w_c {}, w_s {}, \
          w_r {}, lambda_context {}, lambda_category {}; seed of clip i = {} + i{}",
         r.preset,
         s.steps,
         s.temperature,
         s.top_p,
+        s.plausibility,
         s.w_confidence,
         s.w_position,
         s.w_random,
@@ -299,14 +300,15 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
          run) next to the real stems of the same category, tokenized (`real`) and not (`real_raw`). Hot samples: at or above -1 \
          dBFS. Clicks: broadband transients above 4 kHz per second. Out of band: share of the \
          energy outside the category's usual band (bass: above 1 kHz; `-` for broadband \
-         categories).\n"
+         categories). Active: share of 20 ms stretches at or above -50 dBFS; silent: clips \
+         sounding in under 5% of them.\n"
     );
     let _ = writeln!(
         w,
         "| category | population | clips | max true peak dBFS | max hot-sample share | crest dB \
-         | clicks/s | out of band | flatness |"
+         | clicks/s | out of band | flatness | active | silent clips |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|");
     for category in sound_categories(r) {
         for p in sound_populations(r) {
             let Some(s) = p.sound.iter().find(|s| s.category == category) else {
@@ -314,7 +316,7 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
             };
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} |",
+                "| {} | {} | {} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} | {:.2} | {} |",
                 category,
                 p.population.name,
                 s.clips,
@@ -323,7 +325,9 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
                 s.crest_db,
                 s.clicks_per_second,
                 num(s.out_of_band_share, 4),
-                s.spectral_flatness
+                s.spectral_flatness,
+                s.active_share,
+                s.silent_clips
             );
         }
     }

@@ -40,7 +40,13 @@ pub struct CategorySound {
     pub clicks_per_second: f64,
     pub out_of_band_share: Option<f64>,
     pub spectral_flatness: f64,
+    pub active_share: f64,
+    /// Clips with less than [`SILENT_ACTIVE_SHARE`] of their stretches sounding.
+    pub silent_clips: usize,
 }
+
+/// A clip whose stem sounds in less than this share of its 20 ms stretches counts as silent.
+pub const SILENT_ACTIVE_SHARE: f64 = 0.05;
 
 /// Summaries of `per_clip` (one measure per clip) grouped by `categories` (the clips' target
 /// categories, same order), in category order.
@@ -69,6 +75,11 @@ pub fn by_category(per_clip: &[SoundQuality], categories: &[Category]) -> Vec<Ca
                 out_of_band_share: (!bands.is_empty())
                     .then(|| bands.iter().sum::<f64>() / bands.len() as f64),
                 spectral_flatness: mean(&|q| q.spectral_flatness),
+                active_share: mean(&|q| q.active_share),
+                silent_clips: qs
+                    .iter()
+                    .filter(|q| q.active_share < SILENT_ACTIVE_SHARE)
+                    .count(),
             }
         })
         .collect()

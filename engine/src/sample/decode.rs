@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::guidance::{combine, log_softmax, GuidanceWeights};
+use super::guidance::{combine, keep_plausible, log_softmax, GuidanceWeights};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
@@ -544,6 +544,15 @@ impl Window<'_> {
                 (token_u, rng.gen())
             })
             .collect();
+        // The rows the plausibility constraint reads: those with a condition (context row
+        // first), or every row when guidance has none.
+        let null = self.model.config().null_category();
+        let mut conditional_rows: Vec<usize> = (0..self.rows.len())
+            .filter(|&r| !self.rows[r].0 || self.rows[r].1 != null)
+            .collect();
+        if conditional_rows.is_empty() {
+            conditional_rows = (0..self.rows.len()).collect();
+        }
         masked
             .par_iter()
             .zip(uniforms.par_iter())
@@ -561,6 +570,13 @@ impl Window<'_> {
                         .map(|(row, lp)| (row.2, lp.as_slice()))
                         .collect();
                     combine(&terms, guided);
+                    if s.plausibility > 0.0 {
+                        let conditionals: Vec<&[f32]> = conditional_rows
+                            .iter()
+                            .map(|&r| log_probs[r].as_slice())
+                            .collect();
+                        keep_plausible(&conditionals, s.plausibility, guided);
+                    }
                     if s.top_p < 1.0 {
                         keep_nucleus(guided, s.top_p);
                     }

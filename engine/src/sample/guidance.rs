@@ -85,3 +85,79 @@ pub(crate) fn combine(terms: &[(f64, &[f32])], out: &mut [f32]) {
         *slot = sum as f32;
     }
 }
+
+/// Sets to -inf every token of `guided` that a conditional row finds implausible: a token
+/// stays only if, under each row of `conditionals` (log-probabilities), its probability is at
+/// least `alpha` times that row's most probable token's. Where the rows share no such token,
+/// the first row's plausible tokens stay (the sampler passes the context row first).
+///
+/// Why: Eq. 3 with lambda_a = lambda_c = 3 weighs log p(Y) by -5, so a code the unconditional
+/// row finds rarer than the conditional rows do is lifted by five times the gap, though no
+/// row finds it likely; drawn at a frame whose neighbours are still masked, such a loud code
+/// is an isolated click. Guidance then re-weights only the tokens the model believes in (the
+/// adaptive plausibility constraint of contrastive decoding). `alpha` = 0 keeps every token.
+pub(crate) fn keep_plausible(conditionals: &[&[f32]], alpha: f64, guided: &mut [f32]) {
+    if alpha <= 0.0 || conditionals.is_empty() {
+        return;
+    }
+    let floor = alpha.ln() as f32;
+    let thresholds: Vec<f32> = conditionals
+        .iter()
+        .map(|row| fast_exp::max_of(row) + floor)
+        .collect();
+    let plausible_in = |rows: &[&[f32]], thresholds: &[f32], v: usize| {
+        rows.iter().zip(thresholds).all(|(row, &t)| row[v] >= t)
+    };
+    let any_shared = (0..guided.len()).any(|v| plausible_in(conditionals, &thresholds, v));
+    let (rows, thresholds) = if any_shared {
+        (conditionals, thresholds.as_slice())
+    } else {
+        (&conditionals[..1], &thresholds[..1])
+    };
+    for (v, slot) in guided.iter_mut().enumerate() {
+        if !plausible_in(rows, thresholds, v) {
+            *slot = f32::NEG_INFINITY;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_plausible;
+
+    fn ln(probs: &[f64]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln() as f32).collect()
+    }
+
+    fn kept(rows: &[Vec<f32>], alpha: f64) -> Vec<bool> {
+        let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        // Guidance that favours the last token, which no row believes in.
+        let mut guided = vec![0.0, 0.0, 0.0, 0.0, 5.0];
+        keep_plausible(&rows, alpha, &mut guided);
+        guided.iter().map(|v| v.is_finite()).collect()
+    }
+
+    #[test]
+    fn guidance_reweights_only_tokens_every_condition_finds_plausible() {
+        let context = ln(&[0.5, 0.3, 0.1, 0.09, 0.01]);
+        let category = ln(&[0.21, 0.21, 0.4, 0.17, 0.01]);
+        // alpha 0.1: context keeps tokens 0-3 (>= 0.05), category keeps 0-3 (>= 0.04).
+        assert_eq!(
+            kept(&[context.clone(), category.clone()], 0.1),
+            [true, true, true, true, false]
+        );
+        // alpha 0.5: context keeps 0-1 (>= 0.25), category 0-2 (>= 0.2): both share 0 and 1.
+        assert_eq!(
+            kept(&[context.clone(), category.clone()], 0.5),
+            [true, true, false, false, false]
+        );
+        // alpha 0 keeps everything, the guided favourite included.
+        assert_eq!(kept(&[context.clone(), category], 0.0), [true; 5]);
+        // Rows that share no plausible token: the first (context) row decides.
+        let other = ln(&[0.01, 0.01, 0.01, 0.01, 0.96]);
+        assert_eq!(
+            kept(&[context, other], 0.5),
+            [true, true, false, false, false]
+        );
+    }
+}

@@ -120,6 +120,11 @@ pub struct SamplerSettings {
     /// (an unconditional weight of 1 - lambda_a - lambda_c) lifts codes the model barely
     /// considers; cutting the tail keeps them out (`stemgen eval` measures the effect).
     pub top_p: f64,
+    /// Adaptive plausibility constraint alpha: a token is drawn only if each conditional
+    /// guidance row gives it at least alpha times its most probable token's probability, so
+    /// guidance re-weights what the model believes in instead of lifting codes every row finds
+    /// unlikely (`guidance::keep_plausible`); 0 = off.
+    pub plausibility: f64,
     /// w_c: weight of the sampled token's (guided) probability in the ranking.
     pub w_confidence: f64,
     /// w_s: weight of the causal bias (1 - n/N): earlier frames are unmasked first.
@@ -141,6 +146,7 @@ impl SamplerSettings {
             steps: preset.steps(levels),
             temperature: 1.0,
             top_p: 1.0,
+            plausibility: 0.0,
             w_confidence: 0.1,
             w_position: 0.1,
             w_random: 1.0,
@@ -197,6 +203,12 @@ impl SamplerSettings {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if !(0.0..1.0).contains(&self.plausibility) {
+            return bad(format!(
+                "plausibility {} must be in [0, 1)",
+                self.plausibility
+            ));
         }
         for (name, value) in [
             ("w_confidence", self.w_confidence),

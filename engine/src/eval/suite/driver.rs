@@ -258,6 +258,9 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
     if let Some(w) = options.w_confidence {
         base.w_confidence = w;
     }
+    if let Some(a) = options.plausibility {
+        base.plausibility = a;
+    }
     anyhow::ensure!(
         !options.harmony || !generator.config().context_features.is_empty(),
         "the harmony populations need a model with context features"

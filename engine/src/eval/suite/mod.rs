@@ -94,6 +94,8 @@ pub struct SuiteOptions {
     pub top_p: Option<f64>,
     /// w_c of every generated population (`None`: the preset's).
     pub w_confidence: Option<f64>,
+    /// Plausibility constraint of every generated population (`None`: the preset's).
+    pub plausibility: Option<f64>,
     /// Recorded in the report: whether this was a `--quick` run.
     pub quick: bool,
 }
@@ -114,6 +116,7 @@ impl SuiteOptions {
             harmony: false,
             temperature: None,
             top_p: None,
+            plausibility: None,
             w_confidence: None,
             quick,
         }
