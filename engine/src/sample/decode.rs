@@ -638,7 +638,7 @@ fn draw_token(guided: &[f32], temperature: f64, u: f64) -> (usize, f64) {
             weights.copy_from_slice(guided);
             fast_exp::exp_in_place(&mut weights, max, (1.0 / temperature) as f32);
         }
-        // Tokens cut by the nucleus (-inf) get exactly 0, not exp's smallest value.
+        // Tokens cut (-inf: nucleus, plausibility) get exactly 0, not exp's smallest value.
         for (w, &g) in weights.iter_mut().zip(guided) {
             if g == f32::NEG_INFINITY {
                 *w = 0.0;
