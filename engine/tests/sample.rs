@@ -239,7 +239,8 @@ fn inference_kernels_match_the_differentiable_model() {
 
 /// Greedy decoding with one step per level reproduces a reference built directly on the
 /// (non-fused) model's three conditional forwards combined by Eq. 3: this pins which batch
-/// row carries which condition.
+/// row carries which condition. Past `guided_levels`, the reference is the forward with
+/// both context and category.
 #[test]
 fn sampler_guides_with_the_right_conditions() {
     let model = tiny_model();
@@ -249,7 +250,7 @@ fn sampler_guides_with_the_right_conditions() {
     let category = 2u32;
     let dev = Device::Cpu;
     let null = config.null_category();
-    let reference = |lambda_a: f64, lambda_c: f64| -> Vec<u32> {
+    let reference = |lambda_a: f64, lambda_c: f64, guided_levels: usize| -> Vec<u32> {
         let mut target = vec![config.mask_id(); config.levels * frames];
         let context = Tensor::from_vec(ctx.codes.clone(), (1, 3, frames), &dev).unwrap();
         for q in 0..config.levels {
@@ -267,13 +268,18 @@ fn sampler_guides_with_the_right_conditions() {
                 logits(category, true),
                 logits(null, true),
             );
+            let given_both = logits(category, false);
             for n in 0..frames {
-                let g = guided_log_probs(
-                    &log_softmax(&given_ctx[n]),
-                    &log_softmax(&given_cat[n]),
-                    &log_softmax(&neither[n]),
-                    GuidanceWeights::new(lambda_a, lambda_c),
-                );
+                let g = if q < guided_levels {
+                    guided_log_probs(
+                        &log_softmax(&given_ctx[n]),
+                        &log_softmax(&given_cat[n]),
+                        &log_softmax(&neither[n]),
+                        GuidanceWeights::new(lambda_a, lambda_c),
+                    )
+                } else {
+                    log_softmax(&given_both[n])
+                };
                 let best = (0..g.len())
                     .max_by(|&a, &b| g[a].partial_cmp(&g[b]).unwrap().then(b.cmp(&a)))
                     .unwrap();
@@ -283,22 +289,42 @@ fn sampler_guides_with_the_right_conditions() {
         target
     };
     let mut outputs = Vec::new();
-    for (a, c) in [(1.0, 0.0), (0.0, 1.0), (0.0, 0.0), (3.0, 3.0)] {
+    for (a, c, guided) in [
+        (1.0, 0.0, 3),
+        (0.0, 1.0, 3),
+        (0.0, 0.0, 3),
+        (3.0, 3.0, 3),
+        (3.0, 3.0, 1),
+        (3.0, 3.0, 0),
+    ] {
         let settings = SamplerSettings {
             temperature: 0.0,
             lambda_context: a,
             lambda_category: c,
+            guided_levels: guided,
             ..settings(vec![1, 1, 1], 0)
         };
         let (tokens, reports) = run(&model, &SampleRequest::new(&ctx, category), &settings);
         assert_eq!(reports.len(), 3, "one iteration per level");
-        assert_eq!(tokens.codes, reference(a, c), "lambda ({a}, {c})");
+        let expected = reference(a, c, guided);
+        assert_eq!(
+            tokens.codes, expected,
+            "lambda ({a}, {c}), {guided} guided levels"
+        );
         outputs.push(tokens.codes);
     }
     // The conditions really differ on this model, so the test can tell them apart.
     assert_ne!(outputs[0], outputs[1]);
     assert_ne!(outputs[0], outputs[2]);
     assert_ne!(outputs[1], outputs[2]);
+    assert_ne!(
+        outputs[3], outputs[4],
+        "guidance past level 0 changes the tokens"
+    );
+    assert_ne!(
+        outputs[4], outputs[5],
+        "guidance of level 0 changes the tokens"
+    );
 }
 
 #[test]
@@ -612,6 +638,11 @@ fn bad_inputs_are_clear_errors() {
         ..good.clone()
     };
     expect_err(&SampleRequest::new(&ctx, 0), &inf, "lambda_category");
+    let too_many = SamplerSettings {
+        guided_levels: 4,
+        ..good.clone()
+    };
+    expect_err(&SampleRequest::new(&ctx, 0), &too_many, "guided_levels 4");
 
     let long = random_tokens(40, 13);
     let bad_overlap = SampleRequest {

@@ -1,8 +1,11 @@
-//! Helpers several command groups share: the `--device` flag and a counting progress bar.
+//! Helpers several command groups share: the `--device` flag, the sampler flags of `generate`
+//! and `eval`, and a counting progress bar.
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use stemgen::sample::SamplerOverrides;
 
 /// `cpu`, `cuda` or `metal` (GPU 0). candle answers a GPU request in a build without that
 /// feature with an error, which is passed on with the flag to rebuild with.
@@ -27,4 +30,39 @@ pub fn counting_bar(total: u64, what: &'static str) -> ProgressBar {
     );
     bar.set_message(what);
     bar
+}
+
+/// The sampler settings `generate` and `eval` let a user change on top of the preset.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerFlags {
+    /// Sampling temperature (0 = greedy; default: the preset's, 1).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Draw only from the most probable tokens whose probability sums to P (1 = all).
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
+    /// Draw only tokens that each guidance source's own prediction gives at least A times
+    /// the probability of its likeliest token (0 = off; default: the preset's).
+    #[arg(long, value_name = "A")]
+    plausibility: Option<f64>,
+    /// Weight of a token's probability when choosing which frames to keep each iteration
+    /// (w_c; the rest of the rank is position and noise; default: the preset's).
+    #[arg(long, value_name = "W")]
+    w_confidence: Option<f64>,
+    /// Guide only the first N levels, coarsest first; finer levels draw from the context
+    /// and instrument together, a third of the work (default: the preset's).
+    #[arg(long, value_name = "N")]
+    guided_levels: Option<usize>,
+}
+
+impl SamplerFlags {
+    pub fn overrides(&self) -> SamplerOverrides {
+        SamplerOverrides {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            plausibility: self.plausibility,
+            w_confidence: self.w_confidence,
+            guided_levels: self.guided_levels,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! generated stems on held-out clips, by two eval reports side by side, by finished stems'
 //! coherence with their context, and by masked-token accuracy on a token cache.
 
+use crate::cli::common::SamplerFlags;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
@@ -38,18 +39,9 @@ pub struct EvalArgs {
     /// with context features; songs made by `data synth`, whose metadata has the chords).
     #[arg(long)]
     harmony: bool,
-    /// Sampling temperature of the generated stems (default: the preset's, 1).
-    #[arg(long)]
-    temperature: Option<f64>,
-    /// Nucleus (top-p) of every generated population (default: the preset's, 1 = off).
-    #[arg(long, value_name = "P")]
-    top_p: Option<f64>,
-    /// Plausibility constraint alpha of every generated population (default: the preset's).
-    #[arg(long, value_name = "A")]
-    plausibility: Option<f64>,
-    /// Weight of the token probability in the unmasking rank, w_c (default: the preset's).
-    #[arg(long, value_name = "W")]
-    w_confidence: Option<f64>,
+    /// Sampler settings of every generated population (default: the preset's).
+    #[command(flatten)]
+    sampler: SamplerFlags,
     /// SoundFont for synthesizing the test songs.
     #[arg(long)]
     soundfont: Option<PathBuf>,
@@ -111,10 +103,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     options.seed = args.seed;
     options.ablations = !args.no_ablations;
     options.harmony = args.harmony;
-    options.temperature = args.temperature;
-    options.top_p = args.top_p;
-    options.plausibility = args.plausibility;
-    options.w_confidence = args.w_confidence;
+    options.sampler = args.sampler.overrides();
     options.soundfont = args.soundfont;
     let result = suite::run(&options, &mut |line| eprintln!("{line}"))?;
     for path in report::write_all(&result, &args.out)? {

@@ -1,7 +1,7 @@
 //! `stemgen generate`: one instrument stem that fits a context (a mix, or a metronome click),
 //! or a region of an earlier take regenerated, written as a WAV.
 
-use crate::cli::common::parse_device;
+use crate::cli::common::{parse_device, SamplerFlags};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,20 +55,8 @@ pub struct GenerateArgs {
     /// Iterations preset: paper, normal or draft.
     #[arg(long, default_value = "normal")]
     steps: String,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long)]
-    temperature: Option<f64>,
-    /// Draw only from the most probable tokens whose probability sums to P (1 = all).
-    #[arg(long, value_name = "P")]
-    top_p: Option<f64>,
-    /// Draw only tokens that each guidance source's own prediction gives at least A times
-    /// the probability of its likeliest token (0 = off).
-    #[arg(long, value_name = "A")]
-    plausibility: Option<f64>,
-    /// Weight of a token's probability when choosing which frames to keep each iteration
-    /// (w_c; the rest of the rank is position and noise).
-    #[arg(long, value_name = "W")]
-    w_confidence: Option<f64>,
+    #[command(flatten)]
+    sampler: SamplerFlags,
     /// Random seed (default: a fresh one, printed in the summary).
     #[arg(long)]
     seed: Option<u64>,
@@ -238,24 +226,13 @@ fn stem_length(args: &GenerateArgs) -> Option<Length> {
     }
 }
 
-/// The preset's settings with the guidance, temperature and seed flags applied (a fresh seed
+/// The preset's settings with the guidance, sampler and seed flags applied (a fresh seed
 /// from the clock unless `--seed` is given).
 fn sampler_settings(generator: &Generator, preset: Preset, args: &GenerateArgs) -> SamplerSettings {
     let mut settings = generator.settings(preset);
     settings.lambda_context = args.cfg_context;
     settings.lambda_category = args.cfg_instrument;
-    if let Some(t) = args.temperature {
-        settings.temperature = t;
-    }
-    if let Some(p) = args.top_p {
-        settings.top_p = p;
-    }
-    if let Some(a) = args.plausibility {
-        settings.plausibility = a;
-    }
-    if let Some(w) = args.w_confidence {
-        settings.w_confidence = w;
-    }
+    args.sampler.overrides().apply(&mut settings);
     settings.seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

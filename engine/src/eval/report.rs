@@ -88,7 +88,7 @@ pub fn markdown(r: &SuiteReport) -> String {
     let _ = writeln!(
         w,
         "- sampler: preset `{}` (steps {:?}), temperature {}, top-p {}, plausibility {}, w_c {}, w_s {}, \
-         w_r {}, lambda_context {}, lambda_category {}; seed of clip i = {} + i{}",
+         w_r {}, lambda_context {}, lambda_category {}, guided levels {}; seed of clip i = {} + i{}",
         r.preset,
         s.steps,
         s.temperature,
@@ -99,6 +99,7 @@ pub fn markdown(r: &SuiteReport) -> String {
         s.w_random,
         s.lambda_context,
         s.lambda_category,
+        s.guided_levels,
         r.seed,
         if r.quick { " (`--quick`)" } else { "" }
     );

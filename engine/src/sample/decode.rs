@@ -144,13 +144,15 @@ pub fn sample(
     };
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let mut done = 0;
-    let rows = guidance_rows(config, request.category, settings);
+    let guided_rows = guidance_rows(config, request.category, settings);
+    let conditional_rows = conditional_row(request.category);
 
     for (index, plan) in plans.iter().enumerate() {
         let mut window = Window {
             model: &model,
             plan,
-            rows: &rows,
+            guided_rows: &guided_rows,
+            conditional_rows: &conditional_rows,
             settings,
             levels,
             context: window_codes(&request.context.codes, frames, levels, &plan.frames),
@@ -386,6 +388,22 @@ fn guidance_rows(
     .collect()
 }
 
+/// The one row of the levels past [`SamplerSettings::guided_levels`]: p(Y | context,
+/// category), unguided.
+fn conditional_row(category: u32) -> Vec<GuidanceRow> {
+    vec![(false, category, 1.0)]
+}
+
+/// The model inputs of one set of guidance rows for one window (built once per window and
+/// row set, reused by every iteration).
+struct RowInputs<'r> {
+    rows: &'r [GuidanceRow],
+    context: Tensor,
+    categories: Tensor,
+    dropped: Vec<bool>,
+    features: Option<Tensor>,
+}
+
 /// Called after each iteration of a window with (level, step, steps, unmasked frames, the
 /// window's codes after a level's last iteration, the level-0 draft of other iterations).
 type IterationReport<'r> =
@@ -395,7 +413,9 @@ type IterationReport<'r> =
 struct Window<'a> {
     model: &'a StemGenModel,
     plan: &'a WindowPlan,
-    rows: &'a [GuidanceRow],
+    /// Rows of the guided levels and of the finer, unguided ones.
+    guided_rows: &'a [GuidanceRow],
+    conditional_rows: &'a [GuidanceRow],
     settings: &'a SamplerSettings,
     levels: usize,
     /// Context codes of the window, `[Q][W]`.
@@ -414,22 +434,13 @@ impl Window<'_> {
         cancel: Option<&AtomicBool>,
     ) -> Result<(), SampleError> {
         let len = self.plan.frames.len();
-        let device = self.model.device().clone();
-        let batch = self.rows.len();
-        let context = repeat_rows(&self.context, batch, self.levels, len, &device)?;
-        let categories: Vec<u32> = self.rows.iter().map(|r| r.1).collect();
-        let categories = Tensor::from_vec(categories, batch, &device)?;
-        let dropped: Vec<bool> = self.rows.iter().map(|r| r.0).collect();
-        let mask_id = self.model.config().mask_id();
-        // The same features in every guidance row: rows with the context dropped ignore
-        // them inside the model.
-        let features = match &self.features {
-            Some(f) => {
-                let data: Vec<f32> = (0..batch).flat_map(|_| f.values.iter().copied()).collect();
-                Some(Tensor::from_vec(data, (batch, len, f.dims), &device)?)
-            }
-            None => None,
+        let guided = self.row_inputs(self.guided_rows)?;
+        let conditional = if self.settings.guided_levels < self.levels {
+            Some(self.row_inputs(self.conditional_rows)?)
+        } else {
+            None
         };
+        let mask_id = self.model.config().mask_id();
 
         for level in 0..self.levels {
             let steps = self.plan.level_steps[level];
@@ -438,26 +449,32 @@ impl Window<'_> {
                 self.target[level * len + n] = mask_id;
             }
             let start_count = masked.len();
+            let inputs = match &conditional {
+                Some(inputs) if level >= self.settings.guided_levels => inputs,
+                _ => &guided,
+            };
+            let batch = inputs.rows.len();
             for step in 1..=steps {
                 if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                     return Err(SampleError::Cancelled);
                 }
-                let target = repeat_rows(&self.target, batch, self.levels, len, &device)?;
+                let device = self.model.device();
+                let target = repeat_rows(&self.target, batch, self.levels, len, device)?;
                 let hidden = self.model.hidden(
-                    &context,
+                    &inputs.context,
                     &target,
-                    &categories,
-                    &dropped,
-                    features.as_ref(),
+                    &inputs.categories,
+                    &inputs.dropped,
+                    inputs.features.as_ref(),
                 )?;
                 let index: Vec<u32> = masked.iter().map(|&n| n as u32).collect();
-                let index = Tensor::from_vec(index, masked.len(), &device)?;
+                let index = Tensor::from_vec(index, masked.len(), device)?;
                 let logits = self
                     .model
                     .level_logits(&hidden.index_select(&index, 1)?, level)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                let candidates = self.draw_candidates(&logits, &masked, len, rng);
+                let candidates = self.draw_candidates(inputs.rows, &logits, &masked, len, rng);
 
                 // Cosine schedule: after step s, floor(cos(pi/2 s/S) M0) frames stay masked;
                 // at least one is unmasked per step and enough stay for the steps left.
@@ -519,6 +536,29 @@ impl Window<'_> {
         Ok(())
     }
 
+    /// The window's context, categories and features repeated for each of `rows`.
+    fn row_inputs<'r>(&self, rows: &'r [GuidanceRow]) -> Result<RowInputs<'r>, SampleError> {
+        let device = self.model.device();
+        let (batch, len) = (rows.len(), self.plan.frames.len());
+        // The same features in every row: rows with the context dropped ignore them inside
+        // the model.
+        let features = match &self.features {
+            Some(f) => {
+                let data: Vec<f32> = (0..batch).flat_map(|_| f.values.iter().copied()).collect();
+                Some(Tensor::from_vec(data, (batch, len, f.dims), device)?)
+            }
+            None => None,
+        };
+        let categories: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        Ok(RowInputs {
+            rows,
+            context: repeat_rows(&self.context, batch, self.levels, len, device)?,
+            categories: Tensor::from_vec(categories, batch, device)?,
+            dropped: rows.iter().map(|r| r.0).collect(),
+            features,
+        })
+    }
+
     /// For each masked frame (in order): a token drawn from the guided distribution at the
     /// temperature, and its rank rho(n) = w_c p(x_n) + w_s (1 - n/N) + w_r U(0,1), with
     /// p(x_n) the renormalised guided probability at temperature 1.
@@ -529,6 +569,7 @@ impl Window<'_> {
     /// quarter of a guided iteration's time on one core.
     fn draw_candidates(
         &self,
+        rows: &[GuidanceRow],
         logits: &[f32],
         masked: &[usize],
         len: usize,
@@ -547,11 +588,11 @@ impl Window<'_> {
         // The rows the plausibility constraint reads: those with a condition (context row
         // first), or every row when guidance has none.
         let null = self.model.config().null_category();
-        let mut conditional_rows: Vec<usize> = (0..self.rows.len())
-            .filter(|&r| !self.rows[r].0 || self.rows[r].1 != null)
+        let mut conditional_rows: Vec<usize> = (0..rows.len())
+            .filter(|&r| !rows[r].0 || rows[r].1 != null)
             .collect();
         if conditional_rows.is_empty() {
-            conditional_rows = (0..self.rows.len()).collect();
+            conditional_rows = (0..rows.len()).collect();
         }
         masked
             .par_iter()
@@ -560,11 +601,10 @@ impl Window<'_> {
             .map_init(
                 || vec![0.0f32; vocab],
                 |guided, (m, (&n, &(token_u, noise)))| {
-                    let log_probs: Vec<Vec<f32>> = (0..self.rows.len())
+                    let log_probs: Vec<Vec<f32>> = (0..rows.len())
                         .map(|r| log_softmax(&logits[(r * count + m) * vocab..][..vocab]))
                         .collect();
-                    let terms: Vec<(f64, &[f32])> = self
-                        .rows
+                    let terms: Vec<(f64, &[f32])> = rows
                         .iter()
                         .zip(&log_probs)
                         .map(|(row, lp)| (row.2, lp.as_slice()))

@@ -22,6 +22,10 @@
 //!   window length).
 //! - Guidance rows whose weight is exactly 0 are not computed (lambda_context = 1 and
 //!   lambda_category = 0 runs one forward row instead of three).
+//! - Guidance may stop after the first [`SamplerSettings::guided_levels`] levels: finer
+//!   levels then draw from the one row p(Y | context, category), a third of the forward's
+//!   rows. The model was trained with both conditions present in most examples, so that row
+//!   is its best-trained prediction.
 
 mod decode;
 mod guidance;
@@ -143,7 +147,40 @@ pub struct SamplerSettings {
     pub lambda_context: f64,
     /// lambda_c: guidance strength of the category (1 = no extra guidance).
     pub lambda_category: f64,
+    /// Levels, coarsest first, decoded with the guidance of Eq. 3; the finer ones draw from
+    /// p(Y | context, category) alone (one forward row instead of three). The model's level
+    /// count = guidance everywhere, as in the paper.
+    pub guided_levels: usize,
     pub seed: u64,
+}
+
+/// Settings a user may change on top of a preset (`generate` and `eval` flags); `None`
+/// keeps the preset's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplerOverrides {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub plausibility: Option<f64>,
+    pub w_confidence: Option<f64>,
+    pub guided_levels: Option<usize>,
+}
+
+impl SamplerOverrides {
+    /// Writes every value that is set into `settings`.
+    pub fn apply(&self, settings: &mut SamplerSettings) {
+        let SamplerOverrides {
+            temperature,
+            top_p,
+            plausibility,
+            w_confidence,
+            guided_levels,
+        } = self.clone();
+        settings.temperature = temperature.unwrap_or(settings.temperature);
+        settings.top_p = top_p.unwrap_or(settings.top_p);
+        settings.plausibility = plausibility.unwrap_or(settings.plausibility);
+        settings.w_confidence = w_confidence.unwrap_or(settings.w_confidence);
+        settings.guided_levels = guided_levels.unwrap_or(settings.guided_levels);
+    }
 }
 
 impl SamplerSettings {
@@ -164,6 +201,7 @@ impl SamplerSettings {
             w_random: 1.0,
             lambda_context: 3.0,
             lambda_category: 3.0,
+            guided_levels: levels,
             seed: 0,
         }
     }
@@ -215,6 +253,12 @@ impl SamplerSettings {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if self.guided_levels > levels {
+            return bad(format!(
+                "guided_levels {} exceeds the model's {levels} levels",
+                self.guided_levels
+            ));
         }
         if !(0.0..1.0).contains(&self.plausibility) {
             return bad(format!(

@@ -249,18 +249,7 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
     // Populations.
     let t_pop = Instant::now();
     let mut base = generator.settings(options.preset);
-    if let Some(t) = options.temperature {
-        base.temperature = t;
-    }
-    if let Some(p) = options.top_p {
-        base.top_p = p;
-    }
-    if let Some(w) = options.w_confidence {
-        base.w_confidence = w;
-    }
-    if let Some(a) = options.plausibility {
-        base.plausibility = a;
-    }
+    options.sampler.apply(&mut base);
     anyhow::ensure!(
         !options.harmony || !generator.config().context_features.is_empty(),
         "the harmony populations need a model with context features"

@@ -42,7 +42,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sample::Preset;
+use crate::sample::{Preset, SamplerOverrides};
 
 mod clips;
 mod driver;
@@ -88,14 +88,8 @@ pub struct SuiteOptions {
     /// Also generate without context features and with each clip's true chords (models
     /// with context features).
     pub harmony: bool,
-    /// Sampling temperature of every generated population (`None`: the preset's, 1).
-    pub temperature: Option<f64>,
-    /// Nucleus of every generated population (`None`: the preset's, 1 = off).
-    pub top_p: Option<f64>,
-    /// w_c of every generated population (`None`: the preset's).
-    pub w_confidence: Option<f64>,
-    /// Plausibility constraint of every generated population (`None`: the preset's).
-    pub plausibility: Option<f64>,
+    /// Sampler settings of every generated population on top of the preset's.
+    pub sampler: SamplerOverrides,
     /// Recorded in the report: whether this was a `--quick` run.
     pub quick: bool,
 }
@@ -114,10 +108,7 @@ impl SuiteOptions {
             soundfont: None,
             ablations: true,
             harmony: false,
-            temperature: None,
-            top_p: None,
-            plausibility: None,
-            w_confidence: None,
+            sampler: SamplerOverrides::default(),
             quick,
         }
     }
