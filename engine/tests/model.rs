@@ -817,40 +817,61 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(message.contains("training targets"), "{message}");
 }
 
+/// The training attention (one op, its backward recomputing the probabilities) against
+/// candle's generic ops: values and the gradients of q, k and v.
 #[test]
-fn training_softmax_and_its_gradient_match_the_generic_op() {
+fn training_attention_and_its_gradients_match_the_generic_ops() {
     use candle_core::{Var, D};
+    use stemgen::model::kernels::attention::TrainAttention;
     let device = Device::Cpu;
-    // Rows with large, equal and negative values; a non-contiguous input (a transpose).
-    let x = (Tensor::randn(0f32, 3.0, (2, 3, 7, 5), &device).unwrap() * 4.0)
-        .unwrap()
-        .transpose(2, 3)
-        .unwrap();
-    let weights = Tensor::randn(0f32, 1.0, (2, 3, 5, 7), &device).unwrap();
-    let var = Var::from_tensor(&x.contiguous().unwrap()).unwrap();
-    let grad_of = |f: &dyn Fn(&Tensor) -> Tensor| {
-        let y = f(var.as_tensor());
-        let loss = (&y * &weights).unwrap().sum_all().unwrap();
-        let grads = loss.backward().unwrap();
-        (y, grads.get(var.as_tensor()).unwrap().clone())
+    let (b, h, n, d) = (2, 3, 37, 8);
+    let scale = 1.0 / (d as f64).sqrt();
+    let make = |std: f32| {
+        Var::from_tensor(&Tensor::randn(0f32, std, (b, h, n, d), &device).unwrap()).unwrap()
     };
-    let (fused, fused_grad) = grad_of(&|t| {
-        stemgen::model::kernels::softmax::softmax_last_dim(
-            &t.transpose(2, 3).unwrap().transpose(2, 3).unwrap(),
+    // Large scores, so the softmax is peaked on some rows.
+    let (q, k, v) = (make(2.0), make(2.0), make(1.0));
+    let probe = Tensor::randn(0f32, 1.0, (b, n, h * d), &device).unwrap();
+    let run = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
+        let y = f(q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grad = |var: &Var| grads.get(var.as_tensor()).unwrap().clone();
+        (y, [grad(&q), grad(&k), grad(&v)])
+    };
+    let (fused, fused_grads) = run(&|q, k, v| {
+        q.apply_op3(
+            k,
+            v,
+            TrainAttention {
+                scale: scale as f32,
+            },
         )
         .unwrap()
     });
-    let (generic, generic_grad) = grad_of(&|t| candle_nn::ops::softmax(t, D::Minus1).unwrap());
-    assert!(max_abs_diff(&fused, &generic) < 1e-6, "values");
-    assert!(max_abs_diff(&fused_grad, &generic_grad) < 1e-5, "gradients");
-    let rows = fused
-        .sum(D::Minus1)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5));
+    let (generic, generic_grads) = run(&|q, k, v| {
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+        candle_nn::ops::softmax(&scores, D::Minus1)
+            .unwrap()
+            .matmul(v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, h * d))
+            .unwrap()
+    });
+    assert!(max_abs_diff(&fused, &generic) < 1e-5, "values");
+    for (name, (a, g)) in ["q", "k", "v"]
+        .iter()
+        .zip(fused_grads.iter().zip(&generic_grads))
+    {
+        let err = max_abs_diff(a, g);
+        assert!(err < 1e-4, "gradient of {name} differs by {err}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm, softmax and rotary
+//! By default every op here has a backward in candle 0.11: RMSNorm, attention and rotary
 //! positions are our fused CPU ops with a backward ([`super::kernels`]; candle's generic ops
 //! or primitives on other devices), because the fused candle ops silently drop gradients
 //! (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a copy that uses the fused
@@ -11,7 +11,8 @@
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use super::kernels::{attention::CpuAttention, rms_norm, rotary, silu_gate::SiluGate, softmax};
+use super::kernels::attention::{CpuAttention, TrainAttention};
+use super::kernels::{rms_norm, rotary, silu_gate::SiluGate};
 use super::ModelConfig;
 
 /// Keeps the RMS normalisation finite on all-zero rows.
@@ -150,17 +151,16 @@ impl Attention {
             qkv.i((.., .., i))?.transpose(1, 2)?.contiguous() // [B, H, N, hd]
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        if fused && xs.device().is_cpu() {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
             let q = rotary.apply(&heads(0)?, fused)?;
             let k = rotary.apply(&heads(1)?, fused)?;
             let v = heads(2)?;
-            let mixed = q.apply_op3_no_bwd(
-                &k,
-                &v,
-                &CpuAttention {
-                    scale: scale as f32,
-                },
-            )?;
+            let scale = scale as f32;
+            let mixed = if fused {
+                q.apply_op3_no_bwd(&k, &v, &CpuAttention { scale })?
+            } else {
+                q.apply_op3(&k, &v, TrainAttention { scale })?
+            };
             return self.out.forward(&mixed);
         }
         let q = (rotary.apply(&heads(0)?, fused)? * scale)?;
@@ -170,7 +170,7 @@ impl Attention {
         let weights = if fused {
             candle_nn::ops::softmax_last_dim(&scores)?
         } else {
-            softmax::softmax_last_dim(&scores)?
+            candle_nn::ops::softmax(&scores, D::Minus1)?
         };
         let mixed = weights
             .matmul(&v)?
