@@ -874,6 +874,78 @@ fn training_attention_and_its_gradients_match_the_generic_ops() {
     }
 }
 
+/// The SwiGLU activation with its backward against candle's generic ops.
+#[test]
+fn training_swiglu_and_its_gradient_match_the_generic_ops() {
+    use candle_core::{Var, D};
+    use stemgen::model::kernels::silu_gate::SiluGate;
+    let device = Device::Cpu;
+    let hidden = 24;
+    let x =
+        Var::from_tensor(&Tensor::randn(0f32, 3.0, (3, 17, 2 * hidden), &device).unwrap()).unwrap();
+    let probe = Tensor::randn(0f32, 1.0, (3, 17, hidden), &device).unwrap();
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let y = f(x.as_tensor());
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (y, grads.get(x.as_tensor()).unwrap().clone())
+    };
+    let (fused, fused_grad) = run(&|t| t.apply_op1(SiluGate).unwrap());
+    let (generic, generic_grad) = run(&|t| {
+        let gate = t.narrow(D::Minus1, 0, hidden).unwrap();
+        let up = t.narrow(D::Minus1, hidden, hidden).unwrap();
+        (gate.silu().unwrap() * up).unwrap()
+    });
+    assert!(max_abs_diff(&fused, &generic) < 1e-5, "values");
+    let err = max_abs_diff(&fused_grad, &generic_grad);
+    assert!(err < 1e-4, "gradients differ by {err}");
+}
+
+/// The weighted cross-entropy with its backward against candle's generic ops.
+#[test]
+fn training_cross_entropy_and_its_gradient_match_the_generic_ops() {
+    use candle_core::{Var, D};
+    use stemgen::model::kernels::cross_entropy::weighted_cross_entropy;
+    let device = Device::Cpu;
+    let (rows, vocab) = (53, 40);
+    let logits =
+        Var::from_tensor(&Tensor::randn(0f32, 4.0, (rows, vocab), &device).unwrap()).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let labels: Vec<u32> = (0..rows).map(|_| rng.gen_range(0..vocab as u32)).collect();
+    let weights: Vec<f32> = (0..rows).map(|_| rng.gen_range(0.5..4.0)).collect();
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        // Scaled, so the backward's incoming gradient is not 1.
+        let loss = (f(logits.as_tensor()) * 2.5).unwrap();
+        let grads = loss.backward().unwrap();
+        (loss, grads.get(logits.as_tensor()).unwrap().clone())
+    };
+    let (fused, fused_grad) = run(&|t| weighted_cross_entropy(t, &labels, &weights).unwrap());
+    let (generic, generic_grad) = run(&|t| {
+        let picked = candle_nn::ops::log_softmax(t, D::Minus1)
+            .unwrap()
+            .gather(
+                &Tensor::new(labels.as_slice(), &device)
+                    .unwrap()
+                    .unsqueeze(1)
+                    .unwrap(),
+                1,
+            )
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let total: f32 = weights.iter().sum();
+        let w = Tensor::new(weights.as_slice(), &device).unwrap();
+        ((picked * w).unwrap().sum_all().unwrap().neg().unwrap() / total as f64).unwrap()
+    });
+    assert!(max_abs_diff(&fused, &generic) < 1e-4, "values");
+    let err = max_abs_diff(&fused_grad, &generic_grad);
+    assert!(err < 1e-5, "gradients differ by {err}");
+}
+
 #[test]
 fn training_rms_norm_and_its_gradients_match_the_generic_op() {
     use candle_core::Var;

@@ -9,6 +9,7 @@ use std::f64::consts::FRAC_PI_2;
 use candle_core::{bail, Result, Tensor, D};
 use rand::Rng;
 
+use super::kernels::cross_entropy;
 use super::{ModelConfig, StemGenModel};
 
 /// What the masking draw decided for one training example.
@@ -273,12 +274,9 @@ pub fn masked_loss(
 }
 
 /// Mean cross-entropy of `logits` `[M, V]` against `labels` (M codes), and the share of rows
-/// whose argmax is the label. Uses the generic log-softmax, which has a backward.
+/// whose argmax is the label.
 fn cross_entropy_and_accuracy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
-    let accuracy = checked_accuracy(logits, labels)?;
-    let label_tensor = Tensor::new(labels, logits.device())?;
-    let loss = candle_nn::loss::cross_entropy(logits, &label_tensor)?;
-    Ok((loss, accuracy))
+    weighted_cross_entropy_and_accuracy(logits, labels, &vec![1.0; labels.len()])
 }
 
 /// The share of rows of `logits` `[M, V]` whose argmax is the label, after checking that there
@@ -303,21 +301,7 @@ fn weighted_cross_entropy_and_accuracy(
     weights: &[f32],
 ) -> Result<(Tensor, f32)> {
     let accuracy = checked_accuracy(logits, labels)?;
-    if weights.len() != labels.len() {
-        bail!(
-            "{} weights for {} masked positions",
-            weights.len(),
-            labels.len()
-        );
-    }
-    let device = logits.device();
-    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let picked = log_probs
-        .gather(&Tensor::new(labels, device)?.unsqueeze(1)?, 1)?
-        .squeeze(1)?;
-    let total: f32 = weights.iter().sum();
-    let w = Tensor::new(weights, device)?;
-    let loss = ((picked * w)?.sum_all()?.neg()? / total as f64)?;
+    let loss = cross_entropy::weighted_cross_entropy(logits, labels, weights)?;
     Ok((loss, accuracy))
 }
 

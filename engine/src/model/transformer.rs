@@ -1,8 +1,8 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm, attention and rotary
-//! positions are our fused CPU ops with a backward ([`super::kernels`]; candle's generic ops
+//! By default every op here has a backward in candle 0.11: RMSNorm, attention, SwiGLU and
+//! rotary positions are our fused CPU ops with a backward ([`super::kernels`]; candle's generic ops
 //! or primitives on other devices), because the fused candle ops silently drop gradients
 //! (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a copy that uses the fused
 //! kernels instead (candle's `rms_norm` and `rope`, our attention and SwiGLU activation): same
@@ -202,8 +202,14 @@ impl SwiGlu {
 impl SwiGlu {
     fn forward(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(xs)?;
-        if fused && gate_up.device().is_cpu() {
-            return self.down.forward(&gate_up.apply_op1_no_bwd(&SiluGate)?);
+        if gate_up.device().is_cpu() && gate_up.dtype() == DType::F32 {
+            let gate_up = gate_up.contiguous()?;
+            let activated = if fused {
+                gate_up.apply_op1_no_bwd(&SiluGate)?
+            } else {
+                gate_up.apply_op1(SiluGate)?
+            };
+            return self.down.forward(&activated);
         }
         let gate = gate_up.narrow(D::Minus1, 0, self.hidden)?;
         let up = gate_up.narrow(D::Minus1, self.hidden, self.hidden)?;

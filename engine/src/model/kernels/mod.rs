@@ -1,16 +1,18 @@
 //! The model's own CPU kernels, apart from the network that calls them.
 //!
 //! Two kinds, each written here because candle 0.11's own op falls short on the CPU:
-//! - training ops with a hand-written backward ([`attention::TrainAttention`], [`rms_norm`],
-//!   [`rotary`]): candle's fused versions drop gradients and its generic ones run as several
-//!   single-threaded passes, each gradient allocated, zeroed and added;
-//! - inference-only ops ([`attention::CpuAttention`], [`silu_gate`], [`fast_exp`]): fused
-//!   passes that keep a guided iteration close to its matmul cost.
+//! - training ops with a hand-written backward ([`attention::TrainAttention`], [`silu_gate`],
+//!   [`rms_norm`], [`rotary`], [`cross_entropy`]): candle's fused versions drop gradients and
+//!   its generic ones run as several single-threaded passes, each gradient allocated, zeroed
+//!   and added;
+//! - inference-only ops ([`attention::CpuAttention`], [`fast_exp`]): fused passes that keep a
+//!   guided iteration close to its matmul cost.
 //!
 //! Every op takes contiguous f32 storage; other devices and dtypes use candle's ops (the
 //! callers choose).
 
 pub mod attention;
+pub mod cross_entropy;
 pub mod fast_exp;
 pub mod rms_norm;
 pub mod rotary;
