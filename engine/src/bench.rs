@@ -351,14 +351,21 @@ pub fn generation(
             );
             request.length = Some(Length::Seconds(seconds));
             request.preview_levels = Some(1);
+            // Forward rows per iteration: the guidance batch on the guided levels, one row
+            // past them (`SamplerSettings::guided_levels`).
+            let guided_levels = request.settings.guided_levels;
             let mut timed = Vec::new();
             for _ in 0..repeats.max(1) {
                 let mut iterations = 0;
+                let mut row_iterations = 0;
                 let mut preview = None;
                 let stem = generator.generate(
                     &request,
                     &mut |p| match p {
-                        crate::generate::Progress::Sampling { total, .. } => iterations = total,
+                        crate::generate::Progress::Sampling { total, level, .. } => {
+                            iterations = total;
+                            row_iterations += if level < guided_levels { 3 } else { 1 };
+                        }
                         crate::generate::Progress::Preview { seconds, .. } => {
                             preview = Some(seconds)
                         }
@@ -366,19 +373,19 @@ pub fn generation(
                     },
                     &cancel,
                 )?;
-                timed.push((stem, (iterations, preview)));
+                timed.push((stem, (iterations, row_iterations, preview)));
             }
             timed.sort_by(|a, b| {
-                let total = |r: &(crate::generate::GeneratedStem, (usize, Option<f64>))| {
+                let total = |r: &(crate::generate::GeneratedStem, (usize, usize, Option<f64>))| {
                     r.0.metadata.timings.total_s
                 };
                 total(a).total_cmp(&total(b))
             });
-            let (stem, (iterations, preview)) = &timed[timed.len() / 2];
+            let (stem, (iterations, row_iterations, preview)) = &timed[timed.len() / 2];
             let (iterations, preview_s) = (*iterations, *preview);
             let tm = &stem.metadata.timings;
             let frames = stem.tokens.frames.min(cfg.max_frames);
-            let flop = model_flops(&cfg, 3, frames) * iterations as f64 / 1e9;
+            let flop = model_flops(&cfg, 1, frames) * *row_iterations as f64 / 1e9;
             runs.push(GenerationRun {
                 preset: preset.name().to_string(),
                 seconds,

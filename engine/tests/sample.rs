@@ -129,6 +129,11 @@ fn presets_are_defined_and_parsed() {
         (0.1, 0.1, 1.0)
     );
     assert_eq!((paper.lambda_context, paper.lambda_category), (3.0, 3.0));
+    // The paper guides every level; the faster presets the two coarsest (fewer on a smaller
+    // model).
+    assert_eq!(SamplerSettings::preset(Preset::Paper, 5).guided_levels, 5);
+    assert_eq!(SamplerSettings::preset(Preset::Normal, 5).guided_levels, 2);
+    assert_eq!(SamplerSettings::preset(Preset::Draft, 1).guided_levels, 1);
     for preset in Preset::ALL {
         assert_eq!(preset.name().parse::<Preset>().unwrap(), preset);
     }
