@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
-BIN=target/release/stemgen
+BIN=${BIN:-target/release/stemgen}
 CHUNK=${CHUNK:-150}
 PAIRS=${PAIRS:-3}
 SPLIT=${SPLIT:-train}

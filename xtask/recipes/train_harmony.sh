@@ -6,10 +6,11 @@
 # true progressions (run 1, 1000 steps), then on that cache plus MMA's accompaniment grooves
 # with their chords (run 2, 3000 steps). Every step resumes or skips what is done; run it
 # again after an interruption. Needs the git history (the session-13 weights come from it).
+# DATA_ONLY=1 stops once the songs and caches exist (what train_harmony_run3.sh builds on).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
-BIN=target/release/stemgen
+BIN=${BIN:-target/release/stemgen}
 SF=${SF:-/usr/share/sounds/sf2/FluidR3_GM.sf2}   # Debian fluid-soundfont-gm
 cargo build --release -p stemgen-engine --bin stemgen
 # The session-13 default, the starting point (assets/default holds this recipe's result now).
@@ -42,6 +43,11 @@ for i in $(seq 0 9); do
         --tokenizer assets/default/tokenizer --out "$W/h1/cache" --shard "$i/10" \
         --pairs-per-song 5 --crop-seconds 10 --seed 0
 done
+# MMA's grooves for run 2: the first 150 by name, then two chunks of the fixed shuffle; 3 pairs
+# per groove with the chords of every bar.
+ORDER=sorted CHUNKS=1 OUT="$W/mma/cache-sorted" W="$W" xtask/recipes/mma_cache.sh
+CHUNKS=2 W="$W" xtask/recipes/mma_cache.sh
+[ -n "${DATA_ONLY:-}" ] && exit 0
 # From the shipped weights: measured features for most examples, the true chords' templates
 # for 30% of those with known chords, no features for 10%.
 $BIN train model --cache "$W/h1/cache" --tokenizer assets/default/tokenizer --out "$W/h1/model" \
@@ -51,11 +57,8 @@ $BIN train model --cache "$W/h1/cache" --tokenizer assets/default/tokenizer --ou
     --chord-template-share 0.3 --feature-drop-share 0.1
 $BIN validate --model "$W/h1/model/checkpoint" --cache "$W/h1/cache" --batches 8 --context-probes --whole-level
 [ -f "$W/h1/export/model.safetensors" ] || $BIN export "$W/h1/model/checkpoint" --out "$W/h1/export"
-# Run 2: MMA's grooves (the first 150 by name, then two chunks of the fixed shuffle; 3 pairs per
-# groove with the chords of every bar) beside run 1's cache; the feature projection learns at
+# Run 2: MMA's grooves (cached above) beside run 1's cache; the feature projection learns at
 # 10 times the rate of the rest.
-ORDER=sorted CHUNKS=1 OUT="$W/mma/cache-sorted" W="$W" xtask/recipes/mma_cache.sh
-CHUNKS=2 W="$W" xtask/recipes/mma_cache.sh
 $BIN train model --cache "$W/h1/cache" --cache "$W/mma/cache-sorted/chunk-0" \
     --cache "$W/mma/cache/chunk-0" --cache "$W/mma/cache/chunk-1" \
     --tokenizer assets/default/tokenizer --out "$W/h2/model" --init-from "$W/h1/export" \
