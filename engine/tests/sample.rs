@@ -11,7 +11,7 @@ use stemgen::codec::Tokens;
 use stemgen::model::{ModelCheckpoint, ModelConfig, StemGenModel};
 use stemgen::sample::{
     guided_log_probs, log_softmax, sample, Edit, GuidanceWeights, Preset, SampleError,
-    SampleRequest, SamplerSettings, StepReport,
+    SampleRequest, SamplerOverrides, SamplerSettings, StepReport,
 };
 
 fn tiny_config() -> ModelConfig {
@@ -141,6 +141,36 @@ fn presets_are_defined_and_parsed() {
     assert!(
         err.contains("fast") && err.contains("paper, normal, draft"),
         "{err}"
+    );
+}
+
+/// Overrides replace exactly the settings they carry.
+#[test]
+fn sampler_overrides_replace_only_what_they_set() {
+    let preset = SamplerSettings::normal();
+    let mut settings = preset.clone();
+    SamplerOverrides::default().apply(&mut settings);
+    assert_eq!(settings, preset);
+    let overrides = SamplerOverrides {
+        steps: Some(vec![12, 8, 4, 4]),
+        temperature: Some(0.5),
+        top_p: Some(0.9),
+        plausibility: Some(0.1),
+        w_confidence: Some(2.0),
+        guided_levels: Some(4),
+    };
+    overrides.apply(&mut settings);
+    assert_eq!(
+        settings,
+        SamplerSettings {
+            steps: vec![12, 8, 4, 4],
+            temperature: 0.5,
+            top_p: 0.9,
+            plausibility: 0.1,
+            w_confidence: 2.0,
+            guided_levels: 4,
+            ..preset
+        }
     );
 }
 

@@ -35,6 +35,10 @@ pub fn counting_bar(total: u64, what: &'static str) -> ProgressBar {
 /// The sampler settings `generate` and `eval` let a user change on top of the preset.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerFlags {
+    /// Iterations per token level, coarse to fine, instead of the preset's (e.g. 12,8,4,4,4;
+    /// one number per level of the model).
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    level_steps: Option<Vec<usize>>,
     /// Sampling temperature (0 = greedy; default: the preset's, 1).
     #[arg(long)]
     temperature: Option<f64>,
@@ -58,6 +62,7 @@ pub struct SamplerFlags {
 impl SamplerFlags {
     pub fn overrides(&self) -> SamplerOverrides {
         SamplerOverrides {
+            steps: self.level_steps.clone(),
             temperature: self.temperature,
             top_p: self.top_p,
             plausibility: self.plausibility,

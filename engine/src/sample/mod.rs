@@ -167,6 +167,8 @@ pub struct SamplerSettings {
 /// keeps the preset's value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SamplerOverrides {
+    /// Iterations per level instead of the preset's (one entry per model level).
+    pub steps: Option<Vec<usize>>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub plausibility: Option<f64>,
@@ -178,12 +180,14 @@ impl SamplerOverrides {
     /// Writes every value that is set into `settings`.
     pub fn apply(&self, settings: &mut SamplerSettings) {
         let SamplerOverrides {
+            steps,
             temperature,
             top_p,
             plausibility,
             w_confidence,
             guided_levels,
         } = self.clone();
+        settings.steps = steps.unwrap_or_else(|| settings.steps.clone());
         settings.temperature = temperature.unwrap_or(settings.temperature);
         settings.top_p = top_p.unwrap_or(settings.top_p);
         settings.plausibility = plausibility.unwrap_or(settings.plausibility);
