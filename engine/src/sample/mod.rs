@@ -157,8 +157,8 @@ pub struct SamplerSettings {
     /// lambda_c: guidance strength of the category (1 = no extra guidance).
     pub lambda_category: f64,
     /// Levels, coarsest first, decoded with the guidance of Eq. 3; the finer ones draw from
-    /// p(Y | context, category) alone (one forward row instead of three). The model's level
-    /// count = guidance everywhere, as in the paper.
+    /// p(Y | context, category) alone (one forward row instead of three), whatever the
+    /// guidance strengths. The model's level count = guidance everywhere, as in the paper.
     pub guided_levels: usize,
     pub seed: u64,
 }
