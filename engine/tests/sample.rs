@@ -119,7 +119,7 @@ fn assert_valid_output(tokens: &Tokens, frames: usize) {
 #[test]
 fn presets_are_defined_and_parsed() {
     assert_eq!(SamplerSettings::paper().steps, vec![128, 64, 32, 32]);
-    assert_eq!(SamplerSettings::normal().steps, vec![16, 8, 4, 4]);
+    assert_eq!(SamplerSettings::normal().steps, vec![12, 8, 4, 4]);
     assert_eq!(SamplerSettings::draft().steps, vec![8, 4, 2, 2]);
     assert_eq!(Preset::Paper.steps(3), vec![128, 64, 32]);
     assert_eq!(Preset::Draft.steps(6), vec![8, 4, 2, 2, 2, 2]);

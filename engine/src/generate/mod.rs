@@ -56,7 +56,7 @@ pub const MAX_CHANNELS: usize = 32;
 /// clipping after resampling or lossy encoding.
 pub const OUTPUT_CEILING_DBFS: f32 = -1.0;
 /// Share of level 0's iterations after which a one-level preview is decoded: at `normal`
-/// (16 iterations) the 5th, about 1.4 s into a 10 s stem on a 2-core CPU instead of 2.5-3 s after
+/// (12 iterations) the 4th, about 1.3 s into a 10 s stem on a 2-core CPU instead of 2-3 s after
 /// the whole level. Its frames are the ones decided so far plus the current candidates of
 /// the rest: the groove and the level contour are there, the detail is rough.
 pub const EARLY_PREVIEW_SHARE: f64 = 0.3;
