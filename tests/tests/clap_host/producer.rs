@@ -177,18 +177,17 @@ pub(crate) fn the_last_instance_takes_the_worker_threads_with_it() {
             ]),
     );
     let mut position = at_beat(40.0, rate);
-    busy.wait_for("generation started", GENERATION_TIMEOUT, |p| {
+    // The take id is counted before the job reaches the pool, which starts its threads on
+    // first use: wait for the threads themselves (Linux keeps 15 characters of a name).
+    busy.wait_for("generation threads started", GENERATION_TIMEOUT, |p| {
         p.render(Span::playing(position, 4096).changes(&[("Capture", OFF)]));
         position += 4096;
-        (p.session()["next_take_id"] == 1).then_some(())
+        let running = plugin_threads();
+        (p.session()["next_take_id"] == 1
+            && running.iter().any(|t| t.starts_with("stemgen-gen"))
+            && running.iter().any(|t| t.starts_with("stemgen-compute")))
+        .then_some(())
     });
-    // Linux keeps 15 characters of a thread's name.
-    let running = plugin_threads();
-    assert!(
-        running.iter().any(|t| t.starts_with("stemgen-gen"))
-            && running.iter().any(|t| t.starts_with("stemgen-compute")),
-        "{running:?}"
-    );
     drop(busy);
     drop(idle);
     let left = plugin_threads();
