@@ -822,7 +822,7 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 fn training_attention_and_its_gradients_match_the_generic_ops() {
     use candle_core::{Var, D};
-    use stemgen::model::kernels::attention::TrainAttention;
+    use stemgen::model::kernels::attention::CpuAttention;
     let device = Device::Cpu;
     let (b, h, n, d) = (2, 3, 37, 8);
     let scale = 1.0 / (d as f64).sqrt();
@@ -847,7 +847,7 @@ fn training_attention_and_its_gradients_match_the_generic_ops() {
         q.apply_op3(
             k,
             v,
-            TrainAttention {
+            CpuAttention {
                 scale: scale as f32,
             },
         )

@@ -14,14 +14,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
-BIN=${BIN:-target/release/stemgen}
 CHUNK=${CHUNK:-150}
 PAIRS=${PAIRS:-3}
 SPLIT=${SPLIT:-train}
 ORDER=${ORDER:-shuffled}
 CHUNKS=${CHUNKS:-}
 OUT=${OUT:-$W/mma/cache}
-cargo build --release -p stemgen-engine --bin stemgen
+# BIN: a stemgen binary to use as it is (e.g. a copy kept while the tree is rebuilt).
+if [ -z "${BIN:-}" ]; then
+    BIN=target/release/stemgen
+    cargo build --release -p stemgen-engine --bin stemgen
+fi
 python3 xtask/recipes/mma_songs.py --out "$W/mma/midi"
 if [ "$SPLIT" != train ]; then
     # Held-out grooves stay rendered: they are what `stemgen eval --songs` reads.

@@ -10,9 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${W:-work-data}
-BIN=${BIN:-target/release/stemgen}
 SF=${SF:-/usr/share/sounds/sf2/FluidR3_GM.sf2}   # Debian fluid-soundfont-gm
-cargo build --release -p stemgen-engine --bin stemgen
+# BIN: a stemgen binary to use as it is (e.g. a copy kept while the tree is rebuilt).
+if [ -z "${BIN:-}" ]; then
+    BIN=target/release/stemgen
+    cargo build --release -p stemgen-engine --bin stemgen
+fi
 # The session-13 default, the starting point (assets/default holds this recipe's result now).
 BASE="$W/default-session13"
 if [ ! -f "$BASE/model.safetensors" ]; then

@@ -11,7 +11,7 @@
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use super::kernels::attention::{CpuAttention, TrainAttention};
+use super::kernels::attention::CpuAttention;
 use super::kernels::{rms_norm, rotary, silu_gate::SiluGate};
 use super::ModelConfig;
 
@@ -159,7 +159,7 @@ impl Attention {
             let mixed = if fused {
                 q.apply_op3_no_bwd(&k, &v, &CpuAttention { scale })?
             } else {
-                q.apply_op3(&k, &v, TrainAttention { scale })?
+                q.apply_op3(&k, &v, CpuAttention { scale })?
             };
             return self.out.forward(&mixed);
         }

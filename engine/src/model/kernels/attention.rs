@@ -1,5 +1,5 @@
-//! Bidirectional multi-head attention on the CPU, for inference ([`CpuAttention`]) and for
-//! training ([`TrainAttention`], the same forward with a hand-written backward).
+//! Bidirectional multi-head attention on the CPU ([`CpuAttention`]), with a hand-written
+//! backward for training.
 //!
 //! candle's path (`q k^T`, a softmax over a `[B, H, N, N]` tensor, `weights v`, a transpose)
 //! writes and reads the whole score tensor three times and starts threads for every small
@@ -8,7 +8,7 @@
 //!
 //! In training the generic path is worse: the backward of each of its ops allocates, zeroes
 //! and adds a `[B, H, N, N]` gradient (32 MB per layer at batch 8), and the score tensors are
-//! kept for the backward. [`TrainAttention`] keeps nothing but q, k and v: its backward
+//! kept for the backward. This op keeps nothing but q, k and v: its backward
 //! recomputes each pair's probabilities in cache (as FlashAttention does) and runs the five
 //! products of the attention gradient there.
 
@@ -20,7 +20,8 @@ use super::{contiguous_f32, fast_exp};
 /// Bidirectional attention for contiguous f32 `q, k, v` `[B, H, N, hd]` -> `[B, N, H * hd]`,
 /// one (batch, head) pair per task: each task's score matrix stays in cache, every product is
 /// single-threaded (no per-call thread start-up on small matrices) and the result is written
-/// straight into the layout the output projection reads. Inference only (no backward).
+/// straight into the layout the output projection reads. `apply_op3` keeps the backward,
+/// `apply_op3_no_bwd` does not.
 pub struct CpuAttention {
     /// Multiplies the scores before the softmax (1 / sqrt(head_dim)).
     pub scale: f32,
@@ -53,6 +54,28 @@ impl CustomOp3 for CpuAttention {
         let out = forward(q, k, v, dims, self.scale);
         let (b, h, n, d) = dims;
         Ok((CpuStorage::F32(out), (b, n, h * d).into()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = q.dims4()?;
+        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (dq, dk, dv) = backward(
+            &host(q)?,
+            &host(k)?,
+            &host(v)?,
+            &host(grad_res)?,
+            dims,
+            self.scale,
+        );
+        let tensor = |values: Vec<f32>| Tensor::from_vec(values, dims, q.device()).map(Some);
+        Ok((tensor(dq)?, tensor(dk)?, tensor(dv)?))
     }
 }
 
@@ -137,52 +160,6 @@ fn forward(
         },
     );
     out
-}
-
-/// [`CpuAttention`]'s forward with a backward, for training: only q, k and v are kept.
-pub struct TrainAttention {
-    /// Multiplies the scores before the softmax (1 / sqrt(head_dim)).
-    pub scale: f32,
-}
-
-impl CustomOp3 for TrainAttention {
-    fn name(&self) -> &'static str {
-        "cpu-attention-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        q_l: &Layout,
-        k: &CpuStorage,
-        k_l: &Layout,
-        v: &CpuStorage,
-        v_l: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        CpuAttention { scale: self.scale }.cpu_fwd(q, q_l, k, k_l, v, v_l)
-    }
-
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = q.dims4()?;
-        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (dq, dk, dv) = backward(
-            &host(q)?,
-            &host(k)?,
-            &host(v)?,
-            &host(grad_res)?,
-            dims,
-            self.scale,
-        );
-        let tensor = |values: Vec<f32>| Tensor::from_vec(values, dims, q.device()).map(Some);
-        Ok((tensor(dq)?, tensor(dk)?, tensor(dv)?))
-    }
 }
 
 /// Gradients of [`forward`] with respect to q, k and v (each `[B, H, N, hd]`) for the output

@@ -1,12 +1,12 @@
 //! The model's own CPU kernels, apart from the network that calls them.
 //!
-//! Two kinds, each written here because candle 0.11's own op falls short on the CPU:
-//! - training ops with a hand-written backward ([`attention::TrainAttention`], [`silu_gate`],
-//!   [`rms_norm`], [`rotary`], [`cross_entropy`]): candle's fused versions drop gradients and
-//!   its generic ones run as several single-threaded passes, each gradient allocated, zeroed
-//!   and added;
-//! - inference-only ops ([`attention::CpuAttention`], [`fast_exp`]): fused passes that keep a
-//!   guided iteration close to its matmul cost.
+//! Each is written here because candle 0.11's own op falls short on the CPU:
+//! - ops with a hand-written backward ([`attention`], [`silu_gate`], [`rms_norm`], [`rotary`],
+//!   [`cross_entropy`]): candle's fused versions drop gradients and its generic ones run as
+//!   several single-threaded passes, each gradient allocated, zeroed and added; inference
+//!   runs the first two without their backward;
+//! - [`fast_exp`]: the vectorised exponential of the softmaxes, which keeps a guided
+//!   iteration close to its matmul cost.
 //!
 //! Every op takes contiguous f32 storage; other devices and dtypes use candle's ops (the
 //! callers choose).
