@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use stemgen::analysis::distance::{multi_resolution_stft_distance, si_sdr};
+use stemgen::analysis::distance::{
+    multi_resolution_stft_distance, multi_resolution_stft_distance_within, si_sdr,
+};
 use stemgen::analysis::{key, Analysis, Key, ANALYSIS_RATE};
 use stemgen::audio::{read_audio, Audio};
 use stemgen::eval::distribution::{
@@ -399,6 +401,15 @@ fn codec_metrics_order_reconstructions() {
         multi_resolution_stft_distance(&x, &heavy),
     );
     assert!(m1 > 0.0 && m2 > m1, "{m1} {m2}");
+
+    // Within 80 dB of the peak: still ordered by audible noise...
+    let within = |y: &[f32]| multi_resolution_stft_distance_within(&x, y, 80.0);
+    assert!(within(&x) < 1e-9);
+    assert!(within(&slight) > 0.0 && within(&heavy) > within(&slight));
+    // ...but blind to a floor 120 dB down, which dominates the absolute-floor distance.
+    let faint = noisy(1e-6, &mut state);
+    let (absolute, audible) = (multi_resolution_stft_distance(&x, &faint), within(&faint));
+    assert!(absolute > 1.0 && audible < 0.01, "{absolute} {audible}");
 }
 
 #[test]

@@ -139,6 +139,26 @@ pub fn si_sdr(reference: &[f32], estimate: &[f32]) -> f64 {
 /// [`MRSTFT_RESOLUTIONS`], spectral convergence `|S - S^|_F / |S|_F` plus the mean absolute
 /// difference of log magnitudes; averaged over resolutions. 0 for identical signals.
 pub fn multi_resolution_stft_distance(reference: &[f32], estimate: &[f32]) -> f64 {
+    mrstft(reference, estimate, None)
+}
+
+/// [`multi_resolution_stft_distance`] with both magnitudes floored `range_db` below the
+/// reference's loudest bin (per resolution) before the log.
+///
+/// Why: with the absolute floor ([`MRSTFT_FLOOR`], about 180 dB below a full-scale sine)
+/// the log term of an isolated stem is mostly its empty bands, where the reference holds the
+/// synthesizer's noise 100 dB and more below its peak. There, inaudible changes (a decoder's
+/// floor synthesised as silence instead of -100 dB noise) move the distance by a factor of two
+/// to five either way; floored at what a listener could hear, it measures the audible part.
+pub fn multi_resolution_stft_distance_within(
+    reference: &[f32],
+    estimate: &[f32],
+    range_db: f64,
+) -> f64 {
+    mrstft(reference, estimate, Some(range_db))
+}
+
+fn mrstft(reference: &[f32], estimate: &[f32], range_db: Option<f64>) -> f64 {
     let estimate = matched(reference, estimate);
     let mut total = 0.0;
     for &(n_fft, hop) in &MRSTFT_RESOLUTIONS {
@@ -148,12 +168,19 @@ pub fn multi_resolution_stft_distance(reference: &[f32], estimate: &[f32]) -> f6
         if a.is_empty() {
             continue;
         }
+        let floor = match range_db {
+            Some(range) => {
+                let peak = a.iter().map(|x| x.norm() as f64).fold(0.0, f64::max);
+                (peak * 10f64.powf(-range / 20.0)).max(MRSTFT_FLOOR)
+            }
+            None => MRSTFT_FLOOR,
+        };
         let (mut diff, mut norm, mut log_l1) = (0.0, 0.0, 0.0);
         for (x, y) in a.iter().zip(&b) {
             let (x, y) = (x.norm() as f64, y.norm() as f64);
             diff += (x - y).powi(2);
             norm += x * x;
-            log_l1 += (x.max(MRSTFT_FLOOR).ln() - y.max(MRSTFT_FLOOR).ln()).abs();
+            log_l1 += (x.max(floor).ln() - y.max(floor).ln()).abs();
         }
         let sc = if norm > 0.0 {
             (diff / norm).sqrt()

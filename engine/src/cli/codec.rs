@@ -425,11 +425,15 @@ fn eval_stems(
     let mut all: Vec<(String, &dyn Tokenizer)> = vec![(label(tok), tok as &dyn Tokenizer)];
     all.extend(others.iter().map(|t| (label(t), t as &dyn Tokenizer)));
     let reports = metrics::evaluate_round_trip(&all, &groups)?;
-    println!("| clips | decoder | count | seconds | LSD dB | mel L1 | MRSTFT | decode RTF |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| clips | decoder | count | seconds | LSD dB | mel L1 | MRSTFT | MRSTFT within {:.0} dB | \
+         decode RTF |",
+        metrics::AUDIBLE_RANGE_DB
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} |",
             r.group,
             r.decoder,
             r.clips,
@@ -437,6 +441,7 @@ fn eval_stems(
             r.lsd_db,
             r.mel_l1,
             r.mrstft,
+            r.mrstft_audible,
             r.decode_rtf
         );
     }

@@ -1,7 +1,10 @@
 //! Held-out quality of a tokenizer: every clip encoded and decoded, scored with the
 //! distances of [`crate::analysis::distance`] (LSD, mel L1, SI-SDR).
 
-use crate::analysis::distance::{compare, multi_resolution_stft_distance, si_sdr, LSD_FLOOR_DB};
+use crate::analysis::distance::{
+    compare, multi_resolution_stft_distance, multi_resolution_stft_distance_within, si_sdr,
+    LSD_FLOOR_DB,
+};
 use crate::audio::Audio;
 use crate::codec::{no_progress, Tokenizer};
 
@@ -112,6 +115,10 @@ pub fn evaluate_report(
         .collect())
 }
 
+/// Range below the reference's loudest bin that [`RoundTripReport::mrstft_audible`] keeps:
+/// a stem's content 80 dB under its peak is inaudible in a mix at any sane listening level.
+pub const AUDIBLE_RANGE_DB: f64 = 80.0;
+
 /// A tokenizer's round trip on one group of clips (the mixes, or one category's isolated
 /// stems) with one decoder: what the decoder does to what a user hears, and what it costs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -124,6 +131,9 @@ pub struct RoundTripReport {
     pub mel_l1: f64,
     /// Multi-resolution STFT distance (phase-sensitive through its spectral convergence).
     pub mrstft: f64,
+    /// The same with magnitudes floored [`AUDIBLE_RANGE_DB`] below the reference's peak: the
+    /// audible part (see [`multi_resolution_stft_distance_within`]).
+    pub mrstft_audible: f64,
     /// Decode time over audio time (encoding not counted).
     pub decode_rtf: f64,
 }
@@ -142,8 +152,8 @@ pub fn evaluate_round_trip(
     let sr = encoder.sample_rate();
     let mut reports = Vec::new();
     for (name, clips) in groups {
-        // Per decoder: lsd, mel, mrstft, decode seconds.
-        let mut sums = vec![[0.0f64; 4]; decoders.len()];
+        // Per decoder: lsd, mel, mrstft, decode seconds, audible mrstft.
+        let mut sums = vec![[0.0f64; 5]; decoders.len()];
         let mut weight = 0.0;
         for clip in clips {
             let reference = clip.to_mono_at(sr)?;
@@ -159,6 +169,7 @@ pub fn evaluate_round_trip(
                 sum[0] += l * w;
                 sum[1] += m * w;
                 sum[2] += multi_resolution_stft_distance(x, y) * w;
+                sum[4] += multi_resolution_stft_distance_within(x, y, AUDIBLE_RANGE_DB) * w;
             }
             weight += w;
         }
@@ -173,6 +184,7 @@ pub fn evaluate_round_trip(
                 lsd_db: sum[0] / weight,
                 mel_l1: sum[1] / weight,
                 mrstft: sum[2] / weight,
+                mrstft_audible: sum[4] / weight,
                 decode_rtf: sum[3] / seconds,
             });
         }
