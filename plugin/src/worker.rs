@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
@@ -267,17 +267,24 @@ fn take_peaks(take: Option<&Audio>, context: Option<&Audio>) -> Arc<TakePeaks> {
 
 fn generation_loop(jobs: Receiver<GenerationJob>) {
     // The engine computes on rayon. Its global pool would be threads of this library that
-    // outlive every instance; this pool is the generation thread's own and goes with it.
-    let exited = Arc::new(AtomicUsize::new(0));
-    let compute = {
-        let exited = exited.clone();
-        rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("stemgen-compute-{i}"))
-            .exit_handler(move |_| {
-                exited.fetch_add(1, Ordering::AcqRel);
-            })
-            .build()
-    };
+    // outlive every instance; this pool is the generation thread's own and goes with it. Its
+    // threads are spawned here, so they can be joined: a pool's drop only asks them to end,
+    // and a host may unload the library once the last instance is gone.
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    let compute = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("stemgen-compute-{i}"))
+        .spawn_handler(|thread| {
+            let mut builder = std::thread::Builder::new();
+            if let Some(name) = thread.name() {
+                builder = builder.name(name.to_owned());
+            }
+            if let Some(size) = thread.stack_size() {
+                builder = builder.stack_size(size);
+            }
+            handles.push(builder.spawn(|| thread.run())?);
+            Ok(())
+        })
+        .build();
     let compute = match compute {
         Ok(pool) => pool,
         Err(e) => {
@@ -289,12 +296,10 @@ fn generation_loop(jobs: Receiver<GenerationJob>) {
             return;
         }
     };
-    let threads = compute.current_num_threads();
     compute.install(|| run_jobs(jobs));
-    // Dropping the pool ends its threads; wait until every one has left its loop.
     drop(compute);
-    while exited.load(Ordering::Acquire) < threads {
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    for handle in handles {
+        let _ = handle.join();
     }
 }
 
