@@ -17,7 +17,7 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::kmeans::dot;
+use super::kmeans::{dot, search_form};
 
 /// Frames per GEMM (bounds the products held at once: rows x every level's codes).
 const BLOCK: usize = 512;
@@ -39,6 +39,8 @@ pub struct BeamSearch {
     /// `cross[q][l]` for `l < q`: `C_l C_q^T` (`k_l x k_q`), level `l`'s codewords' products
     /// with level `q`'s.
     cross: Vec<Vec<Vec<f32>>>,
+    /// Codewords of the largest level (the length of a path's residual products).
+    kmax: usize,
 }
 
 impl BeamSearch {
@@ -48,14 +50,11 @@ impl BeamSearch {
         let mut levels = Vec::with_capacity(codebooks.len());
         let mut cross = Vec::with_capacity(codebooks.len());
         for (q, book) in codebooks.iter().enumerate() {
-            let k = book.len() / d;
             ensure!(
-                k > 0 && k * d == book.len(),
+                book.len().is_multiple_of(d),
                 "level {q}: not a k x {d} codebook"
             );
-            let transposed = Tensor::from_slice(book, (k, d), &Device::Cpu)?
-                .t()?
-                .contiguous()?;
+            let (k, norms, transposed) = search_form(book, d)?;
             let with_earlier = codebooks[..q]
                 .iter()
                 .map(|earlier| {
@@ -65,12 +64,18 @@ impl BeamSearch {
                 .collect::<Result<Vec<_>>>()?;
             levels.push(Level {
                 k,
-                norms: book.chunks(d).map(|c| dot(c, c)).collect(),
+                norms,
                 transposed,
             });
             cross.push(with_earlier);
         }
-        Ok(BeamSearch { d, levels, cross })
+        let kmax = levels.iter().map(|l| l.k).max().unwrap_or(0);
+        Ok(BeamSearch {
+            d,
+            levels,
+            cross,
+            kmax,
+        })
     }
 
     /// The codes of every row of `data` (`n x d`), level-major `[levels][n]`.
@@ -118,8 +123,7 @@ impl BeamSearch {
     fn search(&self, x: &[f32], products: &[&[f32]], beam: usize) -> Vec<u32> {
         // Live paths: (squared error, codes so far).
         let mut paths: Vec<(f32, Vec<u32>)> = vec![(dot(x, x), Vec::new())];
-        let kmax = self.levels.iter().map(|l| l.k).max().unwrap_or(0);
-        let mut residual_products = vec![0.0f32; kmax];
+        let mut residual_products = vec![0.0f32; self.kmax];
         for (q, level) in self.levels.iter().enumerate() {
             let k = level.k;
             let next_width = beam.min(paths.len() * k);

@@ -14,7 +14,7 @@ const BLOCK: usize = 2048;
 
 /// A codebook (`k x d`) as the searches use it: `k`, each codeword's squared norm, and the
 /// codebook transposed (`d x k`), so distances are `|x|^2 - 2 x.c + |c|^2` from one GEMM.
-fn search_form(codebook: &[f32], d: usize) -> Result<(usize, Vec<f32>, Tensor)> {
+pub(super) fn search_form(codebook: &[f32], d: usize) -> Result<(usize, Vec<f32>, Tensor)> {
     let k = codebook.len() / d;
     anyhow::ensure!(k > 0, "empty codebook");
     let c_norm = codebook.chunks(d).map(|c| dot(c, c)).collect();

@@ -152,7 +152,7 @@ pub fn evaluate_round_trip(
     let sr = encoder.sample_rate();
     let mut reports = Vec::new();
     for (name, clips) in groups {
-        // Per decoder: lsd, mel, mrstft, decode seconds, audible mrstft.
+        // Per decoder: lsd, mel, mrstft, audible mrstft, decode seconds.
         let mut sums = vec![[0.0f64; 5]; decoders.len()];
         let mut weight = 0.0;
         for clip in clips {
@@ -163,13 +163,13 @@ pub fn evaluate_round_trip(
             for ((_, decoder), sum) in decoders.iter().zip(&mut sums) {
                 let t = std::time::Instant::now();
                 let decoded = decoder.decode(&tokens, &mut no_progress())?;
-                sum[3] += t.elapsed().as_secs_f64();
+                sum[4] += t.elapsed().as_secs_f64();
                 let y = &decoded.channels[0];
                 let (l, m) = compare(x, y, sr);
                 sum[0] += l * w;
                 sum[1] += m * w;
                 sum[2] += multi_resolution_stft_distance(x, y) * w;
-                sum[4] += multi_resolution_stft_distance_within(x, y, AUDIBLE_RANGE_DB) * w;
+                sum[3] += multi_resolution_stft_distance_within(x, y, AUDIBLE_RANGE_DB) * w;
             }
             weight += w;
         }
@@ -184,8 +184,8 @@ pub fn evaluate_round_trip(
                 lsd_db: sum[0] / weight,
                 mel_l1: sum[1] / weight,
                 mrstft: sum[2] / weight,
-                mrstft_audible: sum[4] / weight,
-                decode_rtf: sum[3] / seconds,
+                mrstft_audible: sum[3] / weight,
+                decode_rtf: sum[4] / seconds,
             });
         }
     }
