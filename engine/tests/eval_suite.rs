@@ -209,6 +209,14 @@ fn check_svg(path: &Path) -> String {
 fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
     let songs = songs_dir();
     let model = model_dir(Some(songs.path()));
+    // A solo groove (no context to draw): its planned clip comes from the next song.
+    write_song(
+        &songs.path().join("song-4-solo"),
+        110.0,
+        45.0,
+        7.0,
+        &["drums"],
+    );
     let out = tempfile::tempdir().unwrap();
     let clips = 6;
     let o = stemgen(&[
@@ -229,6 +237,10 @@ fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
     assert!(
         stderr.contains("eval: clip"),
         "progress on stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("1 songs with a single stem skipped (no context to draw): song-4-solo"),
+        "{stderr}"
     );
 
     let json: serde_json::Value =
@@ -295,6 +307,7 @@ fn eval_writes_every_population_and_the_ceiling_beats_the_floor() {
         "targets vary across clips"
     );
     for (i, c) in clip_list.iter().enumerate() {
+        assert_ne!(c["song"], "song-4-solo");
         let p = c["shuffled_partner"].as_u64().unwrap() as usize;
         assert_ne!(p, i);
         assert_ne!(clip_list[p]["song"], c["song"]);

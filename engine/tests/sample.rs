@@ -158,6 +158,7 @@ fn sampler_overrides_replace_only_what_they_set() {
         plausibility: Some(0.1),
         w_confidence: Some(2.0),
         guided_levels: Some(4),
+        harmony_prior: Some(0.1),
     };
     overrides.apply(&mut settings);
     assert_eq!(
@@ -169,6 +170,7 @@ fn sampler_overrides_replace_only_what_they_set() {
             plausibility: 0.1,
             w_confidence: 2.0,
             guided_levels: 4,
+            harmony_prior: 0.1,
             ..preset
         }
     );
@@ -707,4 +709,67 @@ fn bad_inputs_are_clear_errors() {
         };
         expect_err(&request, &good, needle);
     }
+}
+
+/// The harmony prior: a strong prior draws the code whose profile puts dB on the chroma's
+/// pitch classes; a silent chroma or strength 0 leaves the sampler as it was; profiles of
+/// the wrong shape are refused.
+#[test]
+fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
+    use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
+    let config = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        ..tiny_config()
+    };
+    let model = ModelCheckpoint::random(&config, &Device::Cpu, 7)
+        .unwrap()
+        .model;
+    let frames = 20;
+    let ctx = random_tokens(frames, 3);
+    let silent = FeatureFrames::zeros(&config.context_features, frames);
+    let mut triad = silent.clone();
+    triad.replace(ContextFeature::Chroma, |_| {
+        let mut v = vec![0.0; 12];
+        for c in [0, 4, 7] {
+            v[c] = 1.0;
+        }
+        v
+    });
+    // Code 5 puts 6 dB on C, E and G at every level; every other code is neutral.
+    let mut level = vec![0.0f32; config.codebook_size * 12];
+    for c in [0, 4, 7] {
+        level[5 * 12 + c] = 6.0;
+    }
+    let profiles = vec![level; config.levels];
+    let run = |features: &FeatureFrames, prior: f64, profiles: Option<&[Vec<f32>]>| {
+        let settings = SamplerSettings {
+            plausibility: 0.0,
+            harmony_prior: prior,
+            ..settings(vec![4, 2, 2], 11)
+        };
+        let request = SampleRequest {
+            features: Some(features),
+            pitch_profiles: profiles,
+            ..SampleRequest::new(&ctx, 1)
+        };
+        sample(&model, &request, &settings, &mut |_| {}, None)
+    };
+    let plain = run(&triad, 0.0, None).unwrap();
+    let favoured = run(&triad, 10.0, Some(&profiles)).unwrap();
+    assert!(
+        favoured.codes.iter().all(|&c| c == 5),
+        "{:?}",
+        favoured.codes
+    );
+    assert!(plain.codes.iter().any(|&c| c != 5));
+    assert_eq!(
+        run(&triad, 0.0, Some(&profiles)).unwrap().codes,
+        plain.codes
+    );
+    let no_harmony = run(&silent, 10.0, Some(&profiles)).unwrap();
+    assert_eq!(no_harmony.codes, run(&silent, 0.0, None).unwrap().codes);
+
+    let short = vec![vec![0.0f32; 12]; config.levels];
+    let err = run(&triad, 1.0, Some(&short)).unwrap_err().to_string();
+    assert!(err.contains("pitch-class profiles"), "{err}");
 }

@@ -6,8 +6,9 @@ every other work with two or more parts.
 Each part gets a General MIDI program from a category no other part of the work has (so each
 voice becomes its own stem: soprano as a flute, tenor as a horn, the bass as a bass or cello,
 ...), drawn per work; quartets are played by strings and a bass. Tempos are spread (60-120 BPM
-for vocal works, 70-140 otherwise). When every bar's harmony can be named (the chordified
-score's chord on each downbeat), `<name>.chords.json` records it for the harmony conditioning.
+for vocal works, 70-140 otherwise). The harmony per bar (the chordified score's longest
+nameable sonority in each bar; "N.C." where none has a name; no sidecar when more than a
+quarter of the bars have none) goes into `<name>.chords.json` for the harmony conditioning.
 Whole works are held out (every tenth by path) into `held-out/`.
 
 Resumable: works whose MIDI file exists are skipped; a work music21 cannot read is reported by
@@ -87,15 +88,21 @@ def bar_chords(score):
         pickup = measures[0].duration.quarterLength
         measures = measures[1:]
     out = []
+    unnamed = 0
     for m in measures:
-        found = [c for c in m.notes if c.isChord]
-        if not found:
+        # The bar's longest sonority that has a name (passing notes make many chordified
+        # slices clusters); the downbeat's wins a tie.
+        found = sorted(
+            (c for c in m.notes if c.isChord), key=lambda c: -c.duration.quarterLength
+        )
+        name = next((n for n in map(figure, found) if n), None)
+        if name is None:
+            unnamed += found != []
             out.append(["N.C."])
             continue
-        name = figure(found[0])
-        if name is None:
-            return None, pickup
         out.append([name])
+    if unnamed * 4 > len(out):  # a harmony we cannot name is better left unknown
+        return None, pickup
     return out, pickup
 
 

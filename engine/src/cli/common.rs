@@ -57,6 +57,10 @@ pub struct SamplerFlags {
     /// and instrument together, a third of the work (default: the preset's).
     #[arg(long, value_name = "N")]
     guided_levels: Option<usize>,
+    /// Harmony prior strength: favour codes whose spectrum puts energy on the pitch classes
+    /// of the harmony (measured, or given by --chords/--key); 0 = off (default: the preset's).
+    #[arg(long, value_name = "S")]
+    harmony_prior: Option<f64>,
 }
 
 impl SamplerFlags {
@@ -68,6 +72,7 @@ impl SamplerFlags {
             plausibility: self.plausibility,
             w_confidence: self.w_confidence,
             guided_levels: self.guided_levels,
+            harmony_prior: self.harmony_prior,
         }
     }
 }

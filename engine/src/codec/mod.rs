@@ -108,6 +108,12 @@ pub trait Tokenizer: Send + Sync {
         None
     }
 
+    /// What each code does to a stem's chroma, `[levels][codes x 12]` (mean dB in each pitch
+    /// class's bins, C first), for tokens that are log-magnitude spectra; `None` for codecs
+    /// whose codes have no such reading (EnCodec). The sampler's harmony prior uses it.
+    fn pitch_class_profiles(&self) -> Option<Vec<Vec<f32>>> {
+        None
+    }
     /// Samples per token frame at the native rate.
     fn hop_length(&self) -> usize {
         (self.sample_rate() as f64 / self.frame_rate()).round() as usize

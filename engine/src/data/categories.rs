@@ -163,6 +163,15 @@ impl Category {
         self.info().slakh_label
     }
 
+    /// Whether the family plays pitches a chord or key applies to (not drums, percussive
+    /// instruments or sound effects).
+    pub fn is_pitched(self) -> bool {
+        !matches!(
+            self,
+            Category::Drums | Category::Percussive | Category::SoundEffects
+        )
+    }
+
     /// The GM programs (0-based) of this family; `None` for drums and vocals.
     pub fn gm_programs(self) -> Option<RangeInclusive<u8>> {
         self.info().gm_programs.map(|(a, b)| a..=b)

@@ -29,6 +29,7 @@ mod splice;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -246,6 +247,8 @@ pub struct Generator {
     model: StemGenModel,
     tokenizer: Box<dyn Tokenizer>,
     model_dir: PathBuf,
+    /// The tokenizer's pitch-class profiles for the harmony prior, computed on first use.
+    pitch_profiles: OnceLock<Option<Vec<Vec<f32>>>>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -302,6 +305,7 @@ impl Generator {
             model,
             tokenizer,
             model_dir: PathBuf::new(),
+            pitch_profiles: OnceLock::new(),
         })
     }
 
@@ -316,6 +320,18 @@ impl Generator {
     /// The directory this generator was loaded from (empty for [`Self::from_parts`]).
     pub fn model_dir(&self) -> &Path {
         &self.model_dir
+    }
+
+    /// The profiles the harmony prior needs, when it is on, the category plays pitches and
+    /// the tokenizer's codes are spectra.
+    fn pitch_profiles_for(&self, category: u32, settings: &SamplerSettings) -> Option<&[Vec<f32>]> {
+        let pitched = Category::from_id(category).is_some_and(|c| c.is_pitched());
+        if settings.harmony_prior <= 0.0 || !pitched {
+            return None;
+        }
+        self.pitch_profiles
+            .get_or_init(|| self.tokenizer.pitch_class_profiles())
+            .as_deref()
     }
 
     /// A preset's settings for this model's number of levels.
@@ -466,6 +482,7 @@ impl Generator {
             window: Some(window),
             overlap,
             features: features.as_ref(),
+            pitch_profiles: self.pitch_profiles_for(category_id, &request.settings),
         };
         let levels = config.levels;
         let tokens = sample::sample(

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::guidance::{combine, keep_plausible, log_softmax, GuidanceWeights};
+use super::harmony_prior::{WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
@@ -45,6 +46,9 @@ pub struct SampleRequest<'a> {
     /// Context features `[N x F]` for a model with [`ModelConfig::context_features`] (the
     /// same features in the same order); `None` gives such a model zeros, as when dropped.
     pub features: Option<&'a FeatureFrames>,
+    /// Each code's pitch-class profile per level, `[Q][codes x 12]` (the tokenizer's), for
+    /// the harmony prior ([`SamplerSettings::harmony_prior`]); `None` = no prior.
+    pub pitch_profiles: Option<&'a [Vec<f32>]>,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -57,6 +61,7 @@ impl<'a> SampleRequest<'a> {
             window: None,
             overlap: 0,
             features: None,
+            pitch_profiles: None,
         }
     }
 }
@@ -158,7 +163,13 @@ pub fn sample(
             context: window_codes(&request.context.codes, frames, levels, &plan.frames),
             target: window_codes(&grid, frames, levels, &plan.frames),
             features: request.features.map(|f| f.slice(plan.frames.clone())),
+            prior: None,
         };
+        if settings.harmony_prior > 0.0 {
+            if let (Some(profiles), Some(features)) = (request.pitch_profiles, &window.features) {
+                window.prior = WindowPrior::new(profiles, features);
+            }
+        }
         let mut report = |level: usize,
                           step: usize,
                           steps: usize,
@@ -278,6 +289,18 @@ fn check_request(
             || features.values.iter().any(|v| !v.is_finite())
         {
             return bad("context features must be finite, one row per frame".into());
+        }
+    }
+    if let Some(profiles) = request.pitch_profiles {
+        let per_level = config.codebook_size * PITCH_CLASSES;
+        if profiles.len() != config.levels || profiles.iter().any(|p| p.len() != per_level) {
+            return bad(format!(
+                "pitch-class profiles must be {} levels x {per_level} values",
+                config.levels
+            ));
+        }
+        if profiles.iter().flatten().any(|v| !v.is_finite()) {
+            return bad("pitch-class profiles must be finite".into());
         }
     }
     if let Some(edit) = &request.edit {
@@ -424,6 +447,8 @@ struct Window<'a> {
     target: Vec<u32>,
     /// Context features of the window, `[W x F]`.
     features: Option<FeatureFrames>,
+    /// The harmony prior's pitch-class profiles per level and chroma weights per frame.
+    prior: Option<WindowPrior<'a>>,
 }
 
 impl Window<'_> {
@@ -474,7 +499,8 @@ impl Window<'_> {
                     .level_logits(&hidden.index_select(&index, 1)?, level)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                let candidates = self.draw_candidates(inputs.rows, &logits, &masked, len, rng);
+                let candidates =
+                    self.draw_candidates(inputs.rows, &logits, level, &masked, len, rng);
 
                 // Cosine schedule: after step s, floor(cos(pi/2 s/S) M0) frames stay masked;
                 // at least one is unmasked per step and enough stay for the steps left.
@@ -571,6 +597,7 @@ impl Window<'_> {
         &self,
         rows: &[GuidanceRow],
         logits: &[f32],
+        level: usize,
         masked: &[usize],
         len: usize,
         rng: &mut StdRng,
@@ -616,6 +643,9 @@ impl Window<'_> {
                             .map(|&r| log_probs[r].as_slice())
                             .collect();
                         keep_plausible(&conditionals, s.plausibility, guided);
+                    }
+                    if let Some(prior) = &self.prior {
+                        prior.apply(guided, level, n, s.harmony_prior as f32);
                     }
                     if s.top_p < 1.0 {
                         keep_nucleus(guided, s.top_p);

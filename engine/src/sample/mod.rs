@@ -29,6 +29,7 @@
 
 mod decode;
 mod guidance;
+pub mod harmony_prior;
 
 use std::fmt;
 use std::str::FromStr;
@@ -163,6 +164,11 @@ pub struct SamplerSettings {
     /// p(Y | context, category) alone (one forward row instead of three), whatever the
     /// guidance strengths. The model's level count = guidance everywhere, as in the paper.
     pub guided_levels: usize,
+    /// Strength of the harmony prior ([`harmony_prior`]): nats added to a code's guided
+    /// log-probability per dB its codeword puts on the harmony's pitch classes (weighted by
+    /// the context features' chroma); 0 = off, the paper's sampler. Only for tokenizers of
+    /// log-magnitude spectra and models with chroma features.
+    pub harmony_prior: f64,
     pub seed: u64,
 }
 
@@ -177,6 +183,7 @@ pub struct SamplerOverrides {
     pub plausibility: Option<f64>,
     pub w_confidence: Option<f64>,
     pub guided_levels: Option<usize>,
+    pub harmony_prior: Option<f64>,
 }
 
 impl SamplerOverrides {
@@ -189,6 +196,7 @@ impl SamplerOverrides {
             plausibility,
             w_confidence,
             guided_levels,
+            harmony_prior,
         } = self.clone();
         settings.steps = steps.unwrap_or_else(|| settings.steps.clone());
         settings.temperature = temperature.unwrap_or(settings.temperature);
@@ -196,6 +204,7 @@ impl SamplerOverrides {
         settings.plausibility = plausibility.unwrap_or(settings.plausibility);
         settings.w_confidence = w_confidence.unwrap_or(settings.w_confidence);
         settings.guided_levels = guided_levels.unwrap_or(settings.guided_levels);
+        settings.harmony_prior = harmony_prior.unwrap_or(settings.harmony_prior);
     }
 }
 
@@ -222,6 +231,7 @@ impl SamplerSettings {
                 Preset::Paper => levels,
                 Preset::Normal | Preset::Draft => DEFAULT_GUIDED_LEVELS.min(levels),
             },
+            harmony_prior: 0.0,
             seed: 0,
         }
     }
@@ -284,6 +294,12 @@ impl SamplerSettings {
             return bad(format!(
                 "plausibility {} must be in [0, 1)",
                 self.plausibility
+            ));
+        }
+        if !(self.harmony_prior.is_finite() && self.harmony_prior >= 0.0) {
+            return bad(format!(
+                "harmony_prior {} must be a finite number >= 0",
+                self.harmony_prior
             ));
         }
         for (name, value) in [

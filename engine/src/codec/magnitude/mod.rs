@@ -40,6 +40,7 @@ pub mod kmeans;
 pub mod metrics;
 pub mod phase;
 pub mod postnet;
+mod profiles;
 pub mod refine;
 mod save;
 
@@ -464,6 +465,10 @@ impl Tokenizer for MagnitudeTokenizer {
         let db = self.analyse_db(&audio.channels[0]);
         let frames = db.len() / self.config.bins();
         Some(self.audio_from_db(&db, frames, &mut super::no_progress()))
+    }
+
+    fn pitch_class_profiles(&self) -> Option<Vec<Vec<f32>>> {
+        Some(self.compute_pitch_class_profiles())
     }
 }
 

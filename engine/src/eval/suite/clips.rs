@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Serialize;
@@ -207,16 +207,10 @@ pub(super) fn planned_song(i: usize, clips: usize, songs: usize) -> usize {
     }
 }
 
-pub(super) fn load_checked(source: &SongSource, rate: u32) -> Result<Song> {
+/// Loads a song; `None` when it has a single stem: there is no context to draw, so its clips
+/// come from the next songs, as when a song has no active crop (MIDI libraries hold solo
+/// drum grooves and the like).
+pub(super) fn load_with_context(source: &SongSource, rate: u32) -> Result<Option<Song>> {
     let song = load_song_source(source, rate)?;
-    if song.stems.len() < 2 {
-        let only: Vec<&str> = song.stems.iter().map(|s| s.category.name()).collect();
-        bail!(
-            "{}: song has a single stem ({}); eval needs a target and at least one other stem \
-             for its context",
-            source.dir.display(),
-            only.join(", ")
-        );
-    }
-    Ok(song)
+    Ok((song.stems.len() >= 2).then_some(song))
 }

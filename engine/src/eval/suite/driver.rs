@@ -1,7 +1,7 @@
 //! [`run`]: loads the model, draws the clips, round-trips the real targets through the
 //! tokenizer, produces and measures every population's stems, and assembles the report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::clips::{
-    draw_clip, ensure_synth_songs, load_checked, planned_song, synth_song_name, ClipAudio,
+    draw_clip, ensure_synth_songs, load_with_context, planned_song, synth_song_name, ClipAudio,
     ClipInfo, MIN_ACTIVE_SHARE, SYNTH_COUNT_PER_CLIP,
 };
 use super::normalisation::{
@@ -153,8 +153,13 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             drawn[i] = Some((song_index, info, audio));
             true
         };
+    let mut single_stem: BTreeSet<usize> = BTreeSet::new();
     for (&k, clips) in &by_song {
-        let song = load_checked(&sources[k], rate)?;
+        let Some(song) = load_with_context(&sources[k], rate)? else {
+            single_stem.insert(k);
+            pending.extend(clips);
+            continue;
+        };
         for &i in clips {
             if !take(k, &song, i, &mut usage) {
                 pending.push(i);
@@ -167,11 +172,25 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         let mut placed = false;
         for step in 1..s {
             let k = (first + step) % s;
-            let song = load_checked(&sources[k], rate)?;
+            if single_stem.contains(&k) {
+                continue;
+            }
+            let Some(song) = load_with_context(&sources[k], rate)? else {
+                single_stem.insert(k);
+                continue;
+            };
             if take(k, &song, i, &mut usage) {
                 placed = true;
                 break;
             }
+        }
+        if !placed && single_stem.len() == s {
+            bail!(
+                "{}: every song has a single stem (e.g. {}); eval needs a target and at least \
+                 one other stem for its context",
+                songs_dir.display(),
+                sources[0].id
+            );
         }
         if !placed {
             bail!(
@@ -181,6 +200,22 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                 MIN_ACTIVE_SHARE * 100.0
             );
         }
+    }
+    if !single_stem.is_empty() {
+        const NAMED: usize = 6;
+        let names: Vec<&str> = single_stem
+            .iter()
+            .map(|&k| sources[k].id.as_str())
+            .collect();
+        let more = match names.len().saturating_sub(NAMED) {
+            0 => String::new(),
+            rest => format!(" and {rest} more"),
+        };
+        progress(&format!(
+            "eval: {} songs with a single stem skipped (no context to draw): {}{more}",
+            names.len(),
+            names[..names.len().min(NAMED)].join(", ")
+        ));
     }
     let drawn: Vec<(usize, ClipInfo, ClipAudio)> = drawn.into_iter().flatten().collect();
     let song_of: Vec<usize> = drawn.iter().map(|(k, _, _)| *k).collect();

@@ -1,0 +1,107 @@
+//! The harmony prior: a bias of each code's guided log-probability toward the pitch classes
+//! of the harmony in the context features (measured, or the producer's chords or key).
+//!
+//! Why: the model reads the harmony through its features, but a 6M-parameter model trained
+//! for a few CPU-hours follows it weakly (a bass over "C | Am | F | G" lands in C major or
+//! A minor on 0-1 of 8 seeds). The tokens are log-magnitude spectra, so what a code does to
+//! the stem's chroma is known without the model: its codeword's mean dB in each pitch
+//! class's bins (the tokenizer's [`crate::codec::Tokenizer::pitch_class_profiles`]). The
+//! prior adds `strength x sum_c w_c x profile_c` to each code, with `w` the frame's chroma
+//! scaled to a maximum of 1 minus its mean, so a uniform loudness change (the gain in level
+//! 0) scores 0 and a flat or silent chroma adds nothing. Levels add their codewords in dB,
+//! so the stem's total score is the sum of its levels' scores: the same bias applies at
+//! every level.
+//!
+//! It re-weights only the codes that survive the plausibility constraint (it is added
+//! after it): codes the model does not believe in stay out, whatever their pitch classes.
+//! It is an extension of the paper's sampler (ARCHITECTURE §3.5); strength 0 is the paper's.
+
+use crate::analysis::context_features::{ContextFeature, FeatureFrames};
+
+/// Pitch classes per profile.
+pub const PITCH_CLASSES: usize = 12;
+
+/// The prior of one window: the codes' profiles per level and each frame's chroma weights.
+pub(super) struct WindowPrior<'a> {
+    /// `[Q][codes x 12]`.
+    profiles: &'a [Vec<f32>],
+    /// Per frame of the window; `None` where the chroma is silent or flat.
+    weights: Vec<Option<[f32; 12]>>,
+}
+
+impl<'a> WindowPrior<'a> {
+    /// `None` when the features have no chroma.
+    pub(super) fn new(profiles: &'a [Vec<f32>], features: &FeatureFrames) -> Option<Self> {
+        let offset = features.offset(ContextFeature::Chroma)?;
+        let weights = (0..features.frames)
+            .map(|n| weights_of(&features.frame(n)[offset..offset + PITCH_CLASSES]))
+            .collect();
+        Some(WindowPrior { profiles, weights })
+    }
+
+    /// Adds the prior of window frame `n` at `level` to its guided log-probabilities.
+    pub(super) fn apply(&self, guided: &mut [f32], level: usize, n: usize, strength: f32) {
+        if let Some(w) = &self.weights[n] {
+            add(guided, &self.profiles[level], w, strength);
+        }
+    }
+}
+
+/// `chroma / max - mean(chroma / max)`, or `None` when the chroma is silent or flat.
+fn weights_of(chroma: &[f32]) -> Option<[f32; 12]> {
+    let max = chroma.iter().fold(0.0f32, |m, &v| m.max(v));
+    if max <= 1e-6 {
+        return None;
+    }
+    let mean = chroma.iter().map(|&v| v / max).sum::<f32>() / PITCH_CLASSES as f32;
+    let mut w = [0.0f32; 12];
+    for (w, &v) in w.iter_mut().zip(chroma) {
+        *w = v / max - mean;
+    }
+    w.iter().any(|v| v.abs() > 1e-6).then_some(w)
+}
+
+/// Adds the prior to `guided` (one frame's log-probabilities over the codebook; `-inf`
+/// entries, cut by plausibility or the nucleus, stay cut). `profiles` is `[codes x 12]`.
+fn add(guided: &mut [f32], profiles: &[f32], weights: &[f32; 12], strength: f32) {
+    debug_assert_eq!(profiles.len(), guided.len() * PITCH_CLASSES);
+    for (g, profile) in guided.iter_mut().zip(profiles.chunks_exact(PITCH_CLASSES)) {
+        if g.is_finite() {
+            let score: f32 = profile.iter().zip(weights).map(|(p, w)| p * w).sum();
+            *g += strength * score;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_or_silent_chroma_has_no_weights() {
+        assert!(weights_of(&[0.0; 12]).is_none());
+        assert!(weights_of(&[0.7; 12]).is_none());
+        let w = weights_of(&[1., 0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 0.]).unwrap();
+        assert!((w.iter().sum::<f32>()).abs() < 1e-5, "zero mean");
+        assert!((w[0] - 0.75).abs() < 1e-6 && (w[1] + 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn chord_tone_codes_gain_and_a_uniform_level_change_scores_nothing() {
+        // C major triad; code 0 puts 6 dB on C, E and G, code 1 on C#, code 2 is 10 dB
+        // louder everywhere, code 3 was cut.
+        let w = weights_of(&[1., 0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 0.]).unwrap();
+        let mut profiles = vec![0.0f32; 4 * 12];
+        for c in [0, 4, 7] {
+            profiles[c] = 6.0;
+        }
+        profiles[12 + 1] = 6.0;
+        profiles[24..36].fill(10.0);
+        let mut guided = vec![-1.0, -1.0, -1.0, f32::NEG_INFINITY];
+        add(&mut guided, &profiles, &w, 0.1);
+        assert!((guided[0] - (-1.0 + 0.1 * 3.0 * 6.0 * 0.75)).abs() < 1e-5);
+        assert!((guided[1] - (-1.0 - 0.1 * 6.0 * 0.25)).abs() < 1e-5);
+        assert!((guided[2] + 1.0).abs() < 1e-5, "{}", guided[2]);
+        assert_eq!(guided[3], f32::NEG_INFINITY);
+    }
+}
