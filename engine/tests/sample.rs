@@ -134,6 +134,10 @@ fn presets_are_defined_and_parsed() {
     assert_eq!(SamplerSettings::preset(Preset::Paper, 5).guided_levels, 5);
     assert_eq!(SamplerSettings::preset(Preset::Normal, 5).guided_levels, 2);
     assert_eq!(SamplerSettings::preset(Preset::Draft, 1).guided_levels, 1);
+    // The harmony prior is the faster presets' only; the paper's sampler has none.
+    assert_eq!(paper.harmony_prior, 0.0);
+    assert_eq!(SamplerSettings::normal().harmony_prior, 8.0);
+    assert_eq!(SamplerSettings::draft().harmony_prior, 8.0);
     for preset in Preset::ALL {
         assert_eq!(preset.name().parse::<Preset>().unwrap(), preset);
     }
@@ -712,8 +716,8 @@ fn bad_inputs_are_clear_errors() {
 }
 
 /// The harmony prior: a strong prior draws the code whose profile puts dB on the chroma's
-/// pitch classes at every level but the first; a silent chroma or strength 0 leaves the sampler as it was; profiles of
-/// the wrong shape are refused.
+/// pitch classes at level 1, and only there; a silent chroma or strength 0 leaves the
+/// sampler as it was; profiles of the wrong shape are refused.
 #[test]
 fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
@@ -756,11 +760,21 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     };
     let plain = run(&triad, 0.0, None).unwrap();
     let favoured = run(&triad, 10.0, Some(&profiles)).unwrap();
-    // Level 0 (each frame's loudness and coarse shape) is left to the model.
-    let (coarse, fine) = favoured.codes.split_at(frames);
-    assert!(fine.iter().all(|&c| c == 5), "{:?}", favoured.codes);
-    assert_eq!(coarse, &plain.codes[..frames]);
-    assert!(plain.codes[frames..].iter().any(|&c| c != 5));
+    // The prior decides level 1; level 0 (each frame's loudness and coarse shape) and the
+    // finer levels (the envelope's detail) are left to the model.
+    let level = |codes: &[u32], q: usize| codes[q * frames..(q + 1) * frames].to_vec();
+    assert!(
+        level(&favoured.codes, 1).iter().all(|&c| c == 5),
+        "{:?}",
+        favoured.codes
+    );
+    assert_eq!(level(&favoured.codes, 0), level(&plain.codes, 0));
+    assert!(level(&plain.codes, 1).iter().any(|&c| c != 5));
+    assert!(
+        level(&favoured.codes, 2).iter().any(|&c| c != 5),
+        "{:?}",
+        favoured.codes
+    );
     assert_eq!(
         run(&triad, 0.0, Some(&profiles)).unwrap().codes,
         plain.codes
