@@ -11,8 +11,9 @@ nameable sonority in each bar; "N.C." where none has a name; no sidecar when mor
 quarter of the bars have none) goes into `<name>.chords.json` for the harmony conditioning.
 Whole works are held out (every tenth by path) into `held-out/`.
 
-Resumable: works whose MIDI file exists are skipped; a work music21 cannot read is reported by
-name and skipped.
+Resumable: works whose MIDI file exists are skipped, and so are the files listed in
+`<out>/not-exported.tsv` (those with one part or that music21 cannot read or export, each
+reported by name once), so a resumed run does not parse them again.
 
     python3 -m venv work-data/venv-m21 && work-data/venv-m21/bin/pip install music21
     work-data/venv-m21/bin/python xtask/recipes/corpus_songs.py --out work-data/corpus/midi
@@ -115,6 +116,17 @@ def main():
     if args.limit:
         paths = paths[: args.limit]
     made = skipped = failed = single = 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    not_exported_file = args.out / "not-exported.tsv"
+    not_exported = set()
+    if not_exported_file.exists():
+        not_exported = {l.split("\t", 1)[0] for l in not_exported_file.read_text().splitlines()}
+    log = not_exported_file.open("a")
+
+    def leave_out(rel, reason):
+        log.write(f"{rel}\t{reason}\n")
+        log.flush()
+
     for i, path in enumerate(paths):
         split = "held-out" if i % 10 == 9 else "train"
         rel = path.split("corpus/", 1)[-1]
@@ -122,7 +134,7 @@ def main():
         folder = args.out / split
         folder.mkdir(parents=True, exist_ok=True)
         midi = folder / f"{name}.mid"
-        if midi.exists():
+        if midi.exists() or rel in not_exported:
             skipped += 1
             continue
         try:
@@ -130,10 +142,12 @@ def main():
         except Exception as e:  # a file music21 cannot read
             failed += 1
             print(f"{rel}: cannot parse ({e})", file=sys.stderr)
+            leave_out(rel, "cannot parse")
             continue
         parts = list(getattr(score, "parts", []))
         if len(parts) < 2:
             single += 1
+            leave_out(rel, "one part")
             continue
         rng = random.Random(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
         vocal = any(k in rel for k in ("bach", "palestrina", "monteverdi", "josquin", "luca"))
@@ -155,6 +169,7 @@ def main():
             failed += 1
             midi.unlink(missing_ok=True)
             print(f"{rel}: cannot export ({e})", file=sys.stderr)
+            leave_out(rel, "cannot export")
             continue
         if chords:
             sidecar = {"bars": chords, "pickup_beats": pickup}
@@ -164,6 +179,7 @@ def main():
         f"{args.out}: {made} works written, {skipped} already there, {single} with one part, "
         f"{failed} failed ({len(paths)} corpus files)"
     )
+    log.close()
 
 
 if __name__ == "__main__":
