@@ -174,8 +174,8 @@ pub struct SamplerSettings {
     pub guided_levels: usize,
     /// Strength of the harmony prior ([`harmony_prior`]): nats added to a level-1 code's
     /// guided log-probability per dB its codeword puts on the harmony's pitch classes
-    /// (weighted by the context features' chroma); 0 = off, the paper's sampler. Only for tokenizers of
-    /// log-magnitude spectra and models with chroma features.
+    /// (weighted by the context features' chroma); 0 = off, the paper's sampler. Only for
+    /// tokenizers of log-magnitude spectra and models with chroma features.
     pub harmony_prior: f64,
     pub seed: u64,
 }
