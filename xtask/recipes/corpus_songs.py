@@ -115,7 +115,7 @@ def main():
     paths = work_paths()
     if args.limit:
         paths = paths[: args.limit]
-    made = skipped = failed = single = 0
+    made = skipped = left_out = failed = single = 0
     args.out.mkdir(parents=True, exist_ok=True)
     not_exported_file = args.out / "not-exported.tsv"
     not_exported = set()
@@ -134,8 +134,11 @@ def main():
         folder = args.out / split
         folder.mkdir(parents=True, exist_ok=True)
         midi = folder / f"{name}.mid"
-        if midi.exists() or rel in not_exported:
+        if midi.exists():
             skipped += 1
+            continue
+        if rel in not_exported:
+            left_out += 1
             continue
         try:
             score = corpus.parse(path)
@@ -176,7 +179,8 @@ def main():
             (folder / f"{name}.chords.json").write_text(json.dumps(sidecar) + "\n")
         made += 1
     print(
-        f"{args.out}: {made} works written, {skipped} already there, {single} with one part, "
+        f"{args.out}: {made} works written, {skipped} already there, {left_out} left out before "
+        f"(not-exported.tsv), {single} with one part, "
         f"{failed} failed ({len(paths)} corpus files)"
     )
     log.close()
