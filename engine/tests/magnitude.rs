@@ -746,3 +746,87 @@ fn low_band_emphasis_decodes_plain_db_and_codes_the_bass_band_closer() {
     };
     assert!(err.to_string().contains("low_band_emphasis"), "{err}");
 }
+
+/// The frequency (Hz) of the strongest partial between `lo` and `hi` Hz of `x` (32 kHz):
+/// a zero-padded Hann spectrum of the whole signal, parabola through the peak's dB.
+fn partial_hz(x: &[f32], lo: f64, hi: f64) -> f64 {
+    use rustfft::{num_complex::Complex32, FftPlanner};
+    let n = 1 << 19;
+    let mut buf = vec![Complex32::default(); n];
+    let len = x.len().min(n);
+    for (i, (b, &v)) in buf.iter_mut().zip(x).enumerate() {
+        let w = 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / len as f64).cos();
+        *b = Complex32::new(v * w as f32, 0.0);
+    }
+    FftPlanner::new().plan_fft_forward(n).process(&mut buf);
+    let bin_hz = 32_000.0 / n as f64;
+    let db = |k: usize| 20.0 * (buf[k].norm() as f64).max(1e-12).log10();
+    let k = ((lo / bin_hz) as usize..(hi / bin_hz) as usize)
+        .max_by(|&a, &b| db(a).total_cmp(&db(b)))
+        .unwrap();
+    let (a, b, c) = (db(k - 1), db(k), db(k + 1));
+    (k as f64 + 0.5 * (a - c) / (a - 2.0 * b + c)) * bin_hz
+}
+
+#[test]
+fn a_flat_low_note_retuned_and_peak_locked_comes_back_in_tune() {
+    use stemgen::codec::magnitude::retune::retune;
+    let stft = Stft::new(2048, 640);
+    // A held G2 (98 Hz) with five harmonics, 35 cents flat.
+    let f0 = 98.0 * 2f32.powf(-35.0 / 1200.0);
+    let held: Vec<f32> = (0..64_000)
+        .map(|i| {
+            let t = i as f32 / 32_000.0;
+            (1..6)
+                .map(|h| (std::f32::consts::TAU * f0 * h as f32 * t).sin() / h as f32)
+                .sum::<f32>()
+                * 0.3
+        })
+        .collect();
+    let (spec, frames) = stft.forward(&held);
+    let mut db: Vec<f32> = spec
+        .iter()
+        .map(|c| 20.0 * c.norm().max(1e-9).log10())
+        .collect();
+    retune(&mut db, stft.bins(), 32_000.0 / 2048.0);
+    let mags: Vec<f32> = db.iter().map(|v| 10f32.powf(v / 20.0)).collect();
+    let run = |mags: &[f32], start, iters| {
+        let settings = PhaseSettings {
+            start,
+            iters,
+            momentum: 0.99,
+            seed: 0,
+        };
+        reconstruct(&stft, mags, frames, &settings, &mut |_, _| {})
+    };
+    let cents = |y: &[f32]| 1200.0 * (partial_hz(y, 80.0, 120.0) / 98.0).log2();
+    let (peaks, pghi) = (
+        cents(&run(&mags, PhaseStart::Peaks, 0)),
+        cents(&run(&mags, PhaseStart::Pghi, 32)),
+    );
+    // Phase alone, on a plucked line's exact magnitudes: the peak-locked start is as close
+    // to the signal as PGHI's.
+    let plucked = plucked_signal(64_000);
+    let (spec, frames) = stft.forward(&plucked);
+    let exact: Vec<f32> = spec.iter().map(|c| c.norm()).collect();
+    let distance = |start, iters| {
+        let settings = PhaseSettings {
+            start,
+            iters,
+            momentum: 0.99,
+            seed: 0,
+        };
+        let y = reconstruct(&stft, &exact, frames, &settings, &mut |_, _| {});
+        multi_resolution_stft_distance(&plucked, &y)
+    };
+    let (d_peaks, d_pghi) = (
+        distance(PhaseStart::Peaks, 0),
+        distance(PhaseStart::Pghi, 0),
+    );
+    println!(
+        "35 cents flat, retuned: peak-locked {peaks:.1} cents, PGHI + 32 GL {pghi:.1}; \
+         MRSTFT on plucked notes: peak-locked {d_peaks:.3}, PGHI {d_pghi:.3}"
+    );
+    assert!(peaks.abs() < 8.0, "peak-locked: {peaks:.1} cents");
+    assert!(d_peaks < 1.1 * d_pghi, "{d_peaks:.3} vs PGHI {d_pghi:.3}");
+}

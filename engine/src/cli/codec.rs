@@ -91,7 +91,8 @@ pub enum CodecCommand {
         /// Report the full token grid only, not each number of levels.
         #[arg(long)]
         full_grid_only: bool,
-        /// Phase reconstruction's start, random or pghi (default: the tokenizer's own setting).
+        /// Phase reconstruction's start, random, pghi or peaks (default: the tokenizer's own
+        /// setting).
         #[arg(long)]
         phase: Option<PhaseStart>,
         /// Also measure the round trip on the held-out songs' isolated stems, per instrument
@@ -99,8 +100,9 @@ pub enum CodecCommand {
         #[arg(long)]
         stems: bool,
         /// With --stems: more decoders to compare on the same tokens, as START:ITERS
-        /// (e.g. random:96,pghi:16), START being random or pghi and ITERS Griffin-Lim
-        /// iterations.
+        /// (e.g. random:96,pghi:16,peaks:0:retune), START being random, pghi or peaks, ITERS
+        /// Griffin-Lim iterations, and an optional `:retune` or `:plain` whether low peaks are
+        /// moved onto the semitone grid first (default: the tokenizer's own setting).
         #[arg(long, value_delimiter = ',', value_name = "LIST", requires = "stems")]
         decoders: Vec<String>,
         /// With --stems: score only the first this many seconds of every clip (faster).
@@ -378,22 +380,36 @@ fn eval(tok: &MagnitudeTokenizer, songs: &Path, full_grid_only: bool) -> Result<
     Ok(())
 }
 
-/// A decoder setting of `--decoders`: `START:ITERS`.
+/// A decoder setting of `--decoders`: `START:ITERS`, or `START:ITERS:retune` (peaks moved
+/// onto the semitone grid first) or `START:ITERS:plain` (not moved).
 fn parse_decoder(dir: &Path, text: &str) -> Result<MagnitudeTokenizer> {
-    let parsed = text.split_once(':').and_then(|(start, iters)| {
+    let fields: Vec<&str> = text.split(':').map(str::trim).collect();
+    let parsed = match fields[..] {
+        [start, iters] => Some((start, iters, None)),
+        [start, iters, "retune"] => Some((start, iters, Some(true))),
+        [start, iters, "plain"] => Some((start, iters, Some(false))),
+        _ => None,
+    }
+    .and_then(|(start, iters, retune)| {
         Some((
             start.parse::<PhaseStart>().ok()?,
-            iters.trim().parse::<usize>().ok()?,
+            iters.parse::<usize>().ok()?,
+            retune,
         ))
     });
-    let Some((start, iters)) = parsed else {
-        bail!("--decoders: {text:?} is not START:ITERS (START random or pghi, e.g. pghi:16)");
+    let Some((start, iters, retune)) = parsed else {
+        bail!(
+            "--decoders: {text:?} is not START:ITERS[:retune|:plain] (START random, pghi or \
+             peaks, e.g. pghi:16 or peaks:0:retune)"
+        );
     };
     let tok = MagnitudeTokenizer::load(dir)?;
     let momentum = tok.config().gl_momentum;
+    let retune = retune.unwrap_or(tok.config().retune);
     Ok(tok
         .with_griffin_lim(iters, momentum)?
-        .with_phase_start(start))
+        .with_phase_start(start)
+        .with_retune(retune))
 }
 
 /// `codec eval --stems`: the full round trip on the held-out mixes and on each category's
@@ -416,7 +432,8 @@ fn eval_stems(
     }
     let label = |t: &MagnitudeTokenizer| {
         let c = t.config();
-        format!("{:?}+GL{}", c.phase_start, c.gl_iters).to_lowercase()
+        let retune = if c.retune { "+retune" } else { "" };
+        format!("{:?}+GL{}{retune}", c.phase_start, c.gl_iters).to_lowercase()
     };
     let others = decoders
         .iter()

@@ -58,6 +58,10 @@ pub struct MagnitudeConfig {
     /// How the decoder's phase starts (random for tokenizers saved before PGHI existed).
     #[serde(default)]
     pub phase_start: phase::PhaseStart,
+    /// Whether the decoder moves each low spectral peak onto the 440 Hz semitone grid before
+    /// reconstructing phase (see [`super::retune`]; off for tokenizers saved before it).
+    #[serde(default)]
+    pub retune: bool,
     /// Weight of the low bins in the codebooks' squared error (`None`: every bin alike, as
     /// tokenizers saved before it). Part of the token definition.
     #[serde(default)]
@@ -117,6 +121,7 @@ impl Default for MagnitudeConfig {
             gl_momentum: 0.99,
             gl_seed: 0,
             phase_start: phase::PhaseStart::Random,
+            retune: false,
             low_band_emphasis: None,
         }
     }

@@ -42,6 +42,7 @@ pub mod phase;
 pub mod postnet;
 mod profiles;
 pub mod refine;
+pub mod retune;
 mod save;
 
 use crate::analysis::stft::Stft;
@@ -229,6 +230,12 @@ impl MagnitudeTokenizer {
     /// The same tokens with another phase start for the decoder (see [`phase`]).
     pub fn with_phase_start(mut self, start: phase::PhaseStart) -> Self {
         self.config.phase_start = start;
+        self
+    }
+
+    /// The same tokenizer with the decoder's retuning (see [`retune`]) on or off.
+    pub fn with_retune(mut self, retune: bool) -> Self {
+        self.config.retune = retune;
         self
     }
 
@@ -457,7 +464,11 @@ impl Tokenizer for MagnitudeTokenizer {
     }
 
     fn decode(&self, tokens: &Tokens, progress: Progress) -> Result<Audio> {
-        let db = self.decode_db(tokens)?;
+        let mut db = self.decode_db(tokens)?;
+        if self.config.retune {
+            let bin_hz = self.config.sample_rate as f64 / self.config.n_fft as f64;
+            retune::retune(&mut db, self.config.bins(), bin_hz);
+        }
         self.audio_from_db(&db, tokens.frames, progress)
     }
 
