@@ -786,3 +786,72 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     let err = run(&triad, 1.0, Some(&short)).unwrap_err().to_string();
     assert!(err.contains("pitch-class profiles"), "{err}");
 }
+
+/// A bass stem over chords the producer gave: the prior also decides level 0 and pulls
+/// toward the chords' bass notes; the same stem over measured chroma keeps level 0 the
+/// model's.
+#[test]
+fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
+    use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
+    use stemgen::data::categories::Category;
+    let config = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        n_categories: 5,
+        ..tiny_config()
+    };
+    let model = ModelCheckpoint::random(&config, &Device::Cpu, 7)
+        .unwrap()
+        .model;
+    let frames = 20;
+    let ctx = random_tokens(frames, 3);
+    // A minor over C in the bass (Am/C): the chroma A, C, E; the bass chroma C.
+    let mut features = FeatureFrames::zeros(&config.context_features, frames);
+    features.replace(ContextFeature::Chroma, |_| {
+        let mut v = vec![0.0; 12];
+        for c in [9, 0, 4] {
+            v[c] = 1.0;
+        }
+        v
+    });
+    features.replace(ContextFeature::BassChroma, |_| {
+        let mut v = vec![0.0; 12];
+        v[0] = 1.0;
+        v
+    });
+    // Code 5 puts 6 dB on A, code 6 on C; every other code is neutral.
+    let mut level = vec![0.0f32; config.codebook_size * 12];
+    level[5 * 12 + 9] = 6.0;
+    level[6 * 12] = 6.0; // C
+    let profiles = vec![level; config.levels];
+    let bass = Category::Bass as u32;
+    let run = |chords_given: bool, prior: f64| {
+        let settings = SamplerSettings {
+            plausibility: 0.0,
+            harmony_prior: prior,
+            ..settings(vec![4, 2, 2], 11)
+        };
+        let request = SampleRequest {
+            features: Some(&features),
+            pitch_profiles: Some(&profiles),
+            chords_given,
+            ..SampleRequest::new(&ctx, bass)
+        };
+        sample(&model, &request, &settings, &mut |_| {}, None).unwrap()
+    };
+    let level = |codes: &[u32], q: usize| codes[q * frames..(q + 1) * frames].to_vec();
+    let plain = run(false, 0.0);
+    let measured = run(false, 10.0);
+    let given = run(true, 10.0);
+    assert_eq!(level(&measured.codes, 0), level(&plain.codes, 0));
+    for q in [0, 1] {
+        // The bass note (C, weighted in) wins over the other chord tone (A).
+        assert!(
+            level(&given.codes, q).iter().all(|&c| c == 6),
+            "level {q}: {:?}",
+            given.codes
+        );
+    }
+    assert!(level(&plain.codes, 0).iter().any(|&c| c != 6));
+    // Over measured chroma the two chord tones score alike at level 1.
+    assert!(level(&measured.codes, 1).iter().all(|&c| c == 5 || c == 6));
+}

@@ -18,7 +18,8 @@
 //!   and its reconstruction;
 //! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
 //!   out-of-band energy, flatness);
-//! - [`pitch`]: the pitch of one held note (the tokenizer's pitch check).
+//! - [`pitch`]: the pitch of one held note (the tokenizer's pitch check) and how far a stem
+//!   plays from the semitone grid (`tuning_cents`, in the sound measures).
 
 pub mod chroma;
 pub mod context_features;

@@ -1,6 +1,6 @@
 //! Sound-quality measures of one stem, the faults a producer hears before any musical
 //! judgement: clipping, inter-sample peaks, squashed or spiky dynamics, clicks, energy where
-//! the instrument has none, and noise-like spectra. Each is compared with real stems of the
+//! the instrument has none, noise-like spectra, and notes off the semitone grid. Each is compared with real stems of the
 //! same category (`stemgen eval`), since what is normal differs per instrument: a hi-hat is
 //! broadband and spiky, a bass is neither.
 //!
@@ -57,6 +57,9 @@ pub struct SoundQuality {
     /// Share of 20 ms stretches at or above [`ACTIVE_DBFS`]: how much of the stem sounds.
     /// A sampler that trades clicks for silence shows here, not in the click count.
     pub active_share: f64,
+    /// Mean distance of the strongest partial from the 440 Hz semitone grid, cents
+    /// ([`super::pitch::tuning_cents`]; `None` for silence). Read for pitched categories.
+    pub tuning_cents: Option<f64>,
 }
 
 impl SoundQuality {
@@ -85,6 +88,7 @@ impl SoundQuality {
             out_of_band_share: band.map(|b| spectrum.out_of_band_share(b)),
             spectral_flatness: spectrum.flatness(),
             active_share: active_share(x, ANALYSIS_RATE as f64),
+            tuning_cents: super::pitch::tuning_cents(x, ANALYSIS_RATE),
         })
     }
 }

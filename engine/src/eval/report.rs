@@ -302,14 +302,16 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
          dBFS. Clicks: broadband transients above 4 kHz per second. Out of band: share of the \
          energy outside the category's usual band (bass: above 1 kHz; `-` for broadband \
          categories). Active: share of 20 ms stretches at or above -50 dBFS; silent: clips \
-         sounding in under 5% of them.\n"
+         sounding in under 5% of them. Tuning: mean distance in cents of each 0.4 s \
+         stretch's strongest partial (40 Hz-1 kHz) from the 440 Hz semitone grid (pitched \
+         categories; in tune: a few cents, uniform pitches: 25).\n"
     );
     let _ = writeln!(
         w,
         "| category | population | clips | max true peak dBFS | max hot-sample share | crest dB \
-         | clicks/s | out of band | flatness | active | silent clips |"
+         | clicks/s | out of band | flatness | active | silent clips | tuning cents |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for category in sound_categories(r) {
         for p in sound_populations(r) {
             let Some(s) = p.sound.iter().find(|s| s.category == category) else {
@@ -317,7 +319,7 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
             };
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} | {:.2} | {} |",
+                "| {} | {} | {} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} | {:.2} | {} | {} |",
                 category,
                 p.population.name,
                 s.clips,
@@ -328,7 +330,8 @@ fn sound_section(w: &mut String, r: &SuiteReport) {
                 num(s.out_of_band_share, 4),
                 s.spectral_flatness,
                 s.active_share,
-                s.silent_clips
+                s.silent_clips,
+                num(s.tuning_cents, 1)
             );
         }
     }

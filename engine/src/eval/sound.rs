@@ -41,6 +41,9 @@ pub struct CategorySound {
     pub out_of_band_share: Option<f64>,
     pub spectral_flatness: f64,
     pub active_share: f64,
+    /// Mean distance of the strongest partial from the semitone grid, cents (pitched
+    /// categories only).
+    pub tuning_cents: Option<f64>,
     /// Clips with less than [`SILENT_ACTIVE_SHARE`] of their stretches sounding.
     pub silent_clips: usize,
 }
@@ -61,6 +64,7 @@ pub fn by_category(per_clip: &[SoundQuality], categories: &[Category]) -> Vec<Ca
             let n = qs.len() as f64;
             let mean = |f: &dyn Fn(&SoundQuality) -> f64| qs.iter().map(|q| f(q)).sum::<f64>() / n;
             let bands: Vec<f64> = qs.iter().filter_map(|q| q.out_of_band_share).collect();
+            let tunings: Vec<f64> = qs.iter().filter_map(|q| q.tuning_cents).collect();
             CategorySound {
                 category: category.name().to_string(),
                 clips: qs.len(),
@@ -76,6 +80,8 @@ pub fn by_category(per_clip: &[SoundQuality], categories: &[Category]) -> Vec<Ca
                     .then(|| bands.iter().sum::<f64>() / bands.len() as f64),
                 spectral_flatness: mean(&|q| q.spectral_flatness),
                 active_share: mean(&|q| q.active_share),
+                tuning_cents: (category.is_pitched() && !tunings.is_empty())
+                    .then(|| tunings.iter().sum::<f64>() / tunings.len() as f64),
                 silent_clips: qs
                     .iter()
                     .filter(|q| q.active_share < SILENT_ACTIVE_SHARE)

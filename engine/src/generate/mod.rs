@@ -483,6 +483,8 @@ impl Generator {
             overlap,
             features: features.as_ref(),
             pitch_profiles: self.pitch_profiles_for(category_id, &request.settings),
+            chords_given: request.harmony.chords.is_some()
+                || !request.harmony.timed_chords.is_empty(),
         };
         let levels = config.levels;
         let tokens = sample::sample(

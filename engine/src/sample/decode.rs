@@ -11,10 +11,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::guidance::{combine, keep_plausible, log_softmax, GuidanceWeights};
-use super::harmony_prior::{WindowPrior, PITCH_CLASSES};
+use super::harmony_prior::{PriorTarget, WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
+use crate::data::categories::Category;
 use crate::model::{kernels::fast_exp, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
@@ -49,6 +50,9 @@ pub struct SampleRequest<'a> {
     /// Each code's pitch-class profile per level, `[Q][codes x 12]` (the tokenizer's), for
     /// the harmony prior ([`SamplerSettings::harmony_prior`]); `None` = no prior.
     pub pitch_profiles: Option<&'a [Vec<f32>]>,
+    /// Whether the features' chords are the producer's (chords given, not measured): a
+    /// bass stem's prior then also acts on level 0 (see [`PriorTarget`]).
+    pub chords_given: bool,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -62,6 +66,7 @@ impl<'a> SampleRequest<'a> {
             overlap: 0,
             features: None,
             pitch_profiles: None,
+            chords_given: false,
         }
     }
 }
@@ -167,7 +172,9 @@ pub fn sample(
         };
         if settings.harmony_prior > 0.0 {
             if let (Some(profiles), Some(features)) = (request.pitch_profiles, &window.features) {
-                window.prior = WindowPrior::new(profiles, features);
+                let bass = Category::from_id(request.category) == Some(Category::Bass);
+                let target = PriorTarget::new(request.chords_given, bass);
+                window.prior = WindowPrior::new(profiles, features, target);
             }
         }
         let mut report = |level: usize,

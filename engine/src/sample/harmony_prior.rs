@@ -36,28 +36,87 @@ pub const PITCH_CLASSES: usize = 12;
 /// The token levels the prior applies to (see the header: level 1 only).
 pub const PRIOR_LEVELS: Range<usize> = 1..2;
 
+/// The levels for a bass line over chords the producer gave: level 0 too. Over a
+/// metronome with "C | Am | F | G", level 1 alone left the bass on one chord tone across
+/// the bars (4 of 8 seeds in C major or A minor); with level 0 and the chords' bass notes
+/// weighted in ([`GIVEN_BASS_WEIGHT`]) it moves with the roots (7 of 8). Measured features
+/// keep [`PRIOR_LEVELS`]: there the harmony is an estimate and the model's level-0 choice
+/// carries the groove.
+pub const GIVEN_BASS_LEVELS: Range<usize> = 0..2;
+/// Weight of the bass chroma (the chords' bass notes) added to the chroma in the prior's
+/// target for a bass stem over given chords.
+pub const GIVEN_BASS_WEIGHT: f32 = 2.0;
+
+/// What the prior pulls toward: which levels, and how much of the bass chroma joins the
+/// chroma.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PriorTarget {
+    pub levels: Range<usize>,
+    pub bass_weight: f32,
+}
+
+impl PriorTarget {
+    /// A bass stem over the producer's chords gets [`GIVEN_BASS_LEVELS`] and the bass
+    /// chroma; everything else [`PRIOR_LEVELS`] and the chroma alone.
+    pub(super) fn new(chords_given: bool, bass: bool) -> PriorTarget {
+        if chords_given && bass {
+            PriorTarget {
+                levels: GIVEN_BASS_LEVELS,
+                bass_weight: GIVEN_BASS_WEIGHT,
+            }
+        } else {
+            PriorTarget {
+                levels: PRIOR_LEVELS,
+                bass_weight: 0.0,
+            }
+        }
+    }
+}
+
 /// The prior of one window: the codes' profiles per level and each frame's chroma weights.
 pub(super) struct WindowPrior<'a> {
     /// `[Q][codes x 12]`.
     profiles: &'a [Vec<f32>],
     /// Per frame of the window; `None` where the chroma is silent or flat.
     weights: Vec<Option<[f32; 12]>>,
+    levels: Range<usize>,
 }
 
 impl<'a> WindowPrior<'a> {
     /// `None` when the features have no chroma.
-    pub(super) fn new(profiles: &'a [Vec<f32>], features: &FeatureFrames) -> Option<Self> {
+    pub(super) fn new(
+        profiles: &'a [Vec<f32>],
+        features: &FeatureFrames,
+        target: PriorTarget,
+    ) -> Option<Self> {
         let offset = features.offset(ContextFeature::Chroma)?;
+        let bass = features
+            .offset(ContextFeature::BassChroma)
+            .filter(|_| target.bass_weight > 0.0);
         let weights = (0..features.frames)
-            .map(|n| weights_of(&features.frame(n)[offset..offset + PITCH_CLASSES]))
+            .map(|n| {
+                let frame = features.frame(n);
+                let mut chroma = [0.0f32; PITCH_CLASSES];
+                chroma.copy_from_slice(&frame[offset..offset + PITCH_CLASSES]);
+                if let Some(b) = bass {
+                    for (c, &v) in chroma.iter_mut().zip(&frame[b..b + PITCH_CLASSES]) {
+                        *c += target.bass_weight * v;
+                    }
+                }
+                weights_of(&chroma)
+            })
             .collect();
-        Some(WindowPrior { profiles, weights })
+        Some(WindowPrior {
+            profiles,
+            weights,
+            levels: target.levels,
+        })
     }
 
     /// Adds the prior of window frame `n` at `level` to its guided log-probabilities (at
-    /// [`PRIOR_LEVELS`] only).
+    /// its target's levels only).
     pub(super) fn apply(&self, guided: &mut [f32], level: usize, n: usize, strength: f32) {
-        if !PRIOR_LEVELS.contains(&level) {
+        if !self.levels.contains(&level) {
             return;
         }
         if let Some(w) = &self.weights[n] {
