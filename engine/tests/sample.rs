@@ -824,7 +824,7 @@ fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
     level[6 * 12] = 6.0; // C
     let profiles = vec![level; config.levels];
     let bass = Category::Bass as u32;
-    let run = |chords_given: bool, prior: f64| {
+    let run = |bass_over_given_chords: bool, prior: f64| {
         let settings = SamplerSettings {
             plausibility: 0.0,
             harmony_prior: prior,
@@ -833,7 +833,7 @@ fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
         let request = SampleRequest {
             features: Some(&features),
             pitch_profiles: Some(&profiles),
-            chords_given,
+            bass_over_given_chords,
             ..SampleRequest::new(&ctx, bass)
         };
         sample(&model, &request, &settings, &mut |_| {}, None).unwrap()

@@ -483,8 +483,8 @@ impl Generator {
             overlap,
             features: features.as_ref(),
             pitch_profiles: self.pitch_profiles_for(category_id, &request.settings),
-            chords_given: request.harmony.chords.is_some()
-                || !request.harmony.timed_chords.is_empty(),
+            bass_over_given_chords: Category::from_id(category_id) == Some(Category::Bass)
+                && (request.harmony.chords.is_some() || !request.harmony.timed_chords.is_empty()),
         };
         let levels = config.levels;
         let tokens = sample::sample(

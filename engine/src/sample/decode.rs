@@ -15,7 +15,6 @@ use super::harmony_prior::{PriorTarget, WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::Tokens;
-use crate::data::categories::Category;
 use crate::model::{kernels::fast_exp, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
@@ -50,9 +49,10 @@ pub struct SampleRequest<'a> {
     /// Each code's pitch-class profile per level, `[Q][codes x 12]` (the tokenizer's), for
     /// the harmony prior ([`SamplerSettings::harmony_prior`]); `None` = no prior.
     pub pitch_profiles: Option<&'a [Vec<f32>]>,
-    /// Whether the features' chords are the producer's (chords given, not measured): a
-    /// bass stem's prior then also acts on level 0 (see [`PriorTarget`]).
-    pub chords_given: bool,
+    /// Whether the stem is a bass line over chords the producer gave (not measured): its
+    /// prior then also acts on level 0 and pulls toward the chords' bass notes (see
+    /// [`PriorTarget`]).
+    pub bass_over_given_chords: bool,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -66,7 +66,7 @@ impl<'a> SampleRequest<'a> {
             overlap: 0,
             features: None,
             pitch_profiles: None,
-            chords_given: false,
+            bass_over_given_chords: false,
         }
     }
 }
@@ -172,8 +172,7 @@ pub fn sample(
         };
         if settings.harmony_prior > 0.0 {
             if let (Some(profiles), Some(features)) = (request.pitch_profiles, &window.features) {
-                let bass = Category::from_id(request.category) == Some(Category::Bass);
-                let target = PriorTarget::new(request.chords_given, bass);
+                let target = PriorTarget::new(request.bass_over_given_chords);
                 window.prior = WindowPrior::new(profiles, features, target);
             }
         }

@@ -58,8 +58,8 @@ pub(super) struct PriorTarget {
 impl PriorTarget {
     /// A bass stem over the producer's chords gets [`GIVEN_BASS_LEVELS`] and the bass
     /// chroma; everything else [`PRIOR_LEVELS`] and the chroma alone.
-    pub(super) fn new(chords_given: bool, bass: bool) -> PriorTarget {
-        if chords_given && bass {
+    pub(super) fn new(bass_over_given_chords: bool) -> PriorTarget {
+        if bass_over_given_chords {
             PriorTarget {
                 levels: GIVEN_BASS_LEVELS,
                 bass_weight: GIVEN_BASS_WEIGHT,
