@@ -10,7 +10,8 @@
 //! scaled to a maximum of 1 minus its mean, so a uniform loudness change scores 0 and a
 //! flat or silent chroma adds nothing.
 //!
-//! Which levels: only [`PRIOR_LEVELS`], the first residual level. Level 0 holds each
+//! Which levels: [`PRIOR_LEVELS`], the first residual level (a bass over the producer's
+//! chords also level 0: [`PriorTarget`]). Level 0 holds each
 //! frame's loudness and coarse shape, and the finer levels the envelope's detail; a prior
 //! there trades the stem's rhythm for its key. On 16 held-out bass and guitar clips at
 //! strength 4, with the prior on levels 1-4 the loudest frames lost 8-16 dB and the onset
