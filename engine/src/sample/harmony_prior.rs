@@ -14,13 +14,14 @@
 //! chords also level 0: [`PriorTarget`]). Level 0 holds each frame's loudness and coarse
 //! shape, and the finer levels the envelope's detail; a prior there trades the stem's
 //! rhythm for its key. On 16 held-out bass and guitar clips at strength 4, with the prior
-//! on levels 1-4 the loudest frames lost 8-16 dB and the onset envelope's periodicity (its autocorrelation peak at beat lags) fell from 0.41 to 0.25;
-//! with the chroma averaged per beat, on levels 1-2 to 0.33 and on level 1 alone it stayed
-//! at 0.41 (0.47 at strength 8) while the key score rose from 0.14 to 0.33 (0.44). On 96
-//! clips, levels 1-4 at strength 4 had cost beat F1 0.51 -> 0.34; level 1 at strength 8
-//! costs none (the default's numbers are at [`super::DEFAULT_HARMONY_PRIOR`]). Averaging
-//! the chroma over each of the context's beats instead of using each frame's measured no
-//! better on 96 clips (beat F1 -0.03 on seed 1), so the target is the frame's.
+//! on levels 1-4 the loudest frames lost 8-16 dB and the onset envelope's periodicity (its
+//! autocorrelation peak at beat lags) fell from 0.41 to 0.25; with the chroma averaged per
+//! beat, on levels 1-2 to 0.33 and on level 1 alone it stayed at 0.41 (0.47 at strength 8)
+//! while the key score rose from 0.14 to 0.33 (0.44). On 96 clips, levels 1-4 at strength 4
+//! had cost beat F1 0.51 -> 0.34; level 1 at strength 8 costs none (the default's numbers
+//! are at [`super::DEFAULT_HARMONY_PRIOR`]). Averaging the chroma over each of the
+//! context's beats instead of using each frame's measured no better on 96 clips (beat F1
+//! -0.03 on seed 1), so the target is the frame's.
 //!
 //! It re-weights only the codes that survive the plausibility constraint (it is added
 //! after it): codes the model does not believe in stay out, whatever their pitch classes.
