@@ -295,8 +295,10 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
         })
         .collect();
     let clean = Audio::mono(rate as u32, bass.clone()).unwrap();
-    let q = SoundQuality::measure(&clean, Some((0.0, 1000.0))).unwrap();
+    let q = SoundQuality::measure(&clean, Some((0.0, 1000.0)), true).unwrap();
     assert_eq!(q.clicks_per_second, 0.0, "{q:?}");
+    // A1 is on the grid; an unpitched measure has no tuning.
+    assert!(q.tuning_cents.unwrap() < 3.0, "{q:?}");
     assert_eq!(q.active_share, 1.0, "{q:?}");
     assert!(q.out_of_band_share.unwrap() < 0.01, "{q:?}");
     assert!(q.spectral_flatness < 0.05, "{q:?}");
@@ -306,7 +308,7 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
     for (i, v) in faded.iter_mut().enumerate().skip(rate) {
         *v = if i % 2 == 0 { 1e-3 } else { -1e-3 };
     }
-    let q = SoundQuality::measure(&Audio::mono(rate as u32, faded).unwrap(), None).unwrap();
+    let q = SoundQuality::measure(&Audio::mono(rate as u32, faded).unwrap(), None, false).unwrap();
     assert!((q.active_share - 0.25).abs() < 0.01, "{q:?}");
     // Six steps in the waveform: six broadband clicks, and energy above 1 kHz.
     let mut clicked = bass;
@@ -319,6 +321,7 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
     let q = SoundQuality::measure(
         &Audio::mono(rate as u32, clicked).unwrap(),
         Some((0.0, 1000.0)),
+        false,
     )
     .unwrap();
     assert!((q.clicks_per_second * 4.0 - 6.0).abs() < 0.5, "{q:?}");
@@ -333,9 +336,11 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
     let q = SoundQuality::measure(
         &Audio::mono(rate as u32, noise).unwrap(),
         Some((0.0, 1000.0)),
+        false,
     )
     .unwrap();
     assert!(q.spectral_flatness > 0.4, "{q:?}");
+    assert_eq!(q.tuning_cents, None);
     assert!(q.out_of_band_share.unwrap() > 0.8, "{q:?}");
     // Uniform noise on [-1, 1]: 1 - 10^(-1/20) = 10.9% of the samples at or above -1 dBFS.
     assert!((q.hot_sample_share - 0.109).abs() < 0.01, "{q:?}");

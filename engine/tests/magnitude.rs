@@ -140,6 +140,18 @@ fn plucked_signal(len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A waveform rebuilt from `mags` by phase reconstruction from `start` and `iters` fast
+/// Griffin-Lim iterations (momentum 0.99, seed 0).
+fn rebuild(stft: &Stft, mags: &[f32], frames: usize, start: PhaseStart, iters: usize) -> Vec<f32> {
+    let settings = PhaseSettings {
+        start,
+        iters,
+        momentum: 0.99,
+        seed: 0,
+    };
+    reconstruct(stft, mags, frames, &settings, &mut |_, _| {})
+}
+
 #[test]
 fn pghi_starts_closer_than_random_phase() {
     let stft = Stft::new(2048, 640);
@@ -147,14 +159,7 @@ fn pghi_starts_closer_than_random_phase() {
     let (spec, frames) = stft.forward(&x);
     let mags: Vec<f32> = spec.iter().map(|c| c.norm()).collect();
     let run = |start, iters| {
-        let settings = PhaseSettings {
-            start,
-            iters,
-            momentum: 0.99,
-            seed: 0,
-        };
-        let y = reconstruct(&stft, &mags, frames, &settings, &mut |_, _| {});
-        multi_resolution_stft_distance(&x, &y)
+        multi_resolution_stft_distance(&x, &rebuild(&stft, &mags, frames, start, iters))
     };
     let (random0, pghi0) = (run(PhaseStart::Random, 0), run(PhaseStart::Pghi, 0));
     let (random32, pghi8) = (run(PhaseStart::Random, 32), run(PhaseStart::Pghi, 8));
@@ -790,19 +795,10 @@ fn a_flat_low_note_retuned_and_peak_locked_comes_back_in_tune() {
         .collect();
     retune(&mut db, stft.bins(), 32_000.0 / 2048.0);
     let mags: Vec<f32> = db.iter().map(|v| 10f32.powf(v / 20.0)).collect();
-    let run = |mags: &[f32], start, iters| {
-        let settings = PhaseSettings {
-            start,
-            iters,
-            momentum: 0.99,
-            seed: 0,
-        };
-        reconstruct(&stft, mags, frames, &settings, &mut |_, _| {})
-    };
     let cents = |y: &[f32]| 1200.0 * (partial_hz(y, 80.0, 120.0) / 98.0).log2();
     let (peaks, pghi) = (
-        cents(&run(&mags, PhaseStart::Peaks, 0)),
-        cents(&run(&mags, PhaseStart::Pghi, 32)),
+        cents(&rebuild(&stft, &mags, frames, PhaseStart::Peaks, 0)),
+        cents(&rebuild(&stft, &mags, frames, PhaseStart::Pghi, 32)),
     );
     // Phase alone, on a plucked line's exact magnitudes: the peak-locked start is as close
     // to the signal as PGHI's.
@@ -810,14 +806,7 @@ fn a_flat_low_note_retuned_and_peak_locked_comes_back_in_tune() {
     let (spec, frames) = stft.forward(&plucked);
     let exact: Vec<f32> = spec.iter().map(|c| c.norm()).collect();
     let distance = |start, iters| {
-        let settings = PhaseSettings {
-            start,
-            iters,
-            momentum: 0.99,
-            seed: 0,
-        };
-        let y = reconstruct(&stft, &exact, frames, &settings, &mut |_, _| {});
-        multi_resolution_stft_distance(&plucked, &y)
+        multi_resolution_stft_distance(&plucked, &rebuild(&stft, &exact, frames, start, iters))
     };
     let (d_peaks, d_pghi) = (
         distance(PhaseStart::Peaks, 0),

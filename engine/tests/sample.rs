@@ -715,19 +715,28 @@ fn bad_inputs_are_clear_errors() {
     }
 }
 
+/// The tiny model with every context feature and `n_categories` categories, seeded random
+/// weights (the harmony prior's tests).
+fn model_with_context_features(n_categories: usize) -> (ModelConfig, StemGenModel) {
+    use stemgen::analysis::context_features::ContextFeature;
+    let config = ModelConfig {
+        context_features: ContextFeature::ALL.to_vec(),
+        n_categories,
+        ..tiny_config()
+    };
+    let model = ModelCheckpoint::random(&config, &Device::Cpu, 7)
+        .unwrap()
+        .model;
+    (config, model)
+}
+
 /// The harmony prior: a strong prior draws the code whose profile puts dB on the chroma's
 /// pitch classes at level 1, and only there; a silent chroma or strength 0 leaves the
 /// sampler as it was; profiles of the wrong shape are refused.
 #[test]
 fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
-    let config = ModelConfig {
-        context_features: ContextFeature::ALL.to_vec(),
-        ..tiny_config()
-    };
-    let model = ModelCheckpoint::random(&config, &Device::Cpu, 7)
-        .unwrap()
-        .model;
+    let (config, model) = model_with_context_features(tiny_config().n_categories);
     let frames = 20;
     let ctx = random_tokens(frames, 3);
     let silent = FeatureFrames::zeros(&config.context_features, frames);
@@ -794,14 +803,7 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
 fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
     use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
     use stemgen::data::categories::Category;
-    let config = ModelConfig {
-        context_features: ContextFeature::ALL.to_vec(),
-        n_categories: 5,
-        ..tiny_config()
-    };
-    let model = ModelCheckpoint::random(&config, &Device::Cpu, 7)
-        .unwrap()
-        .model;
+    let (config, model) = model_with_context_features(5);
     let frames = 20;
     let ctx = random_tokens(frames, 3);
     // A minor over C in the bass (Am/C): the chroma A, C, E; the bass chroma C.

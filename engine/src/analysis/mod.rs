@@ -18,6 +18,7 @@
 //!   and its reconstruction;
 //! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
 //!   out-of-band energy, flatness);
+//! - [`peaks`]: the peaks of one dB frame and a frequency's distance from the semitone grid;
 //! - [`pitch`]: the pitch of one held note (the tokenizer's pitch check) and how far a stem
 //!   plays from the semitone grid (`tuning_cents`, in the sound measures).
 
@@ -28,6 +29,7 @@ mod features;
 pub mod harmony;
 pub mod key;
 pub mod onset;
+pub mod peaks;
 pub mod pitch;
 pub mod rhythm;
 pub mod sound;

@@ -6,6 +6,7 @@
 //! Why a harmonic sum and not the spectral peak: a low bass note's fundamental is weak next to
 //! its harmonics (and E1 and F1 are 2.4 Hz apart), while its first harmonics together name it.
 
+use super::peaks::{grid_offset_cents, parabola_offset};
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
@@ -141,16 +142,9 @@ pub fn tuning_cents(samples: &[f32], sample_rate: u32) -> Option<f64> {
             continue;
         };
         let (a, b, c) = (db(k - 1), db(k), db(k + 1));
-        let den = a - 2.0 * b + c;
-        let x = k as f64
-            + if den.abs() > 1e-12 {
-                0.5 * (a - c) / den
-            } else {
-                0.0
-            };
         if b > -200.0 {
-            let cents = 1200.0 * (x * bin_hz / 440.0).log2();
-            found.push((b, ((cents + 50.0).rem_euclid(100.0) - 50.0).abs()));
+            let x = k as f64 + parabola_offset(a, b, c);
+            found.push((b, grid_offset_cents(x * bin_hz).abs()));
         }
     }
     let loudest = found.iter().map(|f| f.0).fold(f64::NEG_INFINITY, f64::max);

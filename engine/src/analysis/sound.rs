@@ -58,13 +58,18 @@ pub struct SoundQuality {
     /// A sampler that trades clicks for silence shows here, not in the click count.
     pub active_share: f64,
     /// Mean distance of the strongest partial from the 440 Hz semitone grid, cents
-    /// ([`super::pitch::tuning_cents`]; `None` for silence). Read for pitched categories.
+    /// ([`super::pitch::tuning_cents`]; `None` for silence and unpitched stems).
     pub tuning_cents: Option<f64>,
 }
 
 impl SoundQuality {
-    /// Measures `audio`; `band` is the category's usual band in Hz, if it has one.
-    pub fn measure(audio: &Audio, band: Option<(f64, f64)>) -> Result<SoundQuality, AudioError> {
+    /// Measures `audio`; `band` is the category's usual band in Hz, if it has one; the
+    /// tuning only when `pitched` (it costs a long FFT every 0.2 s and means nothing for drums).
+    pub fn measure(
+        audio: &Audio,
+        band: Option<(f64, f64)>,
+        pitched: bool,
+    ) -> Result<SoundQuality, AudioError> {
         let peak = peak_dbfs(&audio.channels);
         let rms = rms_dbfs(&audio.channels);
         let hot = 10f32.powf(HOT_SAMPLE_DBFS / 20.0);
@@ -88,7 +93,9 @@ impl SoundQuality {
             out_of_band_share: band.map(|b| spectrum.out_of_band_share(b)),
             spectral_flatness: spectrum.flatness(),
             active_share: active_share(x, ANALYSIS_RATE as f64),
-            tuning_cents: super::pitch::tuning_cents(x, ANALYSIS_RATE),
+            tuning_cents: pitched
+                .then(|| super::pitch::tuning_cents(x, ANALYSIS_RATE))
+                .flatten(),
         })
     }
 }

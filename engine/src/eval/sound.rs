@@ -42,7 +42,7 @@ pub struct CategorySound {
     pub spectral_flatness: f64,
     pub active_share: f64,
     /// Mean distance of the strongest partial from the semitone grid, cents (pitched
-    /// categories only).
+    /// categories only: the others are not measured).
     pub tuning_cents: Option<f64>,
     /// Clips with less than [`SILENT_ACTIVE_SHARE`] of their stretches sounding.
     pub silent_clips: usize,
@@ -80,7 +80,7 @@ pub fn by_category(per_clip: &[SoundQuality], categories: &[Category]) -> Vec<Ca
                     .then(|| bands.iter().sum::<f64>() / bands.len() as f64),
                 spectral_flatness: mean(&|q| q.spectral_flatness),
                 active_share: mean(&|q| q.active_share),
-                tuning_cents: (category.is_pitched() && !tunings.is_empty())
+                tuning_cents: (!tunings.is_empty())
                     .then(|| tunings.iter().sum::<f64>() / tunings.len() as f64),
                 silent_clips: qs
                     .iter()

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::peaks::find_peaks;
 use crate::analysis::stft::Stft;
 
 /// How the phase of the first Griffin-Lim iteration is chosen.
@@ -287,7 +288,7 @@ fn to_stft_convention(phase: &[f64], bins: usize) -> Vec<Complex32> {
 /// Peaks in this lowest share of the band get peak-locked phases (5 kHz at 32 kHz).
 const PEAK_BAND_SHARE: f64 = 0.3125;
 /// Peaks this far below their frame's loudest peak are left to PGHI (dB).
-const PEAK_RANGE_DB: f64 = 50.0;
+const PEAK_RANGE_DB: f32 = 50.0;
 /// A peak continues a peak of the previous frame at most this far away (bins).
 const PEAK_CONTINUE_BINS: f64 = 1.0;
 
@@ -312,46 +313,27 @@ pub fn peak_locked_phases(stft: &Stft, mags: &[f32], frames: usize, seed: u64) -
     // (interpolated bin, centred phase) of the previous frame's peaks, ascending.
     let mut previous: Vec<(f64, f64)> = Vec::new();
     let mut current: Vec<(f64, f64)> = Vec::new();
-    let mut db = vec![0.0f64; bins];
+    let mut db = vec![0.0f32; bins];
+    let mut peaks = Vec::new();
     for t in 0..frames {
         let row = &mags[t * bins..(t + 1) * bins];
         for (d, &m) in db.iter_mut().zip(row) {
-            *d = 20.0 * (m.max(1e-12) as f64).log10();
+            *d = 20.0 * m.max(1e-12).log10();
         }
-        let loudest = db[1..top_bin].iter().copied().fold(f64::MIN, f64::max);
+        find_peaks(&db, top_bin, PEAK_RANGE_DB, &mut peaks);
         current.clear();
-        let mut k = 1;
-        while k < top_bin {
-            let (a, b, c) = (db[k - 1], db[k], db[k + 1]);
-            if !(b > a && b >= c && b > loudest - PEAK_RANGE_DB) {
-                k += 1;
-                continue;
-            }
-            let den = a - 2.0 * b + c;
-            let x = k as f64
-                + if den.abs() > 1e-9 {
-                    0.5 * (a - c) / den
-                } else {
-                    0.0
-                };
-            let (mut lo, mut hi) = (k, k);
-            while lo > 1 && db[lo - 1] < db[lo] {
-                lo -= 1;
-            }
-            while hi + 2 < bins && db[hi + 1] < db[hi] {
-                hi += 1;
-            }
+        for peak in &peaks {
+            let x = peak.bin;
             let nearest = previous
                 .iter()
                 .min_by(|p, q| (p.0 - x).abs().total_cmp(&(q.0 - x).abs()))
                 .filter(|p| (p.0 - x).abs() <= PEAK_CONTINUE_BINS);
             let centre = match nearest {
                 Some(&(px, pphase)) => pphase + two_pi * 0.5 * (px + x) * hop / n_fft,
-                None => phase[t * bins + k],
+                None => phase[t * bins + peak.top],
             };
-            phase[t * bins + lo..=t * bins + hi].fill(centre);
+            phase[t * bins + peak.lo..=t * bins + peak.hi].fill(centre);
             current.push((x, centre));
-            k = hi + 1;
         }
         std::mem::swap(&mut previous, &mut current);
     }

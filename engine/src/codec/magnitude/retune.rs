@@ -17,6 +17,8 @@
 //! fraction of a semitone and nothing moves. The grid is A = 440 Hz: the decoder does not
 //! know the context's tuning (a context tuned elsewhere would need it passed here).
 
+use crate::analysis::peaks::{find_peaks, grid_offset_cents};
+
 /// Highest peak moved onto the grid.
 pub const SNAP_MAX_HZ: f64 = 700.0;
 /// Lowest peak moved (below it the bins hold no resolvable partial).
@@ -24,55 +26,26 @@ const MIN_HZ: f64 = 35.0;
 /// Peaks this far below the frame's loudest (below [`SNAP_MAX_HZ`]) stay where they are.
 const PEAK_RANGE_DB: f32 = 30.0;
 
-/// Cents from the 440 Hz grid, folded into -50..50.
-pub fn grid_offset_cents(hz: f64) -> f64 {
-    let c = 1200.0 * (hz / 440.0).log2();
-    (c + 50.0).rem_euclid(100.0) - 50.0
-}
-
 /// Retunes `[frames][bins]` dB frames in place (`bin_hz`: the bin spacing).
 pub fn retune(db: &mut [f32], bins: usize, bin_hz: f64) {
     if bins < 4 {
         return;
     }
-    let hi = ((SNAP_MAX_HZ / bin_hz).ceil() as usize).min(bins - 2);
+    let end = ((SNAP_MAX_HZ / bin_hz).ceil() as usize).min(bins - 2);
     let mut out = vec![0.0f32; bins];
+    let mut peaks = Vec::new();
     for frame in db.chunks_exact_mut(bins) {
         out.copy_from_slice(frame);
-        let top = frame[1..hi].iter().cloned().fold(f32::MIN, f32::max);
-        let mut k = 1;
-        while k < hi {
-            let (a, b, d) = (frame[k - 1], frame[k], frame[k + 1]);
-            if !(b > a && b >= d && b > top - PEAK_RANGE_DB) {
-                k += 1;
-                continue;
+        find_peaks(frame, end, PEAK_RANGE_DB, &mut peaks);
+        for peak in peaks.iter().filter(|p| p.bin * bin_hz >= MIN_HZ) {
+            let hz = peak.bin * bin_hz;
+            let shift = hz * (2f64.powf(-grid_offset_cents(hz) / 1200.0) - 1.0) / bin_hz;
+            for (j, o) in out.iter_mut().enumerate().take(peak.hi + 1).skip(peak.lo) {
+                let src = (j as f64 - shift).clamp(0.0, (bins - 1) as f64);
+                let i = (src.floor() as usize).min(bins - 2);
+                let t = (src - i as f64) as f32;
+                *o = frame[i] * (1.0 - t) + frame[i + 1] * t;
             }
-            let den = a - 2.0 * b + d;
-            let x = k as f64
-                + if den.abs() > 1e-6 {
-                    0.5 * (a - d) as f64 / den as f64
-                } else {
-                    0.0
-                };
-            let hz = x * bin_hz;
-            let mut r = k;
-            while r + 2 < bins && frame[r + 1] < frame[r] {
-                r += 1;
-            }
-            if hz >= MIN_HZ {
-                let shift = hz * (2f64.powf(-grid_offset_cents(hz) / 1200.0) - 1.0) / bin_hz;
-                let mut l = k;
-                while l > 1 && frame[l - 1] < frame[l] {
-                    l -= 1;
-                }
-                for (j, o) in out.iter_mut().enumerate().take(r + 1).skip(l) {
-                    let src = (j as f64 - shift).clamp(0.0, (bins - 1) as f64);
-                    let i = (src.floor() as usize).min(bins - 2);
-                    let t = (src - i as f64) as f32;
-                    *o = frame[i] * (1.0 - t) + frame[i + 1] * t;
-                }
-            }
-            k = r + 1;
         }
         frame.copy_from_slice(&out);
     }

@@ -380,7 +380,11 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             .par_iter()
             .zip(&categories)
             .map(|(stem, &c)| {
-                SoundQuality::measure(&Audio::mono(rate, stem.clone())?, usual_band(c))
+                SoundQuality::measure(
+                    &Audio::mono(rate, stem.clone())?,
+                    usual_band(c),
+                    c.is_pitched(),
+                )
             })
             .collect::<Result<_, _>>()?;
         let seconds = t.elapsed().as_secs_f64();
