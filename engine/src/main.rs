@@ -106,7 +106,19 @@ fn keep_freed_memory() {
     }
 }
 
+/// Ends the process quietly when its output pipe closes (`stemgen coherence ... | head`), as
+/// command-line tools do, instead of panicking in `println!` on the broken pipe: Rust
+/// ignores SIGPIPE by default, which suits servers, not a tool whose tables are piped.
+fn exit_on_closed_pipe() {
+    #[cfg(unix)]
+    // Safety: restores the default disposition of one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    exit_on_closed_pipe();
     keep_freed_memory();
     short_spins();
     if let Err(e) = run(Cli::parse()) {

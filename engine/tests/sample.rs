@@ -796,11 +796,11 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     assert!(err.contains("pitch-class profiles"), "{err}");
 }
 
-/// A bass stem over chords the producer gave: the prior also decides level 0 and pulls
-/// toward the chords' bass notes; the same stem over measured chroma keeps level 0 the
+/// A bass stem following chords: the prior also decides level 0 and pulls toward the
+/// chords' bass notes; the same stem pulled toward the chroma alone keeps level 0 the
 /// model's.
 #[test]
-fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
+fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
     use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
     use stemgen::data::categories::Category;
     let (config, model) = model_with_context_features(5);
@@ -826,7 +826,7 @@ fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
     level[6 * 12] = 6.0; // C
     let profiles = vec![level; config.levels];
     let bass = Category::Bass as u32;
-    let run = |bass_over_given_chords: bool, prior: f64| {
+    let run = |follows_chords: bool, prior: f64| {
         let settings = SamplerSettings {
             plausibility: 0.0,
             harmony_prior: prior,
@@ -835,25 +835,27 @@ fn a_bass_over_given_chords_gets_the_prior_on_level_0_too() {
         let request = SampleRequest {
             features: Some(&features),
             pitch_profiles: Some(&profiles),
-            bass_over_given_chords,
+            bass_chords: follows_chords.then_some(&features),
             ..SampleRequest::new(&ctx, bass)
         };
         sample(&model, &request, &settings, &mut |_| {}, None).unwrap()
     };
     let level = |codes: &[u32], q: usize| codes[q * frames..(q + 1) * frames].to_vec();
     let plain = run(false, 0.0);
-    let measured = run(false, 10.0);
-    let given = run(true, 10.0);
-    assert_eq!(level(&measured.codes, 0), level(&plain.codes, 0));
+    let chroma_only = run(false, 10.0);
+    let following = run(true, 10.0);
+    assert_eq!(level(&chroma_only.codes, 0), level(&plain.codes, 0));
     for q in [0, 1] {
         // The bass note (C, weighted in) wins over the other chord tone (A).
         assert!(
-            level(&given.codes, q).iter().all(|&c| c == 6),
+            level(&following.codes, q).iter().all(|&c| c == 6),
             "level {q}: {:?}",
-            given.codes
+            following.codes
         );
     }
     assert!(level(&plain.codes, 0).iter().any(|&c| c != 6));
-    // Over measured chroma the two chord tones score alike at level 1.
-    assert!(level(&measured.codes, 1).iter().all(|&c| c == 5 || c == 6));
+    // Toward the chroma alone the two chord tones score alike at level 1.
+    assert!(level(&chroma_only.codes, 1)
+        .iter()
+        .all(|&c| c == 5 || c == 6));
 }

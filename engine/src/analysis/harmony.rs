@@ -241,3 +241,31 @@ pub fn apply_key(features: &mut FeatureFrames, key: Key) {
         }
     }
 }
+
+/// The key of the features' chroma (its mean over the frames, Krumhansl-Schmuckler), or
+/// `None` without chroma or when every frame is silent.
+pub fn key_of_features(features: &FeatureFrames) -> Option<Key> {
+    let offset = features.offset(ContextFeature::Chroma)?;
+    let mut mean = [0.0f64; 12];
+    for n in 0..features.frames {
+        for (m, &v) in mean.iter_mut().zip(&features.frame(n)[offset..offset + 12]) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter()
+        .any(|&v| v > 0.0)
+        .then(|| super::key::estimate_key(&mean).0)
+}
+
+/// Adds `weight` x the key's template ([`key_template`]) to every frame's chroma.
+pub fn add_key_template(features: &mut FeatureFrames, key: Key, weight: f32) {
+    let template = key_template(key);
+    let Some(offset) = features.offset(ContextFeature::Chroma) else {
+        return;
+    };
+    for frame in features.values.chunks_exact_mut(features.dims) {
+        for (v, &t) in frame[offset..offset + 12].iter_mut().zip(&template) {
+            *v += weight * t;
+        }
+    }
+}

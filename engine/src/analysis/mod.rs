@@ -13,7 +13,8 @@
 //! - [`Analysis`]: all of them for one clip;
 //! - [`context_features`]: chroma, bass chroma, onset strength and beat phase on the
 //!   tokenizer's frames, what the model is conditioned on; [`harmony`]: chord symbols,
-//!   charts and keys given by the producer, as the same features;
+//!   charts and keys given by the producer, as the same features; [`chord_recognition`]:
+//!   the chords heard in measured features, beat by beat;
 //! - [`distance`]: LSD, mel L1, multi-resolution STFT distance and SI-SDR between a signal
 //!   and its reconstruction;
 //! - [`sound`]: sound-quality measures of one stem (peaks, hot samples, crest, clicks,
@@ -22,6 +23,7 @@
 //! - [`pitch`]: the pitch of one held note (the tokenizer's pitch check) and how far a stem
 //!   plays from the semitone grid (`tuning_cents`, in the sound measures).
 
+pub mod chord_recognition;
 pub mod chroma;
 pub mod context_features;
 pub mod distance;

@@ -66,8 +66,12 @@ pub struct CoherenceArgs {
     #[arg(long, value_name = "WAV")]
     context: PathBuf,
     /// Stems to measure against it; each is cut to the shorter of the two.
-    #[arg(required = true, value_name = "STEM")]
+    #[arg(required_unless_present = "chords", value_name = "STEM")]
     stems: Vec<PathBuf>,
+    /// Also print the chords heard in the context, beat by beat (what a bass stem over it
+    /// follows).
+    #[arg(long)]
+    chords: bool,
 }
 
 #[derive(Args)]
@@ -144,7 +148,11 @@ pub fn eval_compare(args: EvalCompareArgs) -> Result<()> {
 pub fn coherence(args: CoherenceArgs) -> Result<()> {
     use stemgen::analysis::{Analysis, ANALYSIS_RATE};
     use stemgen::eval::{metrics::Coherence, suite::coherence_means};
-    let CoherenceArgs { context, stems } = args;
+    let CoherenceArgs {
+        context,
+        stems,
+        chords,
+    } = args;
     let context_samples = analysis_mono(&context)?;
     let loaded_stems = load_stems(&stems, context_samples.len())?;
     let whole = Analysis::of_samples(&context_samples, ANALYSIS_RATE);
@@ -157,10 +165,12 @@ pub fn coherence(args: CoherenceArgs) -> Result<()> {
         whole.key_clarity,
         whole.beat_times.len()
     );
-    println!(
-        "| stem | s | tempo BPM | key | onset on grid | beat F1 | tempo agree | key score | beat chroma cos | in-key share |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    if !stems.is_empty() {
+        println!(
+            "| stem | s | tempo BPM | key | onset on grid | beat F1 | tempo agree | key score | beat chroma cos | in-key share |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    }
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut all = Vec::with_capacity(stems.len());
     // The context cut to each stem's length, analysed once per length (takes share one).
@@ -195,7 +205,34 @@ pub fn coherence(args: CoherenceArgs) -> Result<()> {
             .collect();
         println!("| mean of {} | | | |{means}", all.len());
     }
+    if chords {
+        print_heard_chords(&context_samples);
+    }
     Ok(())
+}
+
+/// The chords heard in mono `samples` at the analysis rate, one span per line.
+fn print_heard_chords(samples: &[f32]) {
+    use stemgen::analysis::chord_recognition::recognize_chords;
+    use stemgen::analysis::context_features::{measure, ContextFeature};
+    use stemgen::analysis::ANALYSIS_RATE;
+    let frame_rate = ANALYSIS_RATE as f64 / stemgen::analysis::spectrum::HOP as f64;
+    let frames = (samples.len() as f64 / ANALYSIS_RATE as f64 * frame_rate) as usize;
+    let features = measure(
+        samples,
+        &[
+            ContextFeature::Chroma,
+            ContextFeature::BassChroma,
+            ContextFeature::BeatPhase,
+        ],
+        frame_rate,
+        frames,
+    );
+    println!("chords heard in the context (start s, end s, chord):");
+    for span in recognize_chords(&features, frame_rate) {
+        let name = span.chord.map_or("N.C.".to_string(), |c| c.symbol);
+        println!("{:.2} {:.2} {name}", span.start, span.end);
+    }
 }
 
 /// An audio file as mono samples at the analysis rate.

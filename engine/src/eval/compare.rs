@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::metrics::Coherence;
 use super::suite::{
-    bootstrap_normalised_means, coherence_means, interval_90, normalise, normalised_mean,
+    bootstrap_normalised_means, coherence_means, interval_90, normalised_mean, Anchors,
     COHERENCE_METRICS,
 };
 
@@ -157,13 +157,10 @@ pub fn compare(a: &EvalRun, b: &EvalRun, seed: u64) -> Result<Comparison> {
 
 /// Both models' normalised means on all the clips (no resampling).
 fn normalised_means(a: &EvalRun, b: &EvalRun) -> Result<(f64, f64)> {
-    let (floor, ceiling) = (coherence_means(&a.floor), coherence_means(&a.ceiling));
+    let anchors = Anchors::new(&a.floor, &a.ceiling);
     let mean = |run: &EvalRun| {
         let generated = coherence_means(&run.generated);
-        normalised_mean(
-            (0..COHERENCE_METRICS.len())
-                .map(|k| normalise(generated[k].0, floor[k].0, ceiling[k].0)),
-        )
+        normalised_mean((0..COHERENCE_METRICS.len()).map(|k| anchors.normalise(k, generated[k].0)))
     };
     match (mean(a), mean(b)) {
         (Some(x), Some(y)) => Ok((x, y)),

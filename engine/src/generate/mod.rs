@@ -40,6 +40,9 @@ pub use conditioning::{request_features, HarmonyRequest};
 pub use metronome::metronome;
 pub use splice::{splice_region, EDIT_CROSSFADE_S};
 
+use crate::analysis::chord_recognition::recognize_chords;
+use crate::analysis::context_features::FeatureFrames;
+use crate::analysis::harmony::{add_key_template, apply_chords, key_of_features};
 use crate::audio::{Audio, SILENCE_DBFS, SUPPORTED_RATES};
 use crate::codec::load::load_tokenizer_on;
 use crate::codec::{Tokenizer, Tokens};
@@ -462,6 +465,12 @@ impl Generator {
             tempo.map(|(bpm, beats_per_bar, _)| (bpm, beats_per_bar)),
             &request.harmony,
         )?;
+        let bass_chords = match &features {
+            Some(f) if Category::from_id(category_id) == Some(Category::Bass) => {
+                bass_chords(f, &request.harmony, frame_rate)
+            }
+            _ => None,
+        };
         let edit = match &request.edit {
             None => None,
             Some(e) => Some(self.prepare_edit(e, seconds, frames, samples, progress)?),
@@ -483,8 +492,7 @@ impl Generator {
             overlap,
             features: features.as_ref(),
             pitch_profiles: self.pitch_profiles_for(category_id, &request.settings),
-            bass_over_given_chords: Category::from_id(category_id) == Some(Category::Bass)
-                && (request.harmony.chords.is_some() || !request.harmony.timed_chords.is_empty()),
+            bass_chords: bass_chords.as_ref(),
         };
         let levels = config.levels;
         let tokens = sample::sample(
@@ -674,6 +682,42 @@ fn finish_audio(decoded: Audio, request: &GenerateRequest, seconds: f64) -> Resu
 
 /// `audio` starting `lead` samples later (silence before it).
 /// The level-0 iteration after which the one-level preview is decoded (of `steps`).
+/// Weight of the key's template (tonic triad 1, other scale tones 0.5) added to the chords'
+/// chroma in a bass line's prior target. A bass that plays the chords' roots alone is
+/// ambiguous between neighbouring keys (roots G, E, C, D, A sit in G and C major alike);
+/// the key's scale tips its passing notes and chord tones toward the song's key and away
+/// from notes outside it. The README's example song, seeds 1-24, bass in G major or E minor
+/// (`stemgen coherence`): heard chords alone 14 of 24, with the key at 0.5 17, at 1.0 23
+/// (before heard chords: 8).
+const BASS_KEY_WEIGHT: f32 = 1.0;
+
+/// The harmony a bass stem follows, as features: the chords (the producer's, already in
+/// `features`, or those heard in the measured context by [`recognize_chords`], written over
+/// a copy) plus the key's template ([`BASS_KEY_WEIGHT`]; the producer's key, or the one the
+/// chroma implies). Without features (dropped) there is nothing to follow.
+fn bass_chords(
+    features: &FeatureFrames,
+    harmony: &HarmonyRequest,
+    frame_rate: f64,
+) -> Option<FeatureFrames> {
+    if harmony.no_features {
+        return None;
+    }
+    let given = harmony.chords.is_some() || !harmony.timed_chords.is_empty();
+    let mut chords = features.clone();
+    if !given {
+        apply_chords(
+            &mut chords,
+            &recognize_chords(features, frame_rate),
+            frame_rate,
+        );
+    }
+    if let Some(key) = harmony.key.or_else(|| key_of_features(features)) {
+        add_key_template(&mut chords, key, BASS_KEY_WEIGHT);
+    }
+    Some(chords)
+}
+
 fn early_preview_step(steps: usize) -> usize {
     ((steps as f64 * EARLY_PREVIEW_SHARE).ceil() as usize).clamp(1, steps.max(1))
 }
@@ -770,4 +814,90 @@ fn encode_fitted(
     tok.encode(&fitted, &mut |done, total| {
         progress(Progress::Encoding { done, total })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::context_features::ContextFeature;
+    use crate::analysis::harmony::ChordChart;
+
+    /// Measured features of 40 frames at 10 frames/s: an A minor chroma, a bass chroma on
+    /// E (a voicing's low note), beats every 5 frames.
+    fn measured() -> FeatureFrames {
+        let mut f = FeatureFrames::zeros(&ContextFeature::ALL, 40);
+        f.replace(ContextFeature::Chroma, |_| {
+            let mut v = vec![0.0; 12];
+            [9, 0, 4].iter().for_each(|&c| v[c] = 1.0);
+            v
+        });
+        f.replace(ContextFeature::BassChroma, |_| {
+            let mut v = vec![0.0; 12];
+            v[4] = 1.0;
+            v
+        });
+        f.replace(ContextFeature::BeatPhase, |n| {
+            let p = std::f32::consts::TAU * (n % 5) as f32 / 5.0;
+            vec![p.sin(), p.cos()]
+        });
+        f
+    }
+
+    #[test]
+    fn a_bass_follows_the_chords_heard_in_a_measured_context() {
+        let f = measured();
+        let chords = bass_chords(&f, &HarmonyRequest::default(), 10.0).unwrap();
+        let bass = chords.offset(ContextFeature::BassChroma).unwrap();
+        // The heard chord's root (A), not the measured low note (E).
+        assert!(
+            (0..40).all(|n| chords.frame(n)[bass + 9] == 1.0 && chords.frame(n)[bass + 4] == 0.0)
+        );
+        // Onsets and beats stay measured.
+        let beat = f.offset(ContextFeature::BeatPhase).unwrap();
+        assert_eq!(chords.frame(7)[beat..beat + 2], f.frame(7)[beat..beat + 2]);
+    }
+
+    #[test]
+    fn given_chords_are_followed_as_given_and_dropped_features_give_nothing() {
+        let f = measured();
+        let given = HarmonyRequest {
+            chords: Some(ChordChart::parse("C").unwrap()),
+            ..HarmonyRequest::default()
+        };
+        // `features` already carry the given chords (request_features wrote them): their
+        // bass notes stay, and the key they imply joins the chroma.
+        let chords = bass_chords(&f, &given, 10.0).unwrap();
+        let (c, b) = (
+            f.offset(ContextFeature::Chroma).unwrap(),
+            f.offset(ContextFeature::BassChroma).unwrap(),
+        );
+        let key = key_of_features(&f).unwrap();
+        assert_eq!(key.to_string(), "A minor");
+        let template = crate::analysis::harmony::key_template(key);
+        for n in 0..40 {
+            assert_eq!(chords.frame(n)[b..b + 12], f.frame(n)[b..b + 12]);
+            let added = chords.frame(n)[c..c + 12]
+                .iter()
+                .zip(&f.frame(n)[c..c + 12])
+                .map(|(x, y)| x - y);
+            for (added, t) in added.zip(template) {
+                assert!((added - BASS_KEY_WEIGHT * t).abs() < 1e-6);
+            }
+        }
+        // A key the producer gave wins over the one the chroma implies.
+        let g_major = HarmonyRequest {
+            key: Some(crate::analysis::harmony::parse_key("G major").unwrap()),
+            ..given.clone()
+        };
+        let chords = bass_chords(&f, &g_major, 10.0).unwrap();
+        assert!(
+            chords.frame(0)[c + 6] > f.frame(0)[c + 6],
+            "F# is in G major"
+        );
+        let dropped = HarmonyRequest {
+            no_features: true,
+            ..HarmonyRequest::default()
+        };
+        assert!(bass_chords(&f, &dropped, 10.0).is_none());
+    }
 }

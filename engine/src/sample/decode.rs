@@ -49,10 +49,11 @@ pub struct SampleRequest<'a> {
     /// Each code's pitch-class profile per level, `[Q][codes x 12]` (the tokenizer's), for
     /// the harmony prior ([`SamplerSettings::harmony_prior`]); `None` = no prior.
     pub pitch_profiles: Option<&'a [Vec<f32>]>,
-    /// Whether the stem is a bass line over chords the producer gave (not measured): its
-    /// prior then also acts on level 0 and pulls toward the chords' bass notes (see
-    /// [`PriorTarget`]).
-    pub bass_over_given_chords: bool,
+    /// For a bass stem, the chords it follows as features (their templates and bass notes:
+    /// the producer's, or those heard in the context); the prior then also acts on level 0,
+    /// pulls toward these chords and their bass notes, and is stronger (see
+    /// [`PriorTarget`]). `None` for other stems: the prior pulls toward `features`.
+    pub bass_chords: Option<&'a FeatureFrames>,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -66,7 +67,7 @@ impl<'a> SampleRequest<'a> {
             overlap: 0,
             features: None,
             pitch_profiles: None,
-            bass_over_given_chords: false,
+            bass_chords: None,
         }
     }
 }
@@ -171,8 +172,14 @@ pub fn sample(
             prior: None,
         };
         if settings.harmony_prior > 0.0 {
-            if let (Some(profiles), Some(features)) = (request.pitch_profiles, &window.features) {
-                let target = PriorTarget::new(request.bass_over_given_chords);
+            let (target, harmony) = match request.bass_chords {
+                Some(chords) => (
+                    PriorTarget::bass_following_chords(),
+                    Some(chords.slice(plan.frames.clone())),
+                ),
+                None => (PriorTarget::chroma(), window.features.clone()),
+            };
+            if let (Some(profiles), Some(features)) = (request.pitch_profiles, &harmony) {
                 window.prior = WindowPrior::new(profiles, features, target);
             }
         }

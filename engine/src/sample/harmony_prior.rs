@@ -10,8 +10,8 @@
 //! scaled to a maximum of 1 minus its mean, so a uniform loudness change scores 0 and a
 //! flat or silent chroma adds nothing.
 //!
-//! Which levels: [`PRIOR_LEVELS`], the first residual level (a bass over the producer's
-//! chords also level 0: [`PriorTarget`]). Level 0 holds each frame's loudness and coarse
+//! Which levels: [`PRIOR_LEVELS`], the first residual level (a bass line following chords
+//! also level 0: [`PriorTarget`]). Level 0 holds each frame's loudness and coarse
 //! shape, and the finer levels the envelope's detail; a prior there trades the stem's
 //! rhythm for its key. On 16 held-out bass and guitar clips at strength 4, with the prior
 //! on levels 1-4 the loudest frames lost 8-16 dB and the onset envelope's periodicity (its
@@ -37,39 +37,47 @@ pub const PITCH_CLASSES: usize = 12;
 /// The token levels the prior applies to (see the header: level 1 only).
 pub const PRIOR_LEVELS: Range<usize> = 1..2;
 
-/// The levels for a bass line over chords the producer gave: level 0 too. Over a
-/// metronome with "C | Am | F | G", level 1 alone left the bass on one chord tone across
-/// the bars (4 of 8 seeds in C major or A minor); with level 0 and the chords' bass notes
-/// weighted in ([`GIVEN_BASS_WEIGHT`]) it moves with the roots (7 of 8). Measured features
-/// keep [`PRIOR_LEVELS`]: there the harmony is an estimate and the model's level-0 choice
-/// carries the groove.
-pub const GIVEN_BASS_LEVELS: Range<usize> = 0..2;
+/// The levels for a bass line following chords (the producer's, or those heard in the
+/// context by [`crate::analysis::chord_recognition`]): level 0 too. Over a metronome with
+/// "C | Am | F | G", level 1 alone left the bass on one chord tone across the bars (4 of 8
+/// seeds in C major or A minor); with level 0 and the chords' bass notes weighted in
+/// ([`BASS_NOTE_WEIGHT`]) it moves with the roots (7 of 8).
+pub const BASS_LEVELS: Range<usize> = 0..2;
 /// Weight of the bass chroma (the chords' bass notes) added to the chroma in the prior's
-/// target for a bass stem over given chords.
-pub const GIVEN_BASS_WEIGHT: f32 = 2.0;
+/// target for a bass line following chords.
+pub const BASS_NOTE_WEIGHT: f32 = 2.0;
+/// The prior's strength for a bass line following chords, as a multiple of the preset's.
+/// Over the README's example song (chords heard in the context), 8 seeds: at 1x 2 basses
+/// of 8 read as G major or E minor (the model's own level 0 keeps the tonic under every
+/// chord), at 1.5x 3, at 2x 6, at 3x 6.
+pub const BASS_STRENGTH_SCALE: f32 = 2.0;
 
-/// What the prior pulls toward: which levels, and how much of the bass chroma joins the
-/// chroma.
+/// What the prior pulls toward: which levels, how much of the bass chroma joins the
+/// chroma, and how strongly.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PriorTarget {
     pub levels: Range<usize>,
     pub bass_weight: f32,
+    pub strength_scale: f32,
 }
 
 impl PriorTarget {
-    /// A bass stem over the producer's chords gets [`GIVEN_BASS_LEVELS`] and the bass
-    /// chroma; everything else [`PRIOR_LEVELS`] and the chroma alone.
-    pub(super) fn new(bass_over_given_chords: bool) -> PriorTarget {
-        if bass_over_given_chords {
-            PriorTarget {
-                levels: GIVEN_BASS_LEVELS,
-                bass_weight: GIVEN_BASS_WEIGHT,
-            }
-        } else {
-            PriorTarget {
-                levels: PRIOR_LEVELS,
-                bass_weight: 0.0,
-            }
+    /// Any stem over any harmony: [`PRIOR_LEVELS`], the chroma alone.
+    pub(super) fn chroma() -> PriorTarget {
+        PriorTarget {
+            levels: PRIOR_LEVELS,
+            bass_weight: 0.0,
+            strength_scale: 1.0,
+        }
+    }
+
+    /// A bass line following chords: [`BASS_LEVELS`], the chords' bass notes weighted in,
+    /// [`BASS_STRENGTH_SCALE`].
+    pub(super) fn bass_following_chords() -> PriorTarget {
+        PriorTarget {
+            levels: BASS_LEVELS,
+            bass_weight: BASS_NOTE_WEIGHT,
+            strength_scale: BASS_STRENGTH_SCALE,
         }
     }
 }
@@ -81,6 +89,7 @@ pub(super) struct WindowPrior<'a> {
     /// Per frame of the window; `None` where the chroma is silent or flat.
     weights: Vec<Option<[f32; 12]>>,
     levels: Range<usize>,
+    strength_scale: f32,
 }
 
 impl<'a> WindowPrior<'a> {
@@ -111,6 +120,7 @@ impl<'a> WindowPrior<'a> {
             profiles,
             weights,
             levels: target.levels,
+            strength_scale: target.strength_scale,
         })
     }
 
@@ -121,7 +131,12 @@ impl<'a> WindowPrior<'a> {
             return;
         }
         if let Some(w) = &self.weights[n] {
-            add(guided, &self.profiles[level], w, strength);
+            add(
+                guided,
+                &self.profiles[level],
+                w,
+                strength * self.strength_scale,
+            );
         }
     }
 }

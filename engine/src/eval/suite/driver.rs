@@ -15,8 +15,7 @@ use super::clips::{
     ClipInfo, MIN_ACTIVE_SHARE, SYNTH_COUNT_PER_CLIP,
 };
 use super::normalisation::{
-    coherence_means, normalise, normalised_mean, normalised_mean_interval, COHERENCE_METRICS,
-    MIN_ANCHOR_GAP,
+    coherence_means, normalised_mean, normalised_mean_interval, Anchors, COHERENCE_METRICS,
 };
 use super::populations::{
     derangement, standard_populations, HarmonySource, Population, Role, Source,
@@ -411,19 +410,18 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
             .find(|m| m.population.role == role)
             .expect("the anchors are always measured")
     };
-    let anchor = |role: Role| means(by_role(role));
-    let (ceiling, floor) = (anchor(Role::Ceiling), anchor(Role::Floor));
+    let (ceiling_clips, floor_clips) = (
+        &by_role(Role::Ceiling).per_clip,
+        &by_role(Role::Floor).per_clip,
+    );
     let named = |name: &str| {
         measured
             .iter()
             .find(|m| m.population.name == name)
             .expect("the untokenized anchors are always measured")
     };
-    let (ceiling_raw, floor_raw) = (means(named("real_raw")), means(named("shuffled_raw")));
-    let (ceiling_clips, floor_clips) = (
-        &by_role(Role::Ceiling).per_clip,
-        &by_role(Role::Floor).per_clip,
-    );
+    let anchors = Anchors::new(floor_clips, ceiling_clips);
+    let anchors_raw = Anchors::new(&named("shuffled_raw").per_clip, &named("real_raw").per_clip);
     let reference: Vec<Analysis> = by_role(Role::Ceiling).analyses.clone();
     let reports: Vec<PopulationReport> = measured
         .iter()
@@ -435,8 +433,8 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
                     metric: COHERENCE_METRICS[k],
                     mean,
                     defined,
-                    normalised: normalise(mean, floor[k].0, ceiling[k].0),
-                    normalised_raw: normalise(mean, floor_raw[k].0, ceiling_raw[k].0),
+                    normalised: anchors.normalise(k, mean),
+                    normalised_raw: anchors_raw.normalise(k, mean),
                 })
                 .collect();
             PopulationReport {
@@ -460,12 +458,8 @@ pub fn run(options: &SuiteOptions, progress: &mut dyn FnMut(&str)) -> Result<Sui
         .collect();
     let ceiling_above_floor = COHERENCE_METRICS
         .iter()
-        .enumerate()
-        .map(|(k, name)| {
-            let above =
-                matches!((ceiling[k].0, floor[k].0), (Some(c), Some(f)) if c - f >= MIN_ANCHOR_GAP);
-            (name.to_string(), above)
-        })
+        .zip(anchors.separating)
+        .map(|(name, above)| (name.to_string(), above))
         .collect();
     timings.total_s = started.elapsed().as_secs_f64();
 

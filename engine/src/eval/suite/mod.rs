@@ -57,7 +57,7 @@ pub use clips::{
 pub use driver::run;
 pub use normalisation::{
     bootstrap_normalised_means, coherence_means, coherence_values, interval_90, normalise,
-    normalised_mean, normalised_mean_interval, COHERENCE_METRICS, MIN_ANCHOR_GAP,
+    normalised_mean, normalised_mean_interval, Anchors, COHERENCE_METRICS, MIN_ANCHOR_GAP,
 };
 pub use populations::{derangement, standard_populations, Population, Role, Source};
 pub use results::{CodecReport, MetricSummary, PopulationReport, SuiteReport, SuiteTimings};
