@@ -680,8 +680,6 @@ fn finish_audio(decoded: Audio, request: &GenerateRequest, seconds: f64) -> Resu
     Ok((audio, gain_db))
 }
 
-/// `audio` starting `lead` samples later (silence before it).
-/// The level-0 iteration after which the one-level preview is decoded (of `steps`).
 /// Weight of the key's template (tonic triad 1, other scale tones 0.5) added to the chords'
 /// chroma in a bass line's prior target. A bass that plays the chords' roots alone is
 /// ambiguous between neighbouring keys (roots G, E, C, D, A sit in G and C major alike);
@@ -718,10 +716,12 @@ fn bass_chords(
     Some(chords)
 }
 
+/// The level-0 iteration after which the one-level preview is decoded (of `steps`).
 fn early_preview_step(steps: usize) -> usize {
     ((steps as f64 * EARLY_PREVIEW_SHARE).ceil() as usize).clamp(1, steps.max(1))
 }
 
+/// `audio` starting `lead` samples later (silence before it).
 fn delayed(mut audio: Audio, lead: usize) -> Audio {
     if lead > 0 {
         for ch in &mut audio.channels {
