@@ -7,10 +7,14 @@
 //! - **A key** (`--key`) adds to the measured harmony: pitch classes outside the key are
 //!   removed from the chroma, and frames without any (a metronome, a break) get the key's
 //!   template. With chords given, the chords win.
+//! - **A metronome** has no harmony: its clicks are sine bursts at 1 and 1.5 kHz, which the
+//!   chroma reads as B and F#, so the measured chroma and bass chroma of a click context are
+//!   set to zero (what dropped harmony looks like to the model) before chords or a key apply.
+//!   Without this a bass over a bare metronome was pulled toward B.
 
 use anyhow::{bail, Result};
 
-use crate::analysis::context_features::{measure, FeatureFrames};
+use crate::analysis::context_features::{measure, ContextFeature, FeatureFrames};
 use crate::analysis::harmony::{apply_chords, apply_key, ChordChart, TimedChord};
 use crate::analysis::{Key, ANALYSIS_RATE};
 use crate::audio::Audio;
@@ -39,11 +43,12 @@ impl HarmonyRequest {
 }
 
 /// The features for a model with context features, `None` for a model without them.
-/// `context` is the mono context fitted to the stem's length; `tempo` is (BPM, beats per bar)
-/// when known.
+/// `context` is the mono context fitted to the stem's length, `click` whether it is the
+/// metronome's; `tempo` is (BPM, beats per bar) when known.
 pub fn request_features(
     config: &ModelConfig,
     context: &Audio,
+    click: bool,
     frame_rate: f64,
     frames: usize,
     tempo: Option<(f64, u32)>,
@@ -68,6 +73,11 @@ pub fn request_features(
         frame_rate,
         frames,
     );
+    if click {
+        for feature in [ContextFeature::Chroma, ContextFeature::BassChroma] {
+            features.replace(feature, |_| vec![0.0; feature.dims()]);
+        }
+    }
     if let Some(key) = harmony.key {
         apply_key(&mut features, key);
     }
@@ -89,4 +99,47 @@ pub fn request_features(
         apply_chords(&mut features, &harmony.timed_chords, frame_rate);
     }
     Ok(Some(features))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::metronome;
+
+    #[test]
+    fn a_metronome_click_has_no_harmony_unless_one_is_given() {
+        let config: ModelConfig =
+            serde_json::from_str(include_str!("../../../assets/default/config.json")).unwrap();
+        let click = metronome(120.0, 4, 2, 32_000);
+        let frame_rate = 50.0;
+        let frames = 200;
+        let features = |is_click: bool, harmony: &HarmonyRequest| {
+            request_features(&config, &click, is_click, frame_rate, frames, None, harmony)
+                .unwrap()
+                .unwrap()
+        };
+        let chroma_sum = |f: &FeatureFrames| {
+            let c = f.offset(ContextFeature::Chroma).unwrap();
+            (0..f.frames)
+                .map(|n| f.frame(n)[c..c + 12].iter().sum::<f32>())
+                .sum::<f32>()
+        };
+        let none = HarmonyRequest::default();
+        // Measured as audio, the clicks read as pitch classes (B and F#)...
+        assert!(chroma_sum(&features(false, &none)) > 1.0);
+        // ...as the metronome they are no harmony, and the beats stay.
+        let f = features(true, &none);
+        assert_eq!(chroma_sum(&f), 0.0);
+        let onset = f.offset(ContextFeature::Onset).unwrap();
+        assert!((0..frames).any(|n| f.frame(n)[onset] > 0.5));
+        // A key given over the metronome fills every frame with its template.
+        let key = HarmonyRequest {
+            key: Some(crate::analysis::harmony::parse_key("C major").unwrap()),
+            ..HarmonyRequest::default()
+        };
+        let f = features(true, &key);
+        let c = f.offset(ContextFeature::Chroma).unwrap();
+        assert_eq!(f.frame(10)[c], 1.0);
+        assert_eq!(f.frame(10)[c + 1], 0.0);
+    }
 }

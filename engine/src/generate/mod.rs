@@ -460,6 +460,7 @@ impl Generator {
         let features = request_features(
             config,
             &fitted,
+            context_kind == "metronome",
             frame_rate,
             frames,
             tempo.map(|(bpm, beats_per_bar, _)| (bpm, beats_per_bar)),
