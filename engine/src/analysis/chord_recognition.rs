@@ -14,14 +14,18 @@
 //! [`CHANGE_PENALTY`] for each change of chord, so a passing note does not flip the chord
 //! for one beat. Beats whose chroma is silent have no chord. Triads only: a seventh or an
 //! added tone changes the cosine little and the root not at all, and the root is what the
-//! bass prior uses.
+//! bass prior uses. Measured on 24 held-out synthetic songs mixed without their bass,
+//! every 0.1 s against the songs' chords: the root right 62% of the time (50% per beat
+//! without the Viterbi pass).
 
 use super::context_features::{ContextFeature, FeatureFrames};
 use super::harmony::{Chord, TimedChord};
 
-/// Score lost for changing chord from one beat to the next (cosine units).
+/// Score lost for changing chord from one beat to the next (cosine units). Root accuracy
+/// (see the header) at 0 / 0.1 / 0.2: 50 / 61 / 62%.
 pub const CHANGE_PENALTY: f32 = 0.15;
-/// Weight of the bass chroma at the triad's root, added to the cosine.
+/// Weight of the bass chroma at the triad's root, added to the cosine. Root accuracy at 0 /
+/// 0.15 / 0.3 / 0.6: 57 / 62 / 60 / 50%.
 pub const BASS_ROOT_BONUS: f32 = 0.15;
 /// Segment length without beats.
 const FALLBACK_SEGMENT_S: f64 = 0.5;
