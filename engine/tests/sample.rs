@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use stemgen::codec::Tokens;
+use stemgen::codec::{CodeProfiles, Tokens};
 use stemgen::model::{ModelCheckpoint, ModelConfig, StemGenModel};
 use stemgen::sample::{
     guided_log_probs, log_softmax, sample, Edit, GuidanceWeights, Preset, SampleError,
@@ -753,8 +753,11 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     for c in [0, 4, 7] {
         level[5 * 12 + c] = 6.0;
     }
-    let profiles = vec![level; config.levels];
-    let run = |features: &FeatureFrames, prior: f64, profiles: Option<&[Vec<f32>]>| {
+    let profiles = CodeProfiles {
+        pitch_classes: vec![level; config.levels],
+        level0_brightness_db: vec![0.0; config.codebook_size],
+    };
+    let run = |features: &FeatureFrames, prior: f64, profiles: Option<&CodeProfiles>| {
         let settings = SamplerSettings {
             plausibility: 0.0,
             harmony_prior: prior,
@@ -762,7 +765,7 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
         };
         let request = SampleRequest {
             features: Some(features),
-            pitch_profiles: profiles,
+            code_profiles: profiles,
             ..SampleRequest::new(&ctx, 1)
         };
         sample(&model, &request, &settings, &mut |_| {}, None)
@@ -791,14 +794,23 @@ fn the_harmony_prior_favours_codes_on_the_harmony_and_is_off_without_one() {
     let no_harmony = run(&silent, 10.0, Some(&profiles)).unwrap();
     assert_eq!(no_harmony.codes, run(&silent, 0.0, None).unwrap().codes);
 
-    let short = vec![vec![0.0f32; 12]; config.levels];
+    let short = CodeProfiles {
+        pitch_classes: vec![vec![0.0f32; 12]; config.levels],
+        ..profiles.clone()
+    };
     let err = run(&triad, 1.0, Some(&short)).unwrap_err().to_string();
     assert!(err.contains("pitch-class profiles"), "{err}");
+    let nan = CodeProfiles {
+        level0_brightness_db: vec![f32::NAN; config.codebook_size],
+        ..profiles.clone()
+    };
+    let err = run(&triad, 1.0, Some(&nan)).unwrap_err().to_string();
+    assert!(err.contains("finite"), "{err}");
 }
 
-/// A bass stem following chords: the prior also decides level 0 and pulls toward the
-/// chords' bass notes; the same stem pulled toward the chroma alone keeps level 0 the
-/// model's.
+/// A bass stem following chords: the prior also decides level 0 (holding back bright codes
+/// there) and pulls toward the chords' bass notes; the same stem pulled toward the chroma
+/// alone keeps level 0 the model's.
 #[test]
 fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
     use stemgen::analysis::context_features::{ContextFeature, FeatureFrames};
@@ -824,9 +836,12 @@ fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
     let mut level = vec![0.0f32; config.codebook_size * 12];
     level[5 * 12 + 9] = 6.0;
     level[6 * 12] = 6.0; // C
-    let profiles = vec![level; config.levels];
+    let mut profiles = CodeProfiles {
+        pitch_classes: vec![level; config.levels],
+        level0_brightness_db: vec![0.0; config.codebook_size],
+    };
     let bass = Category::Bass as u32;
-    let run = |follows_chords: bool, prior: f64| {
+    let run = |profiles: &CodeProfiles, follows_chords: bool, prior: f64| {
         let settings = SamplerSettings {
             plausibility: 0.0,
             harmony_prior: prior,
@@ -834,16 +849,16 @@ fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
         };
         let request = SampleRequest {
             features: Some(&features),
-            pitch_profiles: Some(&profiles),
+            code_profiles: Some(profiles),
             bass_chords: follows_chords.then_some(&features),
             ..SampleRequest::new(&ctx, bass)
         };
         sample(&model, &request, &settings, &mut |_| {}, None).unwrap()
     };
     let level = |codes: &[u32], q: usize| codes[q * frames..(q + 1) * frames].to_vec();
-    let plain = run(false, 0.0);
-    let chroma_only = run(false, 10.0);
-    let following = run(true, 10.0);
+    let plain = run(&profiles, false, 0.0);
+    let chroma_only = run(&profiles, false, 10.0);
+    let following = run(&profiles, true, 10.0);
     assert_eq!(level(&chroma_only.codes, 0), level(&plain.codes, 0));
     for q in [0, 1] {
         // The bass note (C, weighted in) wins over the other chord tone (A).
@@ -858,4 +873,24 @@ fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
     assert!(level(&chroma_only.codes, 1)
         .iter()
         .all(|&c| c == 5 || c == 6));
+
+    // Code 6 (C) made far brighter than every other level-0 code: level 0 takes the other
+    // chord tone (A, code 5), level 1 (no brightness there) keeps the bass note.
+    profiles.level0_brightness_db[6] = 200.0;
+    let dull = run(&profiles, true, 10.0);
+    assert!(
+        level(&dull.codes, 0).iter().all(|&c| c == 5),
+        "{:?}",
+        dull.codes
+    );
+    assert!(
+        level(&dull.codes, 1).iter().all(|&c| c == 6),
+        "{:?}",
+        dull.codes
+    );
+    // Toward the chroma alone level 0 stays the model's, brightness or not.
+    assert_eq!(
+        level(&run(&profiles, false, 10.0).codes, 0),
+        level(&plain.codes, 0)
+    );
 }

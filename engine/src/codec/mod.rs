@@ -108,10 +108,10 @@ pub trait Tokenizer: Send + Sync {
         None
     }
 
-    /// What each code does to a stem's chroma, `[levels][codes x 12]` (mean dB in each pitch
-    /// class's bins, C first), for tokens that are log-magnitude spectra; `None` for codecs
-    /// whose codes have no such reading (EnCodec). The sampler's harmony prior uses it.
-    fn pitch_class_profiles(&self) -> Option<Vec<Vec<f32>>> {
+    /// What each code does to a stem's sound, for tokens that are log-magnitude spectra;
+    /// `None` for codecs whose codes have no such reading (EnCodec). The sampler's harmony
+    /// prior uses it.
+    fn code_profiles(&self) -> Option<CodeProfiles> {
         None
     }
     /// Samples per token frame at the native rate.
@@ -119,6 +119,20 @@ pub trait Tokenizer: Send + Sync {
         (self.sample_rate() as f64 / self.frame_rate()).round() as usize
     }
 }
+
+/// What each code does to a stem's sound, read off the codewords without the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeProfiles {
+    /// `[levels][codes x 12]`: mean dB in each pitch class's bins, C first.
+    pub pitch_classes: Vec<Vec<f32>>,
+    /// Per level-0 code: how bright its shape is, the dB of its power share above
+    /// [`BRIGHTNESS_EDGE_HZ`] over the dullest shape's (0 for the dullest).
+    pub level0_brightness_db: Vec<f32>,
+}
+
+/// Where [`CodeProfiles::level0_brightness_db`] starts: the top of a bass line's band (the
+/// edge of `stemgen eval`'s out-of-band energy for bass).
+pub const BRIGHTNESS_EDGE_HZ: f64 = 1000.0;
 
 /// A progress sink that ignores reports.
 pub fn no_progress() -> impl FnMut(usize, usize) {

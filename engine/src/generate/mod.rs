@@ -45,7 +45,7 @@ use crate::analysis::context_features::FeatureFrames;
 use crate::analysis::harmony::{add_key_template, apply_chords, key_of_features};
 use crate::audio::{Audio, SILENCE_DBFS, SUPPORTED_RATES};
 use crate::codec::load::load_tokenizer_on;
-use crate::codec::{Tokenizer, Tokens};
+use crate::codec::{CodeProfiles, Tokenizer, Tokens};
 use crate::data::categories::Category;
 use crate::model::{ModelCheckpoint, ModelConfig, StemGenModel};
 use crate::sample::{self, Edit, Preset, SampleError, SampleRequest, SamplerSettings};
@@ -250,8 +250,8 @@ pub struct Generator {
     model: StemGenModel,
     tokenizer: Box<dyn Tokenizer>,
     model_dir: PathBuf,
-    /// The tokenizer's pitch-class profiles for the harmony prior, computed on first use.
-    pitch_profiles: OnceLock<Option<Vec<Vec<f32>>>>,
+    /// The tokenizer's code profiles for the harmony prior, computed on first use.
+    code_profiles: OnceLock<Option<CodeProfiles>>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -308,7 +308,7 @@ impl Generator {
             model,
             tokenizer,
             model_dir: PathBuf::new(),
-            pitch_profiles: OnceLock::new(),
+            code_profiles: OnceLock::new(),
         })
     }
 
@@ -327,14 +327,18 @@ impl Generator {
 
     /// The profiles the harmony prior needs, when it is on, the category plays pitches and
     /// the tokenizer's codes are spectra.
-    fn pitch_profiles_for(&self, category: u32, settings: &SamplerSettings) -> Option<&[Vec<f32>]> {
+    fn code_profiles_for(
+        &self,
+        category: u32,
+        settings: &SamplerSettings,
+    ) -> Option<&CodeProfiles> {
         let pitched = Category::from_id(category).is_some_and(|c| c.is_pitched());
         if settings.harmony_prior <= 0.0 || !pitched {
             return None;
         }
-        self.pitch_profiles
-            .get_or_init(|| self.tokenizer.pitch_class_profiles())
-            .as_deref()
+        self.code_profiles
+            .get_or_init(|| self.tokenizer.code_profiles())
+            .as_ref()
     }
 
     /// A preset's settings for this model's number of levels.
@@ -492,7 +496,7 @@ impl Generator {
             window: Some(window),
             overlap,
             features: features.as_ref(),
-            pitch_profiles: self.pitch_profiles_for(category_id, &request.settings),
+            code_profiles: self.code_profiles_for(category_id, &request.settings),
             bass_chords: bass_chords.as_ref(),
         };
         let levels = config.levels;

@@ -14,7 +14,7 @@ use super::guidance::{combine, keep_plausible, log_softmax, GuidanceWeights};
 use super::harmony_prior::{PriorTarget, WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
-use crate::codec::Tokens;
+use crate::codec::{CodeProfiles, Tokens};
 use crate::model::{kernels::fast_exp, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
@@ -46,9 +46,9 @@ pub struct SampleRequest<'a> {
     /// Context features `[N x F]` for a model with [`ModelConfig::context_features`] (the
     /// same features in the same order); `None` gives such a model zeros, as when dropped.
     pub features: Option<&'a FeatureFrames>,
-    /// Each code's pitch-class profile per level, `[Q][codes x 12]` (the tokenizer's), for
-    /// the harmony prior ([`SamplerSettings::harmony_prior`]); `None` = no prior.
-    pub pitch_profiles: Option<&'a [Vec<f32>]>,
+    /// What each code does to the stem's sound (the tokenizer's), for the harmony prior
+    /// ([`SamplerSettings::harmony_prior`]); `None` = no prior.
+    pub code_profiles: Option<&'a CodeProfiles>,
     /// For a bass stem, the chords it follows as features (their templates and bass notes:
     /// the producer's, or those heard in the context); the prior then also acts on level 0,
     /// pulls toward these chords and their bass notes, and is stronger (see
@@ -66,7 +66,7 @@ impl<'a> SampleRequest<'a> {
             window: None,
             overlap: 0,
             features: None,
-            pitch_profiles: None,
+            code_profiles: None,
             bass_chords: None,
         }
     }
@@ -179,7 +179,7 @@ pub fn sample(
                 ),
                 None => (PriorTarget::chroma(), window.features.clone()),
             };
-            if let (Some(profiles), Some(features)) = (request.pitch_profiles, &harmony) {
+            if let (Some(profiles), Some(features)) = (request.code_profiles, &harmony) {
                 window.prior = WindowPrior::new(profiles, features, target);
             }
         }
@@ -304,16 +304,24 @@ fn check_request(
             return bad("context features must be finite, one row per frame".into());
         }
     }
-    if let Some(profiles) = request.pitch_profiles {
+    if let Some(profiles) = request.code_profiles {
         let per_level = config.codebook_size * PITCH_CLASSES;
-        if profiles.len() != config.levels || profiles.iter().any(|p| p.len() != per_level) {
+        let pitch = &profiles.pitch_classes;
+        if pitch.len() != config.levels || pitch.iter().any(|p| p.len() != per_level) {
             return bad(format!(
                 "pitch-class profiles must be {} levels x {per_level} values",
                 config.levels
             ));
         }
-        if profiles.iter().flatten().any(|v| !v.is_finite()) {
-            return bad("pitch-class profiles must be finite".into());
+        if profiles.level0_brightness_db.len() != config.codebook_size {
+            return bad(format!(
+                "level-0 brightness must be {} values",
+                config.codebook_size
+            ));
+        }
+        let values = pitch.iter().flatten().chain(&profiles.level0_brightness_db);
+        if values.into_iter().any(|v| !v.is_finite()) {
+            return bad("code profiles must be finite".into());
         }
     }
     if let Some(edit) = &request.edit {

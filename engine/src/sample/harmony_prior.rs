@@ -5,7 +5,7 @@
 //! for a few CPU-hours follows it weakly (a bass over "C | Am | F | G" lands in C major or
 //! A minor on 0-1 of 8 seeds). The tokens are log-magnitude spectra, so what a code does to
 //! the stem's chroma is known without the model: its codeword's mean dB in each pitch
-//! class's bins (the tokenizer's [`crate::codec::Tokenizer::pitch_class_profiles`]). The
+//! class's bins (the tokenizer's [`crate::codec::Tokenizer::code_profiles`]). The
 //! prior adds `strength x sum_c w_c x profile_c` to each code, with `w` the frame's chroma
 //! scaled to a maximum of 1 minus its mean, so a uniform loudness change scores 0 and a
 //! flat or silent chroma adds nothing.
@@ -30,6 +30,7 @@
 use std::ops::Range;
 
 use crate::analysis::context_features::{ContextFeature, FeatureFrames};
+use crate::codec::CodeProfiles;
 
 /// Pitch classes per profile.
 pub const PITCH_CLASSES: usize = 12;
@@ -43,8 +44,20 @@ pub const PRIOR_LEVELS: Range<usize> = 1..2;
 /// seeds in C major or A minor); with level 0 and the chords' bass notes weighted in
 /// ([`BASS_NOTE_WEIGHT`]) it moves with the roots (7 of 8). The cost: the level-0 shapes
 /// whose harmonics match the target are bright ones (a generated bass's energy above 1 kHz
-/// rose from 0.0002 to 0.08-0.14 on 96 clips, the real stems' 0.006-0.020).
+/// rose from 0.0002 to 0.08-0.14 on 96 clips, the real stems' 0.006-0.020), which
+/// [`BASS_BRIGHTNESS_PENALTY`] takes back.
 pub const BASS_LEVELS: Range<usize> = 0..2;
+/// For a bass line following chords, the level-0 penalty per dB of a code's brightness
+/// ([`CodeProfiles::level0_brightness_db`]), in the same units as the pitch-class score.
+/// Why: the level-0 shapes are coarse spectral envelopes, and the one a bass line has is
+/// dull; the others (8-41% of their power above 1 kHz) match a chord's pitch classes
+/// better through their harmonics, so the pitch score alone picks them. Over the README's
+/// example song (8 seeds; its real bass has 0.86% of its energy above 1 kHz) the share of
+/// the bass's energy above 1 kHz and the seeds read in G major or E minor were, from 0 to
+/// 0.1: 4.7% (8 of 8), 2.4% (8), 1.8% (8), 0.86% at 0.04 (8), 0.11% at 0.05 (7), 0.01% at
+/// 0.1 (6, and over "C | Am | F | G" 5 of 8 instead of 8: the dull shape alone cannot move
+/// with the roots).
+pub const BASS_BRIGHTNESS_PENALTY: f32 = 0.04;
 /// Weight of the bass chroma (the chords' bass notes) added to the chroma in the prior's
 /// target for a bass line following chords.
 pub const BASS_NOTE_WEIGHT: f32 = 2.0;
@@ -61,6 +74,8 @@ pub(super) struct PriorTarget {
     pub levels: Range<usize>,
     pub bass_weight: f32,
     pub strength_scale: f32,
+    /// Level-0 penalty per dB of brightness (0 = none).
+    pub brightness_penalty: f32,
 }
 
 impl PriorTarget {
@@ -70,34 +85,36 @@ impl PriorTarget {
             levels: PRIOR_LEVELS,
             bass_weight: 0.0,
             strength_scale: 1.0,
+            brightness_penalty: 0.0,
         }
     }
 
     /// A bass line following chords: [`BASS_LEVELS`], the chords' bass notes weighted in,
-    /// [`BASS_STRENGTH_SCALE`].
+    /// [`BASS_STRENGTH_SCALE`], bright level-0 shapes held back ([`BASS_BRIGHTNESS_PENALTY`]).
     pub(super) fn bass_following_chords() -> PriorTarget {
         PriorTarget {
             levels: BASS_LEVELS,
             bass_weight: BASS_NOTE_WEIGHT,
             strength_scale: BASS_STRENGTH_SCALE,
+            brightness_penalty: BASS_BRIGHTNESS_PENALTY,
         }
     }
 }
 
-/// The prior of one window: the codes' profiles per level and each frame's chroma weights.
+/// The prior of one window: the codes' profiles and each frame's chroma weights.
 pub(super) struct WindowPrior<'a> {
-    /// `[Q][codes x 12]`.
-    profiles: &'a [Vec<f32>],
+    profiles: &'a CodeProfiles,
     /// Per frame of the window; `None` where the chroma is silent or flat.
     weights: Vec<Option<[f32; 12]>>,
     levels: Range<usize>,
     strength_scale: f32,
+    brightness_penalty: f32,
 }
 
 impl<'a> WindowPrior<'a> {
     /// `None` when the features have no chroma.
     pub(super) fn new(
-        profiles: &'a [Vec<f32>],
+        profiles: &'a CodeProfiles,
         features: &FeatureFrames,
         target: PriorTarget,
     ) -> Option<Self> {
@@ -123,22 +140,23 @@ impl<'a> WindowPrior<'a> {
             weights,
             levels: target.levels,
             strength_scale: target.strength_scale,
+            brightness_penalty: target.brightness_penalty,
         })
     }
 
     /// Adds the prior of window frame `n` at `level` to its guided log-probabilities (at
-    /// its target's levels only).
+    /// its target's levels only; the brightness penalty where the frame has a harmony).
     pub(super) fn apply(&self, guided: &mut [f32], level: usize, n: usize, strength: f32) {
         if !self.levels.contains(&level) {
             return;
         }
         if let Some(w) = &self.weights[n] {
-            add(
-                guided,
-                &self.profiles[level],
-                w,
-                strength * self.strength_scale,
-            );
+            let strength = strength * self.strength_scale;
+            add(guided, &self.profiles.pitch_classes[level], w, strength);
+            if level == 0 && self.brightness_penalty > 0.0 {
+                let penalty = strength * self.brightness_penalty;
+                penalise(guided, &self.profiles.level0_brightness_db, penalty);
+            }
         }
     }
 }
@@ -165,6 +183,16 @@ fn add(guided: &mut [f32], profiles: &[f32], weights: &[f32; 12], strength: f32)
         if g.is_finite() {
             let score: f32 = profile.iter().zip(weights).map(|(p, w)| p * w).sum();
             *g += strength * score;
+        }
+    }
+}
+
+/// Subtracts `penalty x brightness` from each code's finite log-probability.
+fn penalise(guided: &mut [f32], brightness_db: &[f32], penalty: f32) {
+    debug_assert_eq!(brightness_db.len(), guided.len());
+    for (g, &b) in guided.iter_mut().zip(brightness_db) {
+        if g.is_finite() {
+            *g -= penalty * b;
         }
     }
 }

@@ -478,8 +478,11 @@ impl Tokenizer for MagnitudeTokenizer {
         Some(self.audio_from_db(&db, frames, &mut super::no_progress()))
     }
 
-    fn pitch_class_profiles(&self) -> Option<Vec<Vec<f32>>> {
-        Some(self.compute_pitch_class_profiles())
+    fn code_profiles(&self) -> Option<super::CodeProfiles> {
+        Some(super::CodeProfiles {
+            pitch_classes: self.compute_pitch_class_profiles(),
+            level0_brightness_db: self.compute_level0_brightness_db(),
+        })
     }
 }
 

@@ -1,12 +1,18 @@
-//! What each code does to a stem's chroma: its codeword's mean dB in the bins of each pitch
-//! class, weighted by the chroma filterbank of the analysis (rows scaled to sum 1), so a
-//! code's profile is directly comparable with a chroma vector. The sampler's harmony prior
-//! (`sample::harmony_prior`) weighs codes by it. Decoded dB are the codewords' sum, so a
-//! stem's profile is the sum of its levels' profiles (before the refinement filter and the
-//! postnet, which only correct it).
+//! What each code does to a stem's sound (`codec::CodeProfiles`), read off the codewords:
+//! - its chroma: the codeword's mean dB in the bins of each pitch class, weighted by the
+//!   chroma filterbank of the analysis (rows scaled to sum 1), so a code's profile is
+//!   directly comparable with a chroma vector. Decoded dB are the codewords' sum, so a
+//!   stem's profile is the sum of its levels' profiles (before the refinement filter and the
+//!   postnet, which only correct it);
+//! - a level-0 code's brightness: its shape's power share above `BRIGHTNESS_EDGE_HZ`. The
+//!   level-0 shapes are a stem's coarse spectral envelope (16 in the shipped tokenizer, one of
+//!   them a bass's: 0.7% of its power above 1 kHz, the others 8-41%).
+//!
+//! The sampler's harmony prior (`sample::harmony_prior`) weighs codes by both.
 
 use super::MagnitudeTokenizer;
 use crate::analysis::chroma::{chroma_filterbank, N_CHROMA};
+use crate::codec::BRIGHTNESS_EDGE_HZ;
 
 impl MagnitudeTokenizer {
     /// `[levels][codes x 12]`: level 0's codes by their shape (the gain adds the same dB to
@@ -45,6 +51,37 @@ impl MagnitudeTokenizer {
                     .flat_map(|code| rows[if q == 0 { code % shapes } else { code }])
                     .collect()
             })
+            .collect()
+    }
+}
+
+impl MagnitudeTokenizer {
+    /// Per level-0 code (`gain x shapes + shape`): dB of its shape's power share above
+    /// [`BRIGHTNESS_EDGE_HZ`] over the dullest shape's. The gain adds the same dB to every
+    /// bin, so it does not change the share.
+    pub(super) fn compute_level0_brightness_db(&self) -> Vec<f32> {
+        let c = self.config();
+        let bins = c.bins();
+        let weights = c.bin_weights();
+        let hz_per_bin = c.sample_rate as f64 / c.n_fft as f64;
+        let shares: Vec<f64> = self.codebooks()[0]
+            .chunks(bins)
+            .map(|codeword| {
+                let (mut above, mut all) = (0.0f64, 0.0f64);
+                for (k, (&v, &w)) in codeword.iter().zip(&weights).enumerate() {
+                    let power = 10f64.powf((v / w) as f64 / 10.0);
+                    all += power;
+                    if k as f64 * hz_per_bin > BRIGHTNESS_EDGE_HZ {
+                        above += power;
+                    }
+                }
+                (above / all.max(f64::MIN_POSITIVE)).max(1e-12)
+            })
+            .collect();
+        let dullest = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let shapes = shares.len();
+        (0..c.codebook_size)
+            .map(|code| (10.0 * (shares[code % shapes] / dullest).log10()) as f32)
             .collect()
     }
 }
@@ -90,5 +127,30 @@ mod tests {
             "{shape1:?}"
         );
         assert!(p[1][..12].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn a_shape_with_more_power_above_1_khz_is_brighter_at_every_gain() {
+        let config = MagnitudeConfig {
+            levels: 1,
+            codebook_size: 256,
+            gain_bits: 6,
+            ..MagnitudeConfig::default()
+        };
+        let bins = config.bins();
+        let shapes = config.level0_shapes();
+        let edge = (1000.0 * config.n_fft as f64 / config.sample_rate as f64) as usize;
+        // Shape 0: -60 dB above 1 kHz; shape 1: -30 dB there; shape 2 flat; all 0 dB below.
+        let mut level0 = vec![0.0f32; shapes * bins];
+        for (shape, db) in [(0, -60.0), (1, -30.0)] {
+            level0[shape * bins + edge + 1..(shape + 1) * bins].fill(db);
+        }
+        let tok = MagnitudeTokenizer::from_parts(config, vec![level0], None, None, None).unwrap();
+        let b = tok.compute_level0_brightness_db();
+        assert_eq!(b.len(), 256);
+        assert!((b[0]).abs() < 1e-6, "shape 0 is the dullest: {}", b[0]);
+        assert!(b[1] > 25.0 && b[1] < 31.0, "about 30 dB brighter: {}", b[1]);
+        assert!(b[2] > b[1], "flat is brighter still");
+        assert_eq!(b[5 * shapes + 1], b[1], "the gain does not change it");
     }
 }
