@@ -171,17 +171,17 @@ pub fn sample(
             features: request.features.map(|f| f.slice(plan.frames.clone())),
             prior: None,
         };
-        if settings.harmony_prior > 0.0 {
-            let (target, harmony) = match request.bass_chords {
-                Some(chords) => (
-                    PriorTarget::bass_following_chords(),
-                    Some(chords.slice(plan.frames.clone())),
-                ),
-                None => (PriorTarget::chroma(), window.features.clone()),
+        if let (Some(profiles), true) = (request.code_profiles, settings.harmony_prior > 0.0) {
+            window.prior = match request.bass_chords {
+                Some(chords) => {
+                    let chords = chords.slice(plan.frames.clone());
+                    WindowPrior::new(profiles, &chords, PriorTarget::bass_following_chords())
+                }
+                None => window
+                    .features
+                    .as_ref()
+                    .and_then(|f| WindowPrior::new(profiles, f, PriorTarget::chroma())),
             };
-            if let (Some(profiles), Some(features)) = (request.code_profiles, &harmony) {
-                window.prior = WindowPrior::new(profiles, features, target);
-            }
         }
         let mut report = |level: usize,
                           step: usize,
