@@ -793,7 +793,7 @@ fn a_flat_low_note_retuned_and_peak_locked_comes_back_in_tune() {
         .iter()
         .map(|c| 20.0 * c.norm().max(1e-9).log10())
         .collect();
-    retune(&mut db, stft.bins(), 32_000.0 / 2048.0);
+    retune(&mut db, stft.bins(), 32_000.0 / 2048.0, 0.0);
     let mags: Vec<f32> = db.iter().map(|v| 10f32.powf(v / 20.0)).collect();
     let cents = |y: &[f32]| 1200.0 * (partial_hz(y, 80.0, 120.0) / 98.0).log2();
     let (peaks, pghi) = (

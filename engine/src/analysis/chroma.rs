@@ -12,6 +12,60 @@ pub const N_CHROMA: usize = 12;
 /// exceed a tenth of their frame's maximum, the louder half of them, and the mode of their
 /// deviation from equal temperament (A4 = 440 Hz). 0 when there are no peaks.
 pub fn estimate_tuning(power: &Frames, sample_rate: u32) -> f64 {
+    pitch_tuning(&tuning_peaks(power, sample_rate))
+}
+
+/// The tuning of `power` as [`estimate_tuning`], or `None` when its peaks do not agree on
+/// one: fewer than [`TUNING_MIN_PEAKS`], or under [`TUNING_CONFIDENCE`] of them within
+/// [`TUNING_AGREEMENT`] of the estimate. Why: the mode of a histogram always names some
+/// tuning, and a context without steady pitches (drums, noise) names a random one.
+pub fn confident_tuning(power: &Frames, sample_rate: u32) -> Option<f64> {
+    let peaks = tuning_peaks(power, sample_rate);
+    if peaks.len() < TUNING_MIN_PEAKS {
+        return None;
+    }
+    let mode = pitch_tuning(&peaks);
+    if tuning_agreement(&peaks, mode) < TUNING_CONFIDENCE {
+        return None;
+    }
+    // The mode is a 0.01-semitone bin's left edge; the mean deviation of the peaks that
+    // agree with it is finer.
+    let near: Vec<f64> = peaks
+        .iter()
+        .map(|&f| {
+            let semis = N_CHROMA as f64 * (f / 440.0).log2() - mode;
+            semis - semis.round()
+        })
+        .filter(|d| d.abs() <= TUNING_AGREEMENT)
+        .collect();
+    Some(mode + near.iter().sum::<f64>() / near.len() as f64)
+}
+
+/// The fewest spectral peaks [`confident_tuning`] names a tuning from.
+pub const TUNING_MIN_PEAKS: usize = 50;
+/// How close (in semitones) a peak's deviation must be to the estimate to agree with it.
+pub const TUNING_AGREEMENT: f64 = 0.15;
+/// The share of peaks that must agree; peaks spread evenly agree 0.30 of the time.
+pub const TUNING_CONFIDENCE: f64 = 0.5;
+
+/// The share of `freqs` whose deviation from the equal-tempered grid at `tuning` (in
+/// semitones, wrapped to a half semitone) is within [`TUNING_AGREEMENT`].
+pub fn tuning_agreement(freqs: &[f64], tuning: f64) -> f64 {
+    if freqs.is_empty() {
+        return 0.0;
+    }
+    let near = freqs
+        .iter()
+        .filter(|&&f| {
+            let semis = N_CHROMA as f64 * (f / 440.0).log2() - tuning;
+            (semis - semis.round()).abs() <= TUNING_AGREEMENT
+        })
+        .count();
+    near as f64 / freqs.len() as f64
+}
+
+/// The peaks librosa's `estimate_tuning` reads (see there), in Hz.
+fn tuning_peaks(power: &Frames, sample_rate: u32) -> Vec<f64> {
     let bins = power.rows;
     let (fmin, fmax) = (150.0, 4000.0f64.min(sample_rate as f64 / 2.0));
     let mut pitches = Vec::new();
@@ -50,15 +104,14 @@ pub fn estimate_tuning(power: &Frames, sample_rate: u32) -> f64 {
         }
     }
     let Some(threshold) = median(&mags) else {
-        return 0.0;
+        return Vec::new();
     };
-    let chosen: Vec<f64> = pitches
+    pitches
         .iter()
         .zip(&mags)
         .filter(|&(_, &m)| m >= threshold)
         .map(|(&p, _)| p)
-        .collect();
-    pitch_tuning(&chosen)
+        .collect()
 }
 
 /// The most common deviation of `freqs` from equal temperament, on numpy's histogram of 100
@@ -193,4 +246,59 @@ pub fn chroma_stft(power: &Frames, sample_rate: u32) -> (Frames, f64) {
         normalize_frames(&raw_chroma(power, sample_rate, tuning)),
         tuning,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spectrum::power_spectrogram;
+    use super::*;
+
+    const RATE: u32 = 22_050;
+
+    /// 4 s of a triad's notes one after another (with two harmonics), `cents` from 440 Hz's
+    /// grid.
+    fn tuned_notes(cents: f64) -> Vec<f32> {
+        let per_note = RATE as usize;
+        [57, 61, 64, 69]
+            .iter()
+            .flat_map(|&midi| {
+                let hz = 440.0 * 2f64.powf((midi as f64 - 69.0) / 12.0 + cents / 1200.0);
+                (0..per_note).map(move |i| {
+                    let t = i as f64 / RATE as f64;
+                    (1..=3)
+                        .map(|h| (std::f64::consts::TAU * hz * h as f64 * t).sin() / h as f64)
+                        .sum::<f64>() as f32
+                        * 0.2
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_notes_30_cents_sharp_name_their_tuning() {
+        let power = power_spectrogram(&tuned_notes(30.0));
+        let tuning = confident_tuning(&power, RATE).expect("steady notes agree");
+        // Parabolic peaks on 10.8 Hz bins read a few cents off.
+        assert!((tuning - 0.3).abs() <= 0.08, "{tuning}");
+        let in_tune = confident_tuning(&power_spectrogram(&tuned_notes(0.0)), RATE).unwrap();
+        assert!(in_tune.abs() <= 0.08, "{in_tune}");
+    }
+
+    #[test]
+    fn noise_and_silence_name_no_tuning() {
+        let mut state = 12345u64;
+        let noise: Vec<f32> = (0..4 * RATE as usize)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+            })
+            .collect();
+        let power = power_spectrogram(&noise);
+        let tuning = estimate_tuning(&power, RATE);
+        assert_eq!(confident_tuning(&power, RATE), None, "noise: {tuning}");
+        let silence = power_spectrogram(&vec![0.0; 2 * RATE as usize]);
+        assert_eq!(confident_tuning(&silence, RATE), None);
+    }
 }

@@ -156,14 +156,20 @@ pub fn coherence(args: CoherenceArgs) -> Result<()> {
     let context_samples = analysis_mono(&context)?;
     let loaded_stems = load_stems(&stems, context_samples.len())?;
     let whole = Analysis::of_samples(&context_samples, ANALYSIS_RATE);
+    let power = stemgen::analysis::spectrum::power_spectrogram(&context_samples);
+    let tuning = match stemgen::analysis::chroma::confident_tuning(&power, ANALYSIS_RATE) {
+        Some(t) => format!("{:+.0} cents", t * 100.0),
+        None => "none heard".into(),
+    };
     println!(
-        "context {}: {:.1} s, tempo {:.1} BPM, key {} (clarity {:.2}), {} beats",
+        "context {}: {:.1} s, tempo {:.1} BPM, key {} (clarity {:.2}), {} beats, tuning {}",
         context.display(),
         whole.duration_secs,
         whole.tempo_bpm,
         whole.key,
         whole.key_clarity,
-        whole.beat_times.len()
+        whole.beat_times.len(),
+        tuning
     );
     if !stems.is_empty() {
         println!(

@@ -100,6 +100,18 @@ pub trait Tokenizer: Send + Sync {
     /// Tokens (any number of levels up to `num_levels`) -> mono audio at `sample_rate`.
     fn decode(&self, tokens: &Tokens, progress: Progress) -> anyhow::Result<Audio>;
 
+    /// [`Self::decode`] for music tuned `tuning` semitones (within a half) away from A4 =
+    /// 440 Hz, as `analysis::chroma::confident_tuning` measures a context: a decoder that
+    /// moves partials onto the semitone grid uses that grid. Others decode as they are.
+    fn decode_tuned(
+        &self,
+        tokens: &Tokens,
+        _tuning: f64,
+        progress: Progress,
+    ) -> anyhow::Result<Audio> {
+        self.decode(tokens, progress)
+    }
+
     /// `audio` (mono, at `sample_rate`) through the decoder's waveform stage alone: for a
     /// tokenizer of magnitudes, its exact STFT magnitudes given to the phase reconstruction,
     /// with no tokens in between. `None` for codecs without such a stage (EnCodec). Separates

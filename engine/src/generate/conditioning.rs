@@ -14,8 +14,10 @@
 
 use anyhow::{bail, Result};
 
+use crate::analysis::chroma::confident_tuning;
 use crate::analysis::context_features::{measure, ContextFeature, FeatureFrames};
 use crate::analysis::harmony::{apply_chords, apply_key, ChordChart, TimedChord};
+use crate::analysis::spectrum::power_spectrogram;
 use crate::analysis::{Key, ANALYSIS_RATE};
 use crate::audio::Audio;
 use crate::model::ModelConfig;
@@ -41,6 +43,22 @@ impl HarmonyRequest {
         self.chords.is_some() || !self.timed_chords.is_empty() || self.key.is_some()
     }
 }
+
+/// The tuning the decoder retunes the stem's low partials to, in semitones from A4 = 440 Hz
+/// (within a half): the context's (`analysis::chroma::confident_tuning`) when it is at least
+/// [`RETUNE_MIN_OFFSET`] away from 440 Hz; `None` (440 Hz) when it is closer, or when the
+/// context's pitches do not agree on one (drums, noise, silence).
+pub fn context_tuning(context: &Audio) -> Result<Option<f64>> {
+    let mono = context.to_mono_at(ANALYSIS_RATE)?;
+    let power = power_spectrogram(&mono.channels[0]);
+    Ok(confident_tuning(&power, ANALYSIS_RATE).filter(|t| t.abs() >= RETUNE_MIN_OFFSET))
+}
+
+/// The smallest measured detuning (semitones) the decoder follows. Why: the measurement
+/// reads contexts rendered at 440 Hz between -7 and +7 cents (14 synthetic mixes and the
+/// README's example), and a stem snapped to a grid 7 cents off would be out of tune by
+/// that much; a context tuned +30 or -45 cents reads +29 / -47 (the example resampled).
+pub const RETUNE_MIN_OFFSET: f64 = 0.15;
 
 /// The features for a model with context features, `None` for a model without them.
 /// `context` is the mono context fitted to the stem's length, `click` whether it is the

@@ -36,7 +36,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use serde::Serialize;
 
-pub use conditioning::{request_features, HarmonyRequest};
+pub use conditioning::{context_tuning, request_features, HarmonyRequest};
 pub use metronome::metronome;
 pub use splice::{splice_region, EDIT_CROSSFADE_S};
 
@@ -220,6 +220,10 @@ pub struct StemMetadata {
     /// The model was given no context features (`--no-context-features`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_context_features: bool,
+    /// The tuning the decoder put the stem's low partials on, in cents from A4 = 440 Hz:
+    /// the context's, where its pitches agree on one; absent: 440 Hz.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning_cents: Option<f64>,
     /// The output stage's gain in dB: 0, or what brought the true peak down to
     /// [`OUTPUT_CEILING_DBFS`].
     pub output_gain_db: f32,
@@ -470,6 +474,11 @@ impl Generator {
             tempo.map(|(bpm, beats_per_bar, _)| (bpm, beats_per_bar)),
             &request.harmony,
         )?;
+        let tuning = if context_kind == "metronome" {
+            None
+        } else {
+            context_tuning(&fitted)?
+        };
         let bass_chords = match &features {
             Some(f) if Category::from_id(category_id) == Some(Category::Bass) => {
                 bass_chords(f, &request.harmony, frame_rate)
@@ -539,7 +548,11 @@ impl Generator {
                             .round() as usize;
                         // A preview that cannot be made is skipped; the take still comes.
                         let preview = tok
-                            .decode(&coarse, &mut crate::codec::no_progress())
+                            .decode_tuned(
+                                &coarse,
+                                tuning.unwrap_or(0.0),
+                                &mut crate::codec::no_progress(),
+                            )
                             .map(|decoded| delayed(decoded, lead))
                             .and_then(|decoded| finish_audio(decoded, request, seconds));
                         if let Ok((audio, _)) = preview {
@@ -560,7 +573,7 @@ impl Generator {
         check_cancel(cancel)?;
         let t2 = Instant::now();
         let decoded = tok
-            .decode(&tokens, &mut |done, total| {
+            .decode_tuned(&tokens, tuning.unwrap_or(0.0), &mut |done, total| {
                 progress(Progress::Decoding { done, total })
             })
             .context("cannot decode the generated tokens")?;
@@ -586,6 +599,7 @@ impl Generator {
             chords: request.harmony.chords.as_ref().map(|c| c.text.clone()),
             key: request.harmony.key.map(|k| k.to_string()),
             no_context_features: request.harmony.no_features,
+            tuning_cents: tuning.map(|t| t * 100.0),
             output_gain_db,
             sample_rate: request.output_rate,
             channels: request.output_channels,

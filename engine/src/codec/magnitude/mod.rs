@@ -464,10 +464,14 @@ impl Tokenizer for MagnitudeTokenizer {
     }
 
     fn decode(&self, tokens: &Tokens, progress: Progress) -> Result<Audio> {
+        self.decode_tuned(tokens, 0.0, progress)
+    }
+
+    fn decode_tuned(&self, tokens: &Tokens, tuning: f64, progress: Progress) -> Result<Audio> {
         let mut db = self.decode_db(tokens)?;
         if self.config.retune {
             let bin_hz = self.config.sample_rate as f64 / self.config.n_fft as f64;
-            retune::retune(&mut db, self.config.bins(), bin_hz);
+            retune::retune(&mut db, self.config.bins(), bin_hz, tuning);
         }
         self.audio_from_db(&db, tokens.frames, progress)
     }

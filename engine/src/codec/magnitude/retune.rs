@@ -1,5 +1,6 @@
-//! Retuning decoded log-magnitude frames: each low spectral peak moved onto the 440 Hz
-//! equal-tempered grid before phase reconstruction.
+//! Retuning decoded log-magnitude frames: each low spectral peak moved onto the
+//! equal-tempered grid of the context's tuning (A4 = 440 Hz when unknown) before phase
+//! reconstruction.
 //!
 //! Why: a codeword is an average of many training frames, so a decoded partial sits where
 //! the codebook happens to put it, not on a semitone, and below a few hundred Hz a fraction
@@ -14,8 +15,9 @@
 //! [`SNAP_MAX_HZ`]) is located by the parabola through its bin and neighbours; the bins from
 //! the trough below it to the trough above it are resampled along frequency by the shift
 //! that puts the peak on its nearest semitone. Above [`SNAP_MAX_HZ`] a bin is a small
-//! fraction of a semitone and nothing moves. The grid is A = 440 Hz: the decoder does not
-//! know the context's tuning (a context tuned elsewhere would need it passed here).
+//! fraction of a semitone and nothing moves. The grid is the context's tuning when the
+//! generator could measure one (`analysis::chroma::confident_tuning`), else A = 440 Hz: a
+//! stem snapped to 440 Hz over a context tuned 30 cents sharp would clash with it.
 
 use crate::analysis::peaks::{find_peaks, grid_offset_cents};
 
@@ -26,8 +28,10 @@ const MIN_HZ: f64 = 35.0;
 /// Peaks this far below the frame's loudest (below [`SNAP_MAX_HZ`]) stay where they are.
 const PEAK_RANGE_DB: f32 = 30.0;
 
-/// Retunes `[frames][bins]` dB frames in place (`bin_hz`: the bin spacing).
-pub fn retune(db: &mut [f32], bins: usize, bin_hz: f64) {
+/// Retunes `[frames][bins]` dB frames in place (`bin_hz`: the bin spacing) onto the grid
+/// `tuning` semitones (within a half) from A4 = 440 Hz.
+pub fn retune(db: &mut [f32], bins: usize, bin_hz: f64, tuning: f64) {
+    let reference = 2f64.powf(-tuning / 12.0);
     if bins < 4 {
         return;
     }
@@ -39,7 +43,8 @@ pub fn retune(db: &mut [f32], bins: usize, bin_hz: f64) {
         find_peaks(frame, end, PEAK_RANGE_DB, &mut peaks);
         for peak in peaks.iter().filter(|p| p.bin * bin_hz >= MIN_HZ) {
             let hz = peak.bin * bin_hz;
-            let shift = hz * (2f64.powf(-grid_offset_cents(hz) / 1200.0) - 1.0) / bin_hz;
+            let offset = grid_offset_cents(hz * reference);
+            let shift = hz * (2f64.powf(-offset / 1200.0) - 1.0) / bin_hz;
             for (j, o) in out.iter_mut().enumerate().take(peak.hi + 1).skip(peak.lo) {
                 let src = (j as f64 - shift).clamp(0.0, (bins - 1) as f64);
                 let i = (src.floor() as usize).min(bins - 2);
@@ -94,7 +99,7 @@ mod tests {
         db.extend(frame_with_partial(1500.0, bins, bin_hz));
         let before = peak_hz(&db[..bins], bin_hz);
         assert!(grid_offset_cents(before).abs() > 25.0, "{before}");
-        retune(&mut db, bins, bin_hz);
+        retune(&mut db, bins, bin_hz, 0.0);
         let after = peak_hz(&db[..bins], bin_hz);
         assert!(grid_offset_cents(after).abs() < 8.0, "{before} -> {after}");
         assert!((after - 98.0).abs() < 1.0, "{after}");
@@ -104,12 +109,32 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_moves_onto_the_grid_of_the_given_tuning() {
+        let (bins, bin_hz) = (1025, 15.625);
+        // A context tuned 30 cents sharp (0.3 semitone); a partial 10 cents above A2 there
+        // moves to A2 of that grid, not 440 Hz's.
+        let a2 = 110.0 * 2f64.powf(30.0 / 1200.0);
+        let mut db = frame_with_partial(a2 * 2f64.powf(10.0 / 1200.0), bins, bin_hz);
+        retune(&mut db, bins, bin_hz, 0.3);
+        let after = peak_hz(&db, bin_hz);
+        let cents = 1200.0 * (after / a2).log2();
+        assert!(
+            cents.abs() < 8.0,
+            "{after} Hz, {cents} cents from the tuned A2"
+        );
+        assert!(
+            grid_offset_cents(after) > 20.0,
+            "{after} Hz is on 440 Hz's grid"
+        );
+    }
+
+    #[test]
     fn silence_and_tiny_frames_are_left_alone() {
         let mut db = vec![-100.0f32; 2 * 1025];
-        retune(&mut db, 1025, 15.625);
+        retune(&mut db, 1025, 15.625, 0.0);
         assert!(db.iter().all(|&v| v == -100.0));
         let mut tiny = vec![0.0f32, 1.0, 0.0];
-        retune(&mut tiny, 3, 15.625);
+        retune(&mut tiny, 3, 15.625, 0.0);
         assert_eq!(tiny, [0.0, 1.0, 0.0]);
     }
 }
