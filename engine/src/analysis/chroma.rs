@@ -30,15 +30,22 @@ pub fn confident_tuning(power: &Frames, sample_rate: u32) -> Option<f64> {
     }
     // The mode is a 0.01-semitone bin's left edge; the mean deviation of the peaks that
     // agree with it is finer.
+    // The result is wrapped back into a half semitone (a mode at the edge, +0.45, refined
+    // past it reads -0.55 otherwise: the same grid, but the sidecar would say -55 cents).
     let near: Vec<f64> = peaks
         .iter()
-        .map(|&f| {
-            let semis = N_CHROMA as f64 * (f / 440.0).log2() - mode;
-            semis - semis.round()
-        })
+        .map(|&f| grid_deviation(f, mode))
         .filter(|d| d.abs() <= TUNING_AGREEMENT)
         .collect();
-    Some(mode + near.iter().sum::<f64>() / near.len() as f64)
+    let refined = mode + near.iter().sum::<f64>() / near.len() as f64;
+    Some(refined - refined.round())
+}
+
+/// How far `freq` (Hz) lies from the nearest note of the equal-tempered grid at `tuning`,
+/// in semitones, within a half.
+fn grid_deviation(freq: f64, tuning: f64) -> f64 {
+    let semis = N_CHROMA as f64 * (freq / 440.0).log2() - tuning;
+    semis - semis.round()
 }
 
 /// The fewest spectral peaks [`confident_tuning`] names a tuning from.
@@ -56,10 +63,7 @@ pub fn tuning_agreement(freqs: &[f64], tuning: f64) -> f64 {
     }
     let near = freqs
         .iter()
-        .filter(|&&f| {
-            let semis = N_CHROMA as f64 * (f / 440.0).log2() - tuning;
-            (semis - semis.round()).abs() <= TUNING_AGREEMENT
-        })
+        .filter(|&&f| grid_deviation(f, tuning).abs() <= TUNING_AGREEMENT)
         .count();
     near as f64 / freqs.len() as f64
 }
@@ -282,6 +286,19 @@ mod tests {
         assert!((tuning - 0.3).abs() <= 0.08, "{tuning}");
         let in_tune = confident_tuning(&power_spectrogram(&tuned_notes(0.0)), RATE).unwrap();
         assert!(in_tune.abs() <= 0.08, "{in_tune}");
+    }
+
+    #[test]
+    fn a_tuning_near_half_a_semitone_stays_within_a_half() {
+        // Notes 51 cents sharp and 50 flat read 0.51 / 0.53 before the wrap.
+        for cents in [51.0, -50.0] {
+            let power = power_spectrogram(&tuned_notes(cents));
+            let tuning = confident_tuning(&power, RATE).expect("steady notes agree");
+            assert!(tuning.abs() <= 0.5, "{cents}: {tuning}");
+            // +0.49 and -0.51 are the same grid: compare on the circle.
+            let off = tuning - cents / 100.0;
+            assert!((off - off.round()).abs() <= 0.08, "{cents}: {tuning}");
+        }
     }
 
     #[test]

@@ -138,20 +138,40 @@ pub fn measure(
     frame_rate: f64,
     frames: usize,
 ) -> FeatureFrames {
+    if samples.is_empty() || frames == 0 {
+        return FeatureFrames::zeros(features, frames);
+    }
+    measure_from(
+        samples,
+        &power_spectrogram(samples),
+        features,
+        frame_rate,
+        frames,
+    )
+}
+
+/// [`measure`] with the power spectrogram of `samples` ([`power_spectrogram`]) already
+/// taken, for a caller that reads more from it (the generator's tuning).
+pub fn measure_from(
+    samples: &[f32],
+    power: &Frames,
+    features: &[ContextFeature],
+    frame_rate: f64,
+    frames: usize,
+) -> FeatureFrames {
     let mut out = FeatureFrames::zeros(features, frames);
     if samples.is_empty() || frames == 0 {
         return out;
     }
-    let power = power_spectrogram(samples);
     let analysis_rate = ANALYSIS_RATE as f64 / HOP as f64;
     let needs = |f: ContextFeature| features.contains(&f);
     let chroma = needs(ContextFeature::Chroma).then(|| {
-        let tuning = estimate_tuning(&power, ANALYSIS_RATE);
-        gated_normalize(&raw_chroma(&power, ANALYSIS_RATE, tuning))
+        let tuning = estimate_tuning(power, ANALYSIS_RATE);
+        gated_normalize(&raw_chroma(power, ANALYSIS_RATE, tuning))
     });
     let bass = needs(ContextFeature::BassChroma).then(|| bass_chroma(samples));
     let (onset, beats) = if needs(ContextFeature::Onset) || needs(ContextFeature::BeatPhase) {
-        let mel = mel_db(&power, ANALYSIS_RATE);
+        let mel = mel_db(power, ANALYSIS_RATE);
         let mean = onset_strength(&mel, Aggregate::Mean);
         let (_, beats) = beat_track(
             &onset_strength(&mel, Aggregate::Median),

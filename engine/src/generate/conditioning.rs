@@ -15,7 +15,7 @@
 use anyhow::{bail, Result};
 
 use crate::analysis::chroma::confident_tuning;
-use crate::analysis::context_features::{measure, ContextFeature, FeatureFrames};
+use crate::analysis::context_features::{measure_from, ContextFeature, FeatureFrames};
 use crate::analysis::harmony::{apply_chords, apply_key, ChordChart, TimedChord};
 use crate::analysis::spectrum::power_spectrogram;
 use crate::analysis::{Key, ANALYSIS_RATE};
@@ -44,14 +44,19 @@ impl HarmonyRequest {
     }
 }
 
-/// The tuning the decoder retunes the stem's low partials to, in semitones from A4 = 440 Hz
-/// (within a half): the context's (`analysis::chroma::confident_tuning`) when it is at least
-/// [`RETUNE_MIN_OFFSET`] away from 440 Hz; `None` (440 Hz) when it is closer, or when the
-/// context's pitches do not agree on one (drums, noise, silence).
-pub fn context_tuning(context: &Audio) -> Result<Option<f64>> {
-    let mono = context.to_mono_at(ANALYSIS_RATE)?;
-    let power = power_spectrogram(&mono.channels[0]);
-    Ok(confident_tuning(&power, ANALYSIS_RATE).filter(|t| t.abs() >= RETUNE_MIN_OFFSET))
+/// What the generator reads off one request's context, from one analysis pass (one
+/// resampling to [`ANALYSIS_RATE`], one power spectrogram).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextAnalysis {
+    /// The model's context features ([`request_features`]'s rules); `None` for a model
+    /// without them.
+    pub features: Option<FeatureFrames>,
+    /// The tuning the decoder retunes the stem's low partials to, in semitones from A4 =
+    /// 440 Hz (within a half): the context's (`analysis::chroma::confident_tuning`) when it
+    /// is at least [`RETUNE_MIN_OFFSET`] away from 440 Hz; `None` (440 Hz) when it is
+    /// closer, when the context's pitches do not agree on one (drums, noise, silence) or
+    /// for the metronome.
+    pub tuning: Option<f64>,
 }
 
 /// The smallest measured detuning (semitones) the decoder follows. Why: the measurement
@@ -60,37 +65,87 @@ pub fn context_tuning(context: &Audio) -> Result<Option<f64>> {
 /// that much; a context tuned +30 or -45 cents reads +29 / -47 (the example resampled).
 pub const RETUNE_MIN_OFFSET: f64 = 0.15;
 
-/// The features for a model with context features, `None` for a model without them.
-/// `context` is the mono context fitted to the stem's length, `click` whether it is the
-/// metronome's; `tempo` is (BPM, beats per bar) when known.
-pub fn request_features(
+/// Whether a request's context is audio or the metronome's clicks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextKind {
+    Audio,
+    Metronome,
+}
+
+impl ContextKind {
+    /// The name in a take's report and sidecar.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextKind::Audio => "audio",
+            ContextKind::Metronome => "metronome",
+        }
+    }
+}
+
+/// The features and tuning of one request. `context` is the mono context fitted to the
+/// stem's length; `tempo` is (BPM, beats per bar) when known.
+pub fn analyse_context(
     config: &ModelConfig,
     context: &Audio,
+    kind: ContextKind,
+    frame_rate: f64,
+    frames: usize,
+    tempo: Option<(f64, u32)>,
+    harmony: &HarmonyRequest,
+) -> Result<ContextAnalysis> {
+    let has_features = !config.context_features.is_empty();
+    if !has_features && harmony.is_given() {
+        bail!(
+            "this model has no harmony conditioning (no context_features in its config), so \
+             it cannot follow chords or a key; use a model trained with them"
+        );
+    }
+    let measures_features = has_features && !harmony.no_features;
+    let click = kind == ContextKind::Metronome;
+    if !measures_features && click {
+        let features = has_features.then(|| FeatureFrames::zeros(&config.context_features, frames));
+        return Ok(ContextAnalysis {
+            features,
+            tuning: None,
+        });
+    }
+    let mono = context.to_mono_at(ANALYSIS_RATE)?;
+    let samples = &mono.channels[0];
+    let power = power_spectrogram(samples);
+    let tuning = if click {
+        None
+    } else {
+        confident_tuning(&power, ANALYSIS_RATE).filter(|t| t.abs() >= RETUNE_MIN_OFFSET)
+    };
+    let features = if !has_features {
+        None
+    } else if !measures_features {
+        Some(FeatureFrames::zeros(&config.context_features, frames))
+    } else {
+        let measured = measure_from(
+            samples,
+            &power,
+            &config.context_features,
+            frame_rate,
+            frames,
+        );
+        Some(request_features(
+            measured, click, frame_rate, frames, tempo, harmony,
+        )?)
+    };
+    Ok(ContextAnalysis { features, tuning })
+}
+
+/// The measured features changed by what the producer says (module header): a click's
+/// harmony zeroed, then the key, then the chords.
+fn request_features(
+    mut features: FeatureFrames,
     click: bool,
     frame_rate: f64,
     frames: usize,
     tempo: Option<(f64, u32)>,
     harmony: &HarmonyRequest,
-) -> Result<Option<FeatureFrames>> {
-    if config.context_features.is_empty() {
-        if harmony.is_given() {
-            bail!(
-                "this model has no harmony conditioning (no context_features in its config), so \
-                 it cannot follow chords or a key; use a model trained with them"
-            );
-        }
-        return Ok(None);
-    }
-    if harmony.no_features {
-        return Ok(Some(FeatureFrames::zeros(&config.context_features, frames)));
-    }
-    let mono = context.to_mono_at(ANALYSIS_RATE)?;
-    let mut features = measure(
-        &mono.channels[0],
-        &config.context_features,
-        frame_rate,
-        frames,
-    );
+) -> Result<FeatureFrames> {
     if click {
         for feature in [ContextFeature::Chroma, ContextFeature::BassChroma] {
             features.replace(feature, |_| vec![0.0; feature.dims()]);
@@ -116,7 +171,7 @@ pub fn request_features(
     if harmony.chords.is_none() && !harmony.timed_chords.is_empty() {
         apply_chords(&mut features, &harmony.timed_chords, frame_rate);
     }
-    Ok(Some(features))
+    Ok(features)
 }
 
 #[cfg(test)]
@@ -131,10 +186,16 @@ mod tests {
         let click = metronome(120.0, 4, 2, 32_000);
         let frame_rate = 50.0;
         let frames = 200;
+        let analysis = |kind: ContextKind, harmony: &HarmonyRequest| {
+            analyse_context(&config, &click, kind, frame_rate, frames, None, harmony).unwrap()
+        };
         let features = |is_click: bool, harmony: &HarmonyRequest| {
-            request_features(&config, &click, is_click, frame_rate, frames, None, harmony)
-                .unwrap()
-                .unwrap()
+            let kind = if is_click {
+                ContextKind::Metronome
+            } else {
+                ContextKind::Audio
+            };
+            analysis(kind, harmony).features.unwrap()
         };
         let chroma_sum = |f: &FeatureFrames| {
             let c = f.offset(ContextFeature::Chroma).unwrap();
@@ -148,6 +209,8 @@ mod tests {
         // ...as the metronome they are no harmony, and the beats stay.
         let f = features(true, &none);
         assert_eq!(chroma_sum(&f), 0.0);
+        // The clicks' sines (about 20 cents sharp of B and F#) are no tuning either.
+        assert_eq!(analysis(ContextKind::Metronome, &none).tuning, None);
         let onset = f.offset(ContextFeature::Onset).unwrap();
         assert!((0..frames).any(|n| f.frame(n)[onset] > 0.5));
         // A key given over the metronome fills every frame with its template.

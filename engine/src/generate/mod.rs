@@ -36,7 +36,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use serde::Serialize;
 
-pub use conditioning::{context_tuning, request_features, HarmonyRequest};
+pub use conditioning::{analyse_context, ContextAnalysis, ContextKind, HarmonyRequest};
 pub use metronome::metronome;
 pub use splice::{splice_region, EDIT_CROSSFADE_S};
 
@@ -437,7 +437,7 @@ impl Generator {
         let (context_audio, context_kind) = match &request.context {
             ContextSource::Audio(audio) => {
                 check_context_audio(audio, frame_rate)?;
-                (audio.to_mono_at(tok.sample_rate())?, "audio")
+                (audio.to_mono_at(tok.sample_rate())?, ContextKind::Audio)
             }
             ContextSource::Metronome {
                 bpm,
@@ -448,7 +448,7 @@ impl Generator {
                 let bar_s = *beats_per_bar as f64 * 60.0 / bpm;
                 let bars = (*bars).max((seconds / bar_s).ceil() as u32);
                 let click = metronome(*bpm, *beats_per_bar, bars, tok.sample_rate());
-                (click, "metronome")
+                (click, ContextKind::Metronome)
             }
         };
 
@@ -465,20 +465,15 @@ impl Generator {
         let mut fitted = context_audio.clone();
         fitted.channels.truncate(1);
         fitted.channels[0].resize(samples, 0.0);
-        let features = request_features(
+        let ContextAnalysis { features, tuning } = analyse_context(
             config,
             &fitted,
-            context_kind == "metronome",
+            context_kind,
             frame_rate,
             frames,
             tempo.map(|(bpm, beats_per_bar, _)| (bpm, beats_per_bar)),
             &request.harmony,
         )?;
-        let tuning = if context_kind == "metronome" {
-            None
-        } else {
-            context_tuning(&fitted)?
-        };
         let bass_chords = match &features {
             Some(f) if Category::from_id(category_id) == Some(Category::Bass) => {
                 bass_chords(f, &request.harmony, frame_rate)
@@ -585,7 +580,7 @@ impl Generator {
             settings: request.settings.clone(),
             category_id,
             category: category_name,
-            context: context_kind.into(),
+            context: context_kind.name().into(),
             tempo_bpm: tempo.map(|t| t.0),
             beats_per_bar: tempo.map(|t| t.1),
             bars: tempo.map(|t| t.2),
@@ -883,7 +878,7 @@ mod tests {
             chords: Some(ChordChart::parse("C").unwrap()),
             ..HarmonyRequest::default()
         };
-        // `features` already carry the given chords (request_features wrote them): their
+        // `features` already carry the given chords (analyse_context wrote them): their
         // bass notes stay, and the key they imply joins the chroma.
         let chords = bass_chords(&f, &given, 10.0).unwrap();
         let (c, b) = (
