@@ -6,7 +6,7 @@ mod cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use cli::{bench, codec, data, eval, generate, info, train};
+use cli::{bench, codec, data, eval, generate, info, sound, train};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,10 @@ enum Command {
     /// onset on the context's beat grid, beat F1, tempo agreement, key score, beat-synchronous
     /// chroma and in-key share. For checking a take by its figures, not only by ear.
     Coherence(eval::CoherenceArgs),
+    /// Sound-quality measures of finished stems, as `eval` reports them per category: peak and
+    /// true peak, hot samples, crest factor, clicks, energy outside the instrument's usual
+    /// band, flatness, how much sounds, tuning; `--clicks` lists when the clicks happen.
+    Sound(sound::SoundArgs),
     /// Held-out masked-token accuracy per level of a model directory on a token cache's
     /// held-out songs (as training validates, with more batches), next to the unigram baseline.
     Validate(eval::ValidateArgs),
@@ -69,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::EvalCompare(args) => eval::eval_compare(args),
         Command::Coherence(args) => eval::coherence(args),
+        Command::Sound(args) => sound::sound(args),
         Command::Validate(args) => eval::validate(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(cmd) => train::run(cmd),

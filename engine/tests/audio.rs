@@ -318,13 +318,15 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
             *v += 0.5;
         }
     }
-    let q = SoundQuality::measure(
-        &Audio::mono(rate as u32, clicked).unwrap(),
-        Some((0.0, 1000.0)),
-        false,
-    )
-    .unwrap();
+    let clicked = Audio::mono(rate as u32, clicked).unwrap();
+    let q = SoundQuality::measure(&clicked, Some((0.0, 1000.0)), false).unwrap();
     assert!((q.clicks_per_second * 4.0 - 6.0).abs() < 0.5, "{q:?}");
+    // ... each found where it is, within the click STFT's half window (12 ms).
+    let times = stemgen::analysis::sound::click_times(&clicked).unwrap();
+    assert_eq!(times.len(), 6, "{times:?}");
+    for (k, t) in times.iter().enumerate() {
+        assert!((t - (0.25 + 0.5 * k as f64)).abs() < 0.012, "{times:?}");
+    }
     // White noise: flat, mostly outside a bass band, and clipped samples counted.
     let mut state = 1u32;
     let noise: Vec<f32> = (0..2 * rate)

@@ -432,6 +432,70 @@ fn coherence_scores_stems_against_their_context() {
     }
 }
 
+/// `sound` on the shipped example's bass: in its band, unclipped; a step added to it is one
+/// more click, at its time; an unknown instrument fails by name.
+#[test]
+fn sound_measures_a_stem_and_says_where_its_clicks_are() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bass = repo.join("assets/examples/song50-bass.wav");
+    let dir = tempfile::tempdir().unwrap();
+    let stepped = dir.path().join("stepped.wav");
+    let mut audio = stemgen::audio::read_audio(&bass).unwrap();
+    let at = audio.sample_rate as usize * 3 / 2;
+    for ch in &mut audio.channels {
+        ch[at..at + 4].iter_mut().for_each(|v| *v += 0.5);
+    }
+    stemgen::audio::write_wav(&stepped, &audio, stemgen::audio::WavFormat::Float32).unwrap();
+    let o = stemgen(&[
+        "sound",
+        "--instrument",
+        "bass",
+        "--clicks",
+        bass.to_str().unwrap(),
+        stepped.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = |name: &str| -> Vec<String> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"));
+        line.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    // | file | s | peak | true peak | hot | crest | clicks/s | out of band | ...
+    let clean = row("song50-bass.wav");
+    assert!(clean[8].parse::<f64>().unwrap() < 0.05, "{out}");
+    assert!(clean[4].parse::<f64>().unwrap() < -1.0, "{out}");
+    let times = |name: &str| -> Vec<f64> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("clicks in") && l.contains(name))
+            .unwrap_or_else(|| panic!("{out}"));
+        line.rsplit(':')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    // The bass's own note attacks count too (its clicks/s is not 0); the step is one more.
+    let near = |ts: &[f64]| ts.iter().any(|t| (t - 1.5).abs() < 0.02);
+    assert!(!near(&times("song50-bass.wav")), "{out}");
+    assert!(near(&times("stepped.wav")), "{out}");
+    assert_eq!(
+        times("stepped.wav").len(),
+        times("song50-bass.wav").len() + 1,
+        "{out}"
+    );
+    let o = stemgen(&["sound", "--instrument", "kazoo", bass.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("kazoo"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn the_shipped_tokenizer_round_trips_every_format_at_its_rate_and_channel_count() {
     let dir = tempfile::tempdir().unwrap();

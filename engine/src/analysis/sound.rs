@@ -88,7 +88,7 @@ impl SoundQuality {
             true_peak_dbfs: true_peak_dbfs(&audio.channels),
             hot_sample_share: hot_count as f64 / samples as f64,
             crest_db: if rms > -120.0 { peak - rms } else { 0.0 },
-            clicks_per_second: spectrum.clicks() as f64
+            clicks_per_second: spectrum.clicks().len() as f64
                 / (x.len().max(1) as f64 / ANALYSIS_RATE as f64),
             out_of_band_share: band.map(|b| spectrum.out_of_band_share(b)),
             spectral_flatness: spectrum.flatness(),
@@ -98,6 +98,19 @@ impl SoundQuality {
                 .flatten(),
         })
     }
+}
+
+/// When the clicks [`SoundQuality::clicks_per_second`] counts happen: each event's first
+/// frame's centre, seconds from the start. For finding what made them (a window seam, a
+/// token step) by where they fall.
+pub fn click_times(audio: &Audio) -> Result<Vec<f64>, AudioError> {
+    let mono = audio.to_mono_at(ANALYSIS_RATE)?;
+    let spectrum = Spectrum::of(&mono.channels[0]);
+    Ok(spectrum
+        .clicks()
+        .into_iter()
+        .map(|t| t as f64 * HOP as f64 / ANALYSIS_RATE as f64)
+        .collect())
 }
 
 /// Power spectrogram `[frames][bins]` on the short grid of this module.
@@ -134,14 +147,14 @@ impl Spectrum {
         10.0 * (p / self.full_scale).max(1e-14).log10()
     }
 
-    /// Number of click events: runs of consecutive click frames count once.
-    fn clicks(&self) -> usize {
+    /// The first frame of each click event: runs of consecutive click frames count once.
+    fn clicks(&self) -> Vec<usize> {
         let first = (0..self.bins)
             .find(|&k| self.bin_hz(k) >= CLICK_BAND_HZ)
             .unwrap_or(self.bins);
         let high = first..self.bins;
         if high.is_empty() || self.frames < 3 {
-            return 0;
+            return Vec::new();
         }
         let band_db: Vec<f64> = (0..self.frames)
             .map(|t| self.db(self.frame(t)[high.clone()].iter().sum()))
@@ -154,7 +167,7 @@ impl Spectrum {
                     .collect()
             })
             .collect();
-        let mut events = 0;
+        let mut events = Vec::new();
         let mut previous = false;
         // The clip's own edges are steps from or to silence, not clicks of the stem.
         let edge = N_FFT / HOP;
@@ -174,7 +187,7 @@ impl Spectrum {
                 click = rose as f64 >= CLICK_BROADBAND_SHARE * high.len() as f64;
             }
             if click && !previous {
-                events += 1;
+                events.push(t);
             }
             previous = click;
         }

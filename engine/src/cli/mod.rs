@@ -11,4 +11,5 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod sound;
 pub mod train;
