@@ -58,7 +58,9 @@ pub enum Preset {
     /// 12 / 8 / 4 / 4 (28 forwards, about 9x fewer than `paper`): the default for
     /// interactive use. 16 iterations at level 0 measured no better on 96 clips (coherence
     /// -0.053, 90% -0.139 .. +0.023, and -0.009, -0.076 .. +0.055 on two seeds, against 12);
-    /// halving every level (`draft`) cost -0.069 on one seed (model card, Speed).
+    /// halving every level (`draft`) cost -0.069 on one seed (model card, Speed). With run
+    /// 4's weights, 24 / 4 / 2 / 2 (fewer level-0 frames drawn at once, which removes most
+    /// of its piano's attack-without-note bursts) cost -0.100 and -0.125 (model card, Sound).
     Normal,
     /// 8 / 4 / 2 / 2 (16 forwards): quick previews.
     Draft,
