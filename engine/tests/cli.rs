@@ -90,6 +90,56 @@ fn encode_then_decode_through_a_token_file() {
     );
 }
 
+/// `generate --tokens` writes the codes the sampler chose, and they decode to the stem's length.
+#[test]
+fn generate_writes_the_stems_tokens_for_the_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let model = workspace.join("assets/default");
+    let (wav, tokens) = (dir.path().join("bass.wav"), dir.path().join("bass.tokens"));
+    let o = stemgen(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--metronome",
+        "--bpm",
+        "120",
+        "--bars",
+        "1",
+        "--instrument",
+        "bass",
+        "--steps",
+        "draft",
+        "--seed",
+        "1",
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "-o",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stemgen::codec::Tokens::load(&tokens).unwrap();
+    // One bar of 4 beats at 120 BPM: 2 s, 50 frames per second, every level.
+    assert_eq!((t.levels, t.frames), (5, 100));
+    let decoded = dir.path().join("decoded.wav");
+    let o = stemgen(&[
+        "codec",
+        "decode",
+        "--tokenizer",
+        model.to_str().unwrap(),
+        tokens.to_str().unwrap(),
+        "-o",
+        decoded.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let audio = stemgen::audio::read_audio(&decoded).unwrap();
+    assert!(
+        (audio.duration_secs() - 2.0).abs() < 0.05,
+        "{}",
+        audio.duration_secs()
+    );
+}
+
 #[test]
 fn failures_exit_non_zero_with_one_line_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,6 +86,11 @@ pub struct GenerateArgs {
     /// yet decided filled by their current candidates) or more (once they are decided).
     #[arg(long, default_value_t = 1, requires = "preview")]
     preview_levels: usize,
+    /// Also write the stem's tokens, the `[levels x frames]` codes the sampler chose, as a
+    /// token file (`stemgen codec decode --tokenizer MODEL` turns it back into audio): to see
+    /// what the sampler decided where, apart from the decoder.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// Output WAV.
     #[arg(short, long, value_name = "WAV")]
     output: PathBuf,
@@ -121,6 +126,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     let stem = generate_with_progress(&generator, &request, args.preview.as_deref())?;
     audio::write_wav(&args.output, &stem.audio, WavFormat::Float32)?;
+    if let Some(path) = &args.tokens {
+        stem.tokens.save(path, generator.tokenizer())?;
+    }
     let m = &stem.metadata;
     eprintln!(
         "{}: {:.2} s of {} in {:.1} s (seed {})",
