@@ -319,10 +319,10 @@ fn sound_measures_find_clicks_out_of_band_energy_and_noise() {
         }
     }
     let clicked = Audio::mono(rate as u32, clicked).unwrap();
-    let q = SoundQuality::measure(&clicked, Some((0.0, 1000.0)), false).unwrap();
+    let (q, times) =
+        SoundQuality::measure_with_click_times(&clicked, Some((0.0, 1000.0)), false).unwrap();
     assert!((q.clicks_per_second * 4.0 - 6.0).abs() < 0.5, "{q:?}");
     // ... each found where it is, within the click STFT's half window (12 ms).
-    let times = stemgen::analysis::sound::click_times(&clicked).unwrap();
     assert_eq!(times.len(), 6, "{times:?}");
     for (k, t) in times.iter().enumerate() {
         assert!((t - (0.25 + 0.5 * k as f64)).abs() < 0.012, "{times:?}");

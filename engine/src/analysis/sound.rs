@@ -70,6 +70,17 @@ impl SoundQuality {
         band: Option<(f64, f64)>,
         pitched: bool,
     ) -> Result<SoundQuality, AudioError> {
+        Ok(Self::measure_with_click_times(audio, band, pitched)?.0)
+    }
+
+    /// [`Self::measure`], and when the clicks it counts happen: each event's first frame's
+    /// centre, seconds from the start. For finding what made them (a window seam, a token
+    /// step) by where they fall.
+    pub fn measure_with_click_times(
+        audio: &Audio,
+        band: Option<(f64, f64)>,
+        pitched: bool,
+    ) -> Result<(SoundQuality, Vec<f64>), AudioError> {
         let peak = peak_dbfs(&audio.channels);
         let rms = rms_dbfs(&audio.channels);
         let hot = 10f32.powf(HOT_SAMPLE_DBFS / 20.0);
@@ -83,34 +94,26 @@ impl SoundQuality {
         let mono = audio.to_mono_at(ANALYSIS_RATE)?;
         let x = &mono.channels[0];
         let spectrum = Spectrum::of(x);
-        Ok(SoundQuality {
+        let clicks = spectrum.clicks();
+        let quality = SoundQuality {
             peak_dbfs: peak,
             true_peak_dbfs: true_peak_dbfs(&audio.channels),
             hot_sample_share: hot_count as f64 / samples as f64,
             crest_db: if rms > -120.0 { peak - rms } else { 0.0 },
-            clicks_per_second: spectrum.clicks().len() as f64
-                / (x.len().max(1) as f64 / ANALYSIS_RATE as f64),
+            clicks_per_second: clicks.len() as f64 / (x.len().max(1) as f64 / ANALYSIS_RATE as f64),
             out_of_band_share: band.map(|b| spectrum.out_of_band_share(b)),
             spectral_flatness: spectrum.flatness(),
             active_share: active_share(x, ANALYSIS_RATE as f64),
             tuning_cents: pitched
                 .then(|| super::pitch::tuning_cents(x, ANALYSIS_RATE))
                 .flatten(),
-        })
+        };
+        let times = clicks
+            .into_iter()
+            .map(|t| t as f64 * HOP as f64 / ANALYSIS_RATE as f64)
+            .collect();
+        Ok((quality, times))
     }
-}
-
-/// When the clicks [`SoundQuality::clicks_per_second`] counts happen: each event's first
-/// frame's centre, seconds from the start. For finding what made them (a window seam, a
-/// token step) by where they fall.
-pub fn click_times(audio: &Audio) -> Result<Vec<f64>, AudioError> {
-    let mono = audio.to_mono_at(ANALYSIS_RATE)?;
-    let spectrum = Spectrum::of(&mono.channels[0]);
-    Ok(spectrum
-        .clicks()
-        .into_iter()
-        .map(|t| t as f64 * HOP as f64 / ANALYSIS_RATE as f64)
-        .collect())
 }
 
 /// Power spectrogram `[frames][bins]` on the short grid of this module.

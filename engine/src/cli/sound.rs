@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use stemgen::analysis::sound::{click_times, SoundQuality};
+use stemgen::analysis::sound::SoundQuality;
 use stemgen::audio;
 use stemgen::data::categories::Category;
 use stemgen::eval::sound::usual_band;
@@ -40,7 +40,7 @@ pub fn sound(args: SoundArgs) -> Result<()> {
     let mut clicks = Vec::new();
     for path in &args.files {
         let audio = audio::read_audio(path)?;
-        let q = SoundQuality::measure(&audio, band, pitched)
+        let (q, times) = SoundQuality::measure_with_click_times(&audio, band, pitched)
             .with_context(|| format!("{}: cannot measure", path.display()))?;
         println!(
             "| {} | {:.2} | {:.1} | {:.1} | {:.5} | {:.1} | {:.2} | {} | {:.3} | {:.2} | {} |",
@@ -57,7 +57,7 @@ pub fn sound(args: SoundArgs) -> Result<()> {
             cell(q.tuning_cents, 1),
         );
         if args.clicks {
-            clicks.push((path, click_times(&audio)?));
+            clicks.push((path, times));
         }
     }
     for (path, times) in clicks {

@@ -101,37 +101,31 @@ pub fn analyse_context(
         );
     }
     let measures_features = has_features && !harmony.no_features;
-    let click = kind == ContextKind::Metronome;
-    if !measures_features && click {
-        let features = has_features.then(|| FeatureFrames::zeros(&config.context_features, frames));
-        return Ok(ContextAnalysis {
-            features,
-            tuning: None,
-        });
-    }
-    let mono = context.to_mono_at(ANALYSIS_RATE)?;
-    let samples = &mono.channels[0];
-    let power = power_spectrogram(samples);
-    let tuning = if click {
-        None
-    } else {
-        confident_tuning(&power, ANALYSIS_RATE).filter(|t| t.abs() >= RETUNE_MIN_OFFSET)
+    // The metronome needs the audio only for features (it has no tuning).
+    let audio = (measures_features || kind == ContextKind::Audio)
+        .then(|| -> Result<_> {
+            let samples = context.to_mono_at(ANALYSIS_RATE)?.channels.swap_remove(0);
+            let power = power_spectrogram(&samples);
+            Ok((samples, power))
+        })
+        .transpose()?;
+    let tuning = match (&audio, kind) {
+        (Some((_, power)), ContextKind::Audio) => {
+            confident_tuning(power, ANALYSIS_RATE).filter(|t| t.abs() >= RETUNE_MIN_OFFSET)
+        }
+        _ => None,
     };
-    let features = if !has_features {
-        None
-    } else if !measures_features {
-        Some(FeatureFrames::zeros(&config.context_features, frames))
-    } else {
-        let measured = measure_from(
-            samples,
-            &power,
-            &config.context_features,
-            frame_rate,
-            frames,
-        );
-        Some(request_features(
-            measured, click, frame_rate, frames, tempo, harmony,
-        )?)
+    let features = match &audio {
+        _ if !has_features => None,
+        Some((samples, power)) if measures_features => {
+            let measured =
+                measure_from(samples, power, &config.context_features, frame_rate, frames);
+            let click = kind == ContextKind::Metronome;
+            Some(request_features(
+                measured, click, frame_rate, frames, tempo, harmony,
+            )?)
+        }
+        _ => Some(FeatureFrames::zeros(&config.context_features, frames)),
     };
     Ok(ContextAnalysis { features, tuning })
 }
