@@ -278,6 +278,53 @@ fn inference_kernels_match_the_differentiable_model() {
     assert!(diff < 1e-4, "fused and generic kernels differ by {diff}");
 }
 
+/// The CPU inference forward keeps its activations between calls: a call of another shape in
+/// between (the sampler's one-row levels, a shorter last window) changes nothing, and a
+/// context channel made once gives what `hidden` gives.
+#[test]
+fn inference_forward_reuses_its_workspace_across_shapes() {
+    let fast = tiny_model().for_inference();
+    let config = tiny_config();
+    let dev = Device::Cpu;
+    let inputs = |batch: usize, frames: usize, seed: u64| {
+        let tokens = random_tokens(frames, seed).codes.repeat(batch);
+        let mut target = random_tokens(frames, seed + 1).codes.repeat(batch);
+        for t in target.iter_mut().step_by(2) {
+            *t = config.mask_id();
+        }
+        let shape = (batch, config.levels, frames);
+        let categories: Vec<u32> = (0..batch as u32).collect();
+        (
+            Tensor::from_vec(tokens, shape, &dev).unwrap(),
+            Tensor::from_vec(target, shape, &dev).unwrap(),
+            Tensor::from_vec(categories, batch, &dev).unwrap(),
+            (0..batch).map(|b| b == 1).collect::<Vec<bool>>(),
+        )
+    };
+    let hidden = |model: &StemGenModel, batch: usize, frames: usize, seed: u64| {
+        let (context, target, category, dropped) = inputs(batch, frames, seed);
+        let channel = model
+            .context_channel(&context, &category, &dropped, None)
+            .unwrap();
+        let with = model.hidden_with(&channel, &target).unwrap();
+        let whole = model
+            .hidden(&context, &target, &category, &dropped, None)
+            .unwrap();
+        let (with, whole): (Vec<f32>, Vec<f32>) = (
+            with.flatten_all().unwrap().to_vec1().unwrap(),
+            whole.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(with, whole);
+        with
+    };
+    let first = hidden(&fast, 3, 20, 11);
+    let other = hidden(&fast, 1, 12, 21);
+    assert_eq!(hidden(&fast, 3, 20, 11), first);
+    let fresh = tiny_model().for_inference();
+    assert_eq!(hidden(&fresh, 1, 12, 21), other);
+    assert_ne!(first[..other.len()], other[..]);
+}
+
 /// Greedy decoding with one step per level reproduces a reference built directly on the
 /// (non-fused) model's three conditional forwards combined by Eq. 3: this pins which batch
 /// row carries which condition. Past `guided_levels`, the reference is the forward with

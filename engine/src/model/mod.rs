@@ -26,7 +26,7 @@ pub use objective::{
     draw_mask, masked_inputs, masked_loss, objective_with_masks, training_objective,
     weighted_objective_with_masks, ExampleMask, MaskedInputs, ObjectiveOutput,
 };
-pub use transformer::{StemGenModel, CONTEXT_FEATURES_PROJ};
+pub use transformer::{ContextChannel, StemGenModel, CONTEXT_FEATURES_PROJ};
 
 /// A problem with a model directory or config, phrased for a one-line message.
 #[derive(Debug, thiserror::Error)]

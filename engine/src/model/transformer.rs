@@ -8,12 +8,18 @@
 //! kernels instead (candle's `rms_norm` and `rope`, our attention and SwiGLU activation): same
 //! weights and the same function up to float rounding, faster, no gradients.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use super::kernels::attention::CpuAttention;
-use super::kernels::{rms_norm, rotary, silu_gate::SiluGate};
+use super::kernels::forward::{self, BlockWeights, Workspace};
+use super::kernels::{rms_norm, rotary, silu_gate::SiluGate, storage_f32};
 use super::ModelConfig;
+
+mod inputs;
+pub use inputs::ContextChannel;
 
 /// Keeps the RMS normalisation finite on all-zero rows.
 const RMS_EPS: f32 = 1e-5;
@@ -282,8 +288,11 @@ pub struct StemGenModel {
     /// flattened `[Q * (codebook_size + 1), d]` embedding tables, so that all levels are
     /// looked up in one `index_select`.
     level_offsets: Tensor,
-    /// Inference mode: fused RMSNorm / softmax / rotary kernels without backward.
+    /// Inference mode: fused RMSNorm / softmax / rotary kernels without backward, and on the
+    /// CPU the block stack of [`forward::hidden`].
     fused: bool,
+    /// The CPU inference forward's activations, kept between the sampler's iterations.
+    workspace: Arc<Mutex<Workspace>>,
 }
 
 impl StemGenModel {
@@ -349,6 +358,7 @@ impl StemGenModel {
             rotary: Rotary::new(config, device)?,
             level_offsets: Tensor::from_vec(offsets, (1, q, 1), device)?,
             fused: false,
+            workspace: Arc::default(),
         })
     }
 
@@ -358,6 +368,7 @@ impl StemGenModel {
     pub fn for_inference(&self) -> StemGenModel {
         StemGenModel {
             fused: true,
+            workspace: Arc::default(),
             ..self.clone()
         }
     }
@@ -410,11 +421,85 @@ impl StemGenModel {
         context_dropped: &[bool],
         features: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let mut xs = self.combine_inputs(context, target, category, context_dropped, features)?;
+        let channel = self.context_channel(context, category, context_dropped, features)?;
+        self.hidden_with(&channel, target)
+    }
+
+    /// [`Self::hidden`] for a context channel made once ([`Self::context_channel`]): the
+    /// sampler's iterations over a window change only the target tokens.
+    pub fn hidden_with(&self, channel: &ContextChannel, target: &Tensor) -> Result<Tensor> {
+        let mut xs = self.combine_inputs(channel, target)?;
+        if self.fused && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return self.cpu_hidden(&xs);
+        }
         for block in &self.blocks {
             xs = block.forward(&xs, &self.rotary, self.fused)?;
         }
         self.final_norm.apply(&xs, self.fused)
+    }
+
+    /// [`Self::hidden`]'s blocks and final norm on the CPU in inference mode: the same values
+    /// through [`forward::hidden`] on the weights' own storage.
+    fn cpu_hidden(&self, xs: &Tensor) -> Result<Tensor> {
+        let (rows, frames, d_model) = xs.dims3()?;
+        let xs = xs.contiguous()?;
+        let mut tensors = vec![
+            &xs,
+            &self.final_norm.weight,
+            &self.rotary.cos,
+            &self.rotary.sin,
+        ];
+        for block in &self.blocks {
+            tensors.extend([
+                &block.attn_norm.weight,
+                &block.attn.qkv.weight,
+                &block.attn.out.weight,
+                &block.mlp_norm.weight,
+                &block.mlp.gate_up.weight,
+                &block.mlp.down.weight,
+            ]);
+        }
+        let held: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let slices = held
+            .iter()
+            .map(|(storage, layout)| storage_f32(storage, layout, "cpu-forward"))
+            .collect::<Result<Vec<_>>>()?;
+        let blocks: Vec<BlockWeights> = slices[4..]
+            .chunks_exact(6)
+            .map(|w| BlockWeights {
+                attn_norm: w[0],
+                qkv: w[1],
+                out: w[2],
+                mlp_norm: w[3],
+                gate_up: w[4],
+                down: w[5],
+            })
+            .collect();
+        let dims = forward::Dims {
+            rows,
+            frames,
+            d_model,
+            n_heads: self.config.n_heads,
+            ffn: self.config.ffn_dim(),
+        };
+        let run = |workspace: &mut Workspace| {
+            forward::hidden(
+                workspace,
+                dims,
+                slices[0],
+                &blocks,
+                slices[1],
+                (slices[2], slices[3]),
+                RMS_EPS,
+                candle_core::utils::get_num_threads(),
+            )
+        };
+        // A model shared by two threads at once: the second gets a workspace of its own.
+        let hidden = match self.workspace.try_lock() {
+            Ok(mut workspace) => run(&mut workspace),
+            Err(_) => run(&mut Workspace::default()),
+        };
+        Tensor::from_vec(hidden, (rows, frames, d_model), xs.device())
     }
 
     /// Logits of one level's head for hidden states `[..., d_model]` -> `[..., codebook_size]`.
@@ -426,177 +511,5 @@ impl StemGenModel {
                 self.config.levels
             ),
         }
-    }
-
-    /// The input combiner (ARCHITECTURE §3.2): `[B, N, d_model]`,
-    /// x[n] = [h_ctx[n] + e_c ; h_tgt[n] + e_c] with h = sum over levels of the embeddings.
-    fn combine_inputs(
-        &self,
-        context: &Tensor,
-        target: &Tensor,
-        category: &Tensor,
-        context_dropped: &[bool],
-        features: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (batch, _, frames) = self.check_inputs(context, target, category, context_dropped)?;
-        let mut context_sum = self.sum_level_embeddings(&self.context_embed, context)?;
-        let mut target_sum = self.sum_level_embeddings(&self.target_embed, target)?;
-        if let (Some(table), Some(shapes)) = (&self.gain_embed, self.config.shapes_per_gain()) {
-            context_sum = (context_sum + self.gain_embeddings(table, 0, context, shapes)?)?;
-            target_sum = (target_sum + self.gain_embeddings(table, 1, target, shapes)?)?;
-        }
-        match (&self.context_features_proj, features) {
-            (Some(proj), Some(features)) => {
-                let dims = self.config.context_feature_dims();
-                if features.dims() != [batch, frames, dims] || features.dtype() != DType::F32 {
-                    bail!(
-                        "context features must be f32 [{batch}, {frames}, {dims}], got {:?} {:?}",
-                        features.dtype(),
-                        features.dims()
-                    );
-                }
-                // Part of the context channel, so a dropped context drops them too.
-                let projected = features
-                    .reshape((batch * frames, dims))?
-                    .matmul(proj)?
-                    .reshape((batch, frames, self.config.channel_dim()))?;
-                context_sum = (context_sum + projected)?;
-            }
-            (None, Some(_)) => bail!("context features given to a model that has none"),
-            _ => {}
-        }
-
-        // Blend instead of select: 0/1 weights keep one code path, differentiable for both.
-        let dropped: Vec<f32> = context_dropped.iter().map(|&d| f32::from(d)).collect();
-        let dropped = Tensor::from_vec(dropped, (batch, 1, 1), self.device())?;
-        let kept = (1.0 - &dropped)?;
-        let null_context = self
-            .null_context
-            .reshape((1, 1, self.config.channel_dim()))?;
-        let context_sum = context_sum
-            .broadcast_mul(&kept)?
-            .broadcast_add(&null_context.broadcast_mul(&dropped)?)?;
-
-        let category_vec = self
-            .category_embed
-            .index_select(category, 0)?
-            .unsqueeze(1)?;
-        let context_channel = context_sum.broadcast_add(&category_vec)?;
-        let target_channel = target_sum.broadcast_add(&category_vec)?;
-        Tensor::cat(&[context_channel, target_channel], D::Minus1)
-    }
-
-    /// Channel `channel`'s gain embedding of each frame's level-0 code -> `[B, N, d_model / 2]`.
-    /// The MASK id maps to the table's last row (`codebook_size / shapes == gain_steps`).
-    fn gain_embeddings(
-        &self,
-        table: &Tensor,
-        channel: usize,
-        tokens: &Tensor,
-        shapes: usize,
-    ) -> Result<Tensor> {
-        let (batch, _, frames) = tokens.dims3()?;
-        // Integer division on the host: the ids are few (B x N) and already u32.
-        let codes: Vec<u32> = tokens.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
-        let gains: Vec<u32> = codes.iter().map(|&c| c / shapes as u32).collect();
-        let ids = Tensor::from_vec(gains, batch * frames, tokens.device())?;
-        table.get(channel)?.index_select(&ids, 0)?.reshape((
-            batch,
-            frames,
-            self.config.channel_dim(),
-        ))
-    }
-
-    /// sum_q E_q[tokens[:, q, n]] -> `[B, N, d_model / 2]`.
-    fn sum_level_embeddings(&self, table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
-        let (batch, levels, frames) = tokens.dims3()?;
-        let (q, rows, c) = table.dims3()?;
-        let ids = tokens.broadcast_add(&self.level_offsets)?.flatten_all()?;
-        table
-            .reshape((q * rows, c))?
-            .index_select(&ids, 0)?
-            .reshape((batch, levels, frames, c))?
-            .sum(1)
-    }
-
-    /// Shapes, dtypes and id ranges, checked so that bad input is an error, not a panic or
-    /// an out-of-range lookup. Returns (B, Q, N).
-    fn check_inputs(
-        &self,
-        context: &Tensor,
-        target: &Tensor,
-        category: &Tensor,
-        context_dropped: &[bool],
-    ) -> Result<(usize, usize, usize)> {
-        let cfg = &self.config;
-        for (name, tensor) in [
-            ("context", context),
-            ("target", target),
-            ("category", category),
-        ] {
-            if tensor.dtype() != DType::U32 {
-                bail!("{name} tokens must be u32, got {:?}", tensor.dtype());
-            }
-        }
-        let (batch, levels, frames) = context.dims3()?;
-        if target.dims() != context.dims() {
-            bail!(
-                "target tokens {:?} and context tokens {:?} differ in shape",
-                target.dims(),
-                context.dims()
-            );
-        }
-        if levels != cfg.levels {
-            bail!(
-                "tokens have {levels} levels, the model expects {}",
-                cfg.levels
-            );
-        }
-        if batch == 0 || frames == 0 {
-            bail!("empty batch: {batch} examples of {frames} frames");
-        }
-        if frames > cfg.max_frames {
-            bail!(
-                "{frames} frames exceed the model's maximum of {} frames",
-                cfg.max_frames
-            );
-        }
-        if category.dims() != [batch] {
-            bail!(
-                "category must have shape [{batch}], got {:?}",
-                category.dims()
-            );
-        }
-        if context_dropped.len() != batch {
-            bail!(
-                "context_dropped has {} entries for a batch of {batch}",
-                context_dropped.len()
-            );
-        }
-        let max_id = |t: &Tensor| -> Result<u32> { t.flatten_all()?.max(0)?.to_scalar::<u32>() };
-        if max_id(context)? >= cfg.mask_id() {
-            bail!(
-                "context token id {} is out of range (codes are 0..{})",
-                max_id(context)?,
-                cfg.codebook_size
-            );
-        }
-        if max_id(target)? > cfg.mask_id() {
-            bail!(
-                "target token id {} is out of range (codes 0..{}, MASK = {})",
-                max_id(target)?,
-                cfg.codebook_size,
-                cfg.mask_id()
-            );
-        }
-        if max_id(category)? > cfg.null_category() {
-            bail!(
-                "category id {} is out of range (0..{}, NULL = {})",
-                max_id(category)?,
-                cfg.n_categories,
-                cfg.null_category()
-            );
-        }
-        Ok((batch, levels, frames))
     }
 }

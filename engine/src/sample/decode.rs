@@ -15,7 +15,7 @@ use super::harmony_prior::{PriorTarget, WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
 use crate::analysis::context_features::FeatureFrames;
 use crate::codec::{CodeProfiles, Tokens};
-use crate::model::{kernels::fast_exp, ModelConfig, StemGenModel};
+use crate::model::{kernels::fast_exp, ContextChannel, ModelConfig, StemGenModel};
 
 /// Regenerate only `region` (frames `start..end`) of `previous`; every token outside the
 /// region is returned exactly as it is in `previous`.
@@ -442,10 +442,8 @@ fn conditional_row(category: u32) -> Vec<GuidanceRow> {
 /// row set, reused by every iteration).
 struct RowInputs<'r> {
     rows: &'r [GuidanceRow],
-    context: Tensor,
-    categories: Tensor,
-    dropped: Vec<bool>,
-    features: Option<Tensor>,
+    /// The rows' context channel, made once per window.
+    context: ContextChannel,
 }
 
 /// Called after each iteration of a window with (level, step, steps, unmasked frames, the
@@ -506,13 +504,7 @@ impl Window<'_> {
                 }
                 let device = self.model.device();
                 let target = repeat_rows(&self.target, batch, self.levels, len, device)?;
-                let hidden = self.model.hidden(
-                    &inputs.context,
-                    &target,
-                    &inputs.categories,
-                    &inputs.dropped,
-                    inputs.features.as_ref(),
-                )?;
+                let hidden = self.model.hidden_with(&inputs.context, &target)?;
                 let index: Vec<u32> = masked.iter().map(|&n| n as u32).collect();
                 let index = Tensor::from_vec(index, masked.len(), device)?;
                 let logits = self
@@ -597,13 +589,14 @@ impl Window<'_> {
             None => None,
         };
         let categories: Vec<u32> = rows.iter().map(|r| r.1).collect();
-        Ok(RowInputs {
-            rows,
-            context: repeat_rows(&self.context, batch, self.levels, len, device)?,
-            categories: Tensor::from_vec(categories, batch, device)?,
-            dropped: rows.iter().map(|r| r.0).collect(),
-            features,
-        })
+        let dropped: Vec<bool> = rows.iter().map(|r| r.0).collect();
+        let context = self.model.context_channel(
+            &repeat_rows(&self.context, batch, self.levels, len, device)?,
+            &Tensor::from_vec(categories, batch, device)?,
+            &dropped,
+            features.as_ref(),
+        )?;
+        Ok(RowInputs { rows, context })
     }
 
     /// For each masked frame (in order): a token drawn from the guided distribution at the

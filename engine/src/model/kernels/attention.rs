@@ -81,7 +81,14 @@ impl CustomOp3 for CpuAttention {
 
 /// Scores `scale q k^T` of one (batch, head) pair `[n x d]` each into `scores` `[n x n]`,
 /// then a softmax per row.
-fn probabilities(qs: &[f32], ks: &[f32], n: usize, d: usize, scale: f32, scores: &mut [f32]) {
+pub(super) fn probabilities(
+    qs: &[f32],
+    ks: &[f32],
+    n: usize,
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
     // Safety: the strides address inside the n x d slices and the n x n buffer.
     unsafe {
         gemm::gemm(
@@ -260,13 +267,13 @@ unsafe fn product(
 
 /// A raw output pointer shared by tasks that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
-    fn get(&self) -> *mut f32 {
+    pub(super) fn get(&self) -> *mut f32 {
         self.0
     }
 }

@@ -13,17 +13,28 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod embed;
 pub mod fast_exp;
+pub mod forward;
 pub mod rms_norm;
 pub mod rotary;
 pub mod silu_gate;
 
-use candle_core::{bail, CpuStorage, Layout, Result};
+use candle_core::{bail, CpuStorage, Layout, Result, Storage};
 
 /// The f32 values of a contiguous CPU tensor, or an error naming the op that needed them.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
         _ => bail!("{op} needs contiguous f32 tensors"),
+    }
+}
+
+/// The f32 values of a contiguous tensor held in CPU storage (a borrowed `storage_and_layout`),
+/// or an error naming the op that needed them.
+pub fn storage_f32<'a>(storage: &'a Storage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => contiguous_f32(cpu, layout, op),
+        _ => bail!("{op} needs tensors in CPU memory"),
     }
 }

@@ -10,6 +10,14 @@ use rayon::prelude::*;
 
 use super::contiguous_f32;
 
+/// `silu(gate) * up` of one row `[gate | up]` into `out` (half the row's width).
+pub fn silu_gate_row(row: &[f32], out: &mut [f32]) {
+    let (gate, up) = row.split_at(out.len());
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
 /// `silu(gate) * up` for `[..., 2H]` = `[gate | up]` rows -> `[..., H]`, in one parallel pass.
 /// candle's element-wise ops run on one thread and `narrow` makes them strided; on a 2-core
 /// CPU this activation cost about as much as a matmul of the MLP. `apply_op1` keeps the
@@ -32,12 +40,7 @@ impl CustomOp1 for SiluGate {
         let mut out = vec![0f32; src.len() / 2];
         out.par_chunks_mut(hidden.max(1))
             .zip(src.par_chunks(width.max(1)))
-            .for_each(|(o, row)| {
-                let (gate, up) = row.split_at(hidden);
-                for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
-            });
+            .for_each(|(o, row)| silu_gate_row(row, o));
         let mut shape = dims.to_vec();
         if let Some(last) = shape.last_mut() {
             *last = hidden;
