@@ -821,57 +821,61 @@ fn bad_inputs_are_errors_not_panics() {
 /// candle's generic ops: values and the gradients of q, k and v.
 #[test]
 fn training_attention_and_its_gradients_match_the_generic_ops() {
-    use candle_core::{Var, D};
-    use stemgen::model::kernels::attention::CpuAttention;
+    use candle_core::{IndexOp, Var, D};
+    use stemgen::model::kernels::attention::QkvAttention;
     let device = Device::Cpu;
     let (b, h, n, d) = (2, 3, 37, 8);
     let scale = 1.0 / (d as f64).sqrt();
-    let make = |std: f32| {
-        Var::from_tensor(&Tensor::randn(0f32, std, (b, h, n, d), &device).unwrap()).unwrap()
-    };
     // Large scores, so the softmax is peaked on some rows.
-    let (q, k, v) = (make(2.0), make(2.0), make(1.0));
+    let qkv =
+        Var::from_tensor(&Tensor::randn(0f32, 2.0, (b, n, 3 * h * d), &device).unwrap()).unwrap();
+    // Rotary tables longer than the window, as the model's are.
+    let angles: Vec<f32> = (0..(n + 5) * d / 2)
+        .map(|i| (i / (d / 2)) as f32 * 0.3 / (1 + i % (d / 2)) as f32)
+        .collect();
+    let angles = Tensor::from_vec(angles, (n + 5, d / 2), &device).unwrap();
+    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
     let probe = Tensor::randn(0f32, 1.0, (b, n, h * d), &device).unwrap();
-    let run = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
-        let y = f(q.as_tensor(), k.as_tensor(), v.as_tensor());
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let y = f(qkv.as_tensor());
         let grads = (&y * &probe)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        let grad = |var: &Var| grads.get(var.as_tensor()).unwrap().clone();
-        (y, [grad(&q), grad(&k), grad(&v)])
+        (y, grads.get(qkv.as_tensor()).unwrap().clone())
     };
-    let (fused, fused_grads) = run(&|q, k, v| {
-        q.apply_op3(
-            k,
-            v,
-            CpuAttention {
-                scale: scale as f32,
-            },
-        )
-        .unwrap()
+    let (fused, fused_grad) = run(&|qkv| {
+        qkv.apply_op3(&cos, &sin, QkvAttention { n_heads: h })
+            .unwrap()
     });
-    let (generic, generic_grads) = run(&|q, k, v| {
+    let (generic, generic_grad) = run(&|qkv| {
+        let split = qkv.reshape((b, n, 3, h, d)).unwrap();
+        let heads = |i: usize| split.i((.., .., i)).unwrap().transpose(1, 2).unwrap();
+        let (c, s) = (cos.narrow(0, 0, n).unwrap(), sin.narrow(0, 0, n).unwrap());
+        let rotate = |x: Tensor| {
+            let x1 = x.narrow(D::Minus1, 0, d / 2).unwrap();
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2).unwrap();
+            let r1 = (x1.broadcast_mul(&c).unwrap() - x2.broadcast_mul(&s).unwrap()).unwrap();
+            let r2 = (x1.broadcast_mul(&s).unwrap() + x2.broadcast_mul(&c).unwrap()).unwrap();
+            Tensor::cat(&[r1, r2], D::Minus1).unwrap()
+        };
+        let (q, k, v) = (rotate(heads(0)), rotate(heads(1)), heads(2));
         let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
         candle_nn::ops::softmax(&scores, D::Minus1)
             .unwrap()
-            .matmul(v)
+            .matmul(&v.contiguous().unwrap())
             .unwrap()
             .transpose(1, 2)
             .unwrap()
             .reshape((b, n, h * d))
             .unwrap()
     });
-    assert!(max_abs_diff(&fused, &generic) < 1e-5, "values");
-    for (name, (a, g)) in ["q", "k", "v"]
-        .iter()
-        .zip(fused_grads.iter().zip(&generic_grads))
-    {
-        let err = max_abs_diff(a, g);
-        assert!(err < 1e-4, "gradient of {name} differs by {err}");
-    }
+    let err = max_abs_diff(&fused, &generic);
+    assert!(err < 1e-5, "values differ by {err}");
+    let err = max_abs_diff(&fused_grad, &generic_grad);
+    assert!(err < 1e-4, "gradients differ by {err}");
 }
 
 /// The SwiGLU activation with its backward against candle's generic ops.
@@ -903,6 +907,76 @@ fn training_swiglu_and_its_gradient_match_the_generic_ops() {
     assert!(max_abs_diff(&fused, &generic) < 1e-5, "values");
     let err = max_abs_diff(&fused_grad, &generic_grad);
     assert!(err < 1e-4, "gradients differ by {err}");
+}
+
+/// The linear layer and the level-summed embedding lookup, each one op with its own backward,
+/// against candle's primitives and their gradients.
+#[test]
+fn training_linear_and_embedding_sum_match_the_primitives() {
+    use candle_core::Var;
+    use stemgen::model::kernels::{embed::EmbedSum, linear::LinearOp};
+    let device = Device::Cpu;
+    let grads_of = |y: &Tensor, probe: &Tensor, vars: &[&Var]| -> Vec<Tensor> {
+        let grads = (y * probe).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+            .collect()
+    };
+
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 12), &device).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 12), &device).unwrap()).unwrap();
+    let probe = Tensor::randn(0f32, 1.0, (3, 7, 5), &device).unwrap();
+    let fused = x.as_tensor().apply_op2(w.as_tensor(), LinearOp).unwrap();
+    let generic = x
+        .as_tensor()
+        .broadcast_matmul(&w.as_tensor().t().unwrap())
+        .unwrap();
+    assert!(max_abs_diff(&fused, &generic) < 1e-5, "linear values");
+    let (a, b) = (
+        grads_of(&fused, &probe, &[&x, &w]),
+        grads_of(&generic, &probe, &[&x, &w]),
+    );
+    for (fused, generic) in a.iter().zip(&b) {
+        let err = max_abs_diff(fused, generic);
+        assert!(err < 1e-4, "linear gradients differ by {err}");
+    }
+
+    let (levels, rows, width) = (3, 6, 4);
+    let table =
+        Var::from_tensor(&Tensor::randn(0f32, 1.0, (levels, rows, width), &device).unwrap())
+            .unwrap();
+    // Repeated ids in one level: their gradients must add up.
+    let ids: Vec<u32> = (0..2 * levels * 5).map(|i| (i * 7 % 5) as u32).collect();
+    let ids = Tensor::from_vec(ids, (2, levels, 5), &device).unwrap();
+    let probe = Tensor::randn(0f32, 1.0, (2, 5, width), &device).unwrap();
+    let fused = table.as_tensor().apply_op2(&ids, EmbedSum).unwrap();
+    let offsets = Tensor::new(&[0u32, rows as u32, 2 * rows as u32], &device)
+        .unwrap()
+        .reshape((1, levels, 1))
+        .unwrap();
+    let flat_ids = ids.broadcast_add(&offsets).unwrap().flatten_all().unwrap();
+    let generic = table
+        .as_tensor()
+        .reshape((levels * rows, width))
+        .unwrap()
+        .index_select(&flat_ids, 0)
+        .unwrap()
+        .reshape((2, levels, 5, width))
+        .unwrap()
+        .sum(1)
+        .unwrap();
+    assert_eq!(max_abs_diff(&fused, &generic), 0.0, "embedding sums");
+    let err = max_abs_diff(
+        &grads_of(&fused, &probe, &[&table])[0],
+        &grads_of(&generic, &probe, &[&table])[0],
+    );
+    assert!(err < 1e-5, "embedding gradients differ by {err}");
+    let past = Tensor::new(&[[[rows as u32]; 1]; 3], &device)
+        .unwrap()
+        .reshape((1, levels, 1))
+        .unwrap();
+    let err = table.as_tensor().apply_op2(&past, EmbedSum).unwrap_err();
+    assert!(err.to_string().contains("past the table"), "{err}");
 }
 
 /// The weighted cross-entropy with its backward against candle's generic ops.

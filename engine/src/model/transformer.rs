@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use super::kernels::attention::CpuAttention;
+use super::kernels::attention::QkvAttention;
 use super::kernels::forward::{self, BlockWeights, Workspace};
+use super::kernels::linear::LinearOp;
 use super::kernels::{rms_norm, rotary, silu_gate::SiluGate, storage_f32};
 use super::ModelConfig;
 
@@ -43,6 +44,9 @@ struct Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return xs.contiguous()?.apply_op2(&self.weight, LinearOp);
+        }
         let (out_dim, in_dim) = self.weight.dims2()?;
         let mut shape = xs.dims().to_vec();
         let rows = xs.elem_count() / in_dim.max(1);
@@ -149,26 +153,24 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor, rotary: &Rotary, fused: bool) -> Result<Tensor> {
         let (batch, frames, d_model) = xs.dims3()?;
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .reshape((batch, frames, 3, self.n_heads, self.head_dim))?;
+        let qkv = self.qkv.forward(xs)?; // [B, N, 3d]
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            let op = QkvAttention {
+                n_heads: self.n_heads,
+            };
+            let (cos, sin) = (&rotary.cos, &rotary.sin);
+            let mixed = if fused {
+                qkv.apply_op3_no_bwd(cos, sin, &op)?
+            } else {
+                qkv.apply_op3(cos, sin, op)?
+            };
+            return self.out.forward(&mixed);
+        }
+        let qkv = qkv.reshape((batch, frames, 3, self.n_heads, self.head_dim))?;
         let heads = |i: usize| -> Result<Tensor> {
             qkv.i((.., .., i))?.transpose(1, 2)?.contiguous() // [B, H, N, hd]
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-            let q = rotary.apply(&heads(0)?, fused)?;
-            let k = rotary.apply(&heads(1)?, fused)?;
-            let v = heads(2)?;
-            let scale = scale as f32;
-            let mixed = if fused {
-                q.apply_op3_no_bwd(&k, &v, &CpuAttention { scale })?
-            } else {
-                q.apply_op3(&k, &v, CpuAttention { scale })?
-            };
-            return self.out.forward(&mixed);
-        }
         let q = (rotary.apply(&heads(0)?, fused)? * scale)?;
         let k = rotary.apply(&heads(1)?, fused)?;
         let v = heads(2)?;

@@ -1,82 +1,184 @@
-//! Bidirectional multi-head attention on the CPU ([`CpuAttention`]), with a hand-written
-//! backward for training.
+//! Bidirectional multi-head attention on the CPU, from the fused Q/K/V projection, with
+//! rotary positions applied inside and a hand-written backward for training ([`QkvAttention`];
+//! inference calls [`attend`] directly).
 //!
-//! candle's path (`q k^T`, a softmax over a `[B, H, N, N]` tensor, `weights v`, a transpose)
-//! writes and reads the whole score tensor three times and starts threads for every small
-//! product. Here each (batch, head) pair is one task whose score matrix stays in cache, and the
-//! result lands in the `[B, N, H * hd]` layout the output projection reads.
-//!
-//! In training the generic path is worse: the backward of each of its ops allocates, zeroes
-//! and adds a `[B, H, N, N]` gradient (32 MB per layer at batch 8), and the score tensors are
-//! kept for the backward. This op keeps nothing but q, k and v: its backward
-//! recomputes each pair's probabilities in cache (as FlashAttention does) and runs the five
-//! products of the attention gradient there.
+//! candle's path (split Q/K/V into heads, two rotations, `q k^T`, a softmax over a
+//! `[B, H, N, N]` tensor, `weights v`, a transpose) writes and reads the whole score tensor
+//! three times and starts threads for every small product; its backward adds each split's
+//! gradient into a zeroed copy of the full projection. Here each (batch, head) pair is one task
+//! that gathers and rotates its queries and keys, keeps its score matrix in cache, and writes
+//! its result straight into the `[B, N, H * hd]` layout the output projection reads. The
+//! backward keeps nothing but the projection: it recomputes each pair's probabilities in cache
+//! (as FlashAttention does), runs the five products of the attention gradient there, rotates
+//! the query and key gradients back and writes all three into the projection's gradient.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{contiguous_f32, fast_exp};
 
-/// Bidirectional attention for contiguous f32 `q, k, v` `[B, H, N, hd]` -> `[B, N, H * hd]`,
-/// one (batch, head) pair per task: each task's score matrix stays in cache, every product is
-/// single-threaded (no per-call thread start-up on small matrices) and the result is written
-/// straight into the layout the output projection reads. `apply_op3` keeps the backward,
-/// `apply_op3_no_bwd` does not.
-pub struct CpuAttention {
-    /// Multiplies the scores before the softmax (1 / sqrt(head_dim)).
-    pub scale: f32,
+/// The sizes of one attention call: examples, frames, model width, heads.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionDims {
+    pub batch: usize,
+    pub frames: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
 }
 
-impl CustomOp3 for CpuAttention {
+impl AttentionDims {
+    fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+/// Attention over `qkv` `[B, N, 3 d]` (queries, keys, values side by side, heads within each)
+/// with rotary tables `cos`, `sin` `[>= N, head_dim / 2]` -> `[B, N, d]`. `apply_op3` keeps the
+/// backward (the gradient of `qkv`), `apply_op3_no_bwd` does not.
+pub struct QkvAttention {
+    pub n_heads: usize,
+}
+
+impl QkvAttention {
+    fn dims(&self, qkv: &Layout, cos: &Layout) -> Result<AttentionDims> {
+        let (batch, frames, width) = qkv.shape().dims3()?;
+        let d_model = width / 3;
+        let heads = self.n_heads.max(1);
+        let (positions, half) = cos.shape().dims2()?;
+        if width % 3 != 0 || d_model % heads != 0 || 2 * half != d_model / heads {
+            bail!(
+                "qkv-attention: {width} columns do not split into 3 x {heads} heads of {}",
+                2 * half
+            );
+        }
+        if positions < frames {
+            bail!("qkv-attention: rotary tables of {positions} positions for {frames} frames");
+        }
+        Ok(AttentionDims {
+            batch,
+            frames,
+            d_model,
+            n_heads: heads,
+        })
+    }
+}
+
+impl CustomOp3 for QkvAttention {
     fn name(&self) -> &'static str {
-        "cpu-attention"
+        "qkv-attention"
     }
 
     fn cpu_fwd(
         &self,
-        q: &CpuStorage,
-        q_l: &Layout,
-        k: &CpuStorage,
-        k_l: &Layout,
-        v: &CpuStorage,
-        v_l: &Layout,
+        qkv: &CpuStorage,
+        qkv_l: &Layout,
+        cos: &CpuStorage,
+        cos_l: &Layout,
+        sin: &CpuStorage,
+        sin_l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (q, k, v) = (
-            contiguous_f32(q, q_l, name)?,
-            contiguous_f32(k, k_l, name)?,
-            contiguous_f32(v, v_l, name)?,
+        let dims = self.dims(qkv_l, cos_l)?;
+        let (qkv, cos, sin) = (
+            contiguous_f32(qkv, qkv_l, name)?,
+            contiguous_f32(cos, cos_l, name)?,
+            contiguous_f32(sin, sin_l, name)?,
         );
-        let dims = q_l.shape().dims4()?;
-        if k_l.shape() != q_l.shape() || v_l.shape() != q_l.shape() {
-            bail!("{name}: q, k and v shapes differ");
-        }
-        let out = forward(q, k, v, dims, self.scale);
-        let (b, h, n, d) = dims;
-        Ok((CpuStorage::F32(out), (b, n, h * d).into()))
+        let mut out = vec![0f32; dims.batch * dims.frames * dims.d_model];
+        attend(qkv, dims, cos, sin, &mut out);
+        Ok((
+            CpuStorage::F32(out),
+            (dims.batch, dims.frames, dims.d_model).into(),
+        ))
     }
 
     fn bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = q.dims4()?;
+        let dims = self.dims(qkv.layout(), cos.layout())?;
         let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (dq, dk, dv) = backward(
-            &host(q)?,
-            &host(k)?,
-            &host(v)?,
-            &host(grad_res)?,
+        let d_qkv = backward(
+            &host(qkv)?,
+            &host(&grad_res.contiguous()?)?,
             dims,
-            self.scale,
+            (&host(cos)?, &host(sin)?),
         );
-        let tensor = |values: Vec<f32>| Tensor::from_vec(values, dims, q.device()).map(Some);
-        Ok((tensor(dq)?, tensor(dk)?, tensor(dv)?))
+        let d_qkv = Tensor::from_vec(d_qkv, qkv.shape(), qkv.device())?;
+        Ok((Some(d_qkv), None, None))
     }
+}
+
+/// Writes the rotated queries (`which` 0) or keys (1) of (example, head) into `dst` `[N, hd]`:
+/// the GPT-NeoX half split, `x1 cos - x2 sin`, `x1 sin + x2 cos` (candle `rope`'s products).
+fn gather_rotated(
+    qkv: &[f32],
+    dims: AttentionDims,
+    (cos, sin): (&[f32], &[f32]),
+    which: usize,
+    task: (usize, usize),
+    dst: &mut [f32],
+) {
+    let (d, hd) = (dims.d_model, dims.head_dim());
+    let half = hd / 2;
+    let base = task.0 * dims.frames * 3 * d + which * d + task.1 * hd;
+    for (pos, dst) in dst.chunks_exact_mut(hd).enumerate() {
+        let (x1, x2) = qkv[base + pos * 3 * d..][..hd].split_at(half);
+        let (c, s) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
+        let (y1, y2) = dst.split_at_mut(half);
+        for i in 0..half {
+            y1[i] = x1[i] * c[i] - x2[i] * s[i];
+            y2[i] = x1[i] * s[i] + x2[i] * c[i];
+        }
+    }
+}
+
+/// Attention of every (example, head) pair of `qkv` `[B, N, 3d]` into `out` `[B, N, d]`.
+pub fn attend(qkv: &[f32], dims: AttentionDims, cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let (n, d, h) = (dims.frames, dims.d_model, dims.n_heads);
+    let hd = dims.head_dim();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let out = SendPtr(out.as_mut_ptr());
+    (0..dims.batch * h).into_par_iter().for_each_init(
+        || (vec![0f32; n * n], vec![0f32; n * hd], vec![0f32; n * hd]),
+        |(scores, q, k), task| {
+            let (example, head) = (task / h, task % h);
+            gather_rotated(qkv, dims, (cos, sin), 0, (example, head), q);
+            gather_rotated(qkv, dims, (cos, sin), 1, (example, head), k);
+            probabilities(q, k, n, hd, scale, scores);
+            let v = &qkv[example * n * 3 * d + 2 * d + head * hd..];
+            let dst = out;
+            // Safety: `v`'s rows are 3d apart and its last row ends inside `qkv`; each task
+            // writes a disjoint column block (head) of its example's frames in `out`.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    hd,
+                    n,
+                    dst.get().add(example * n * d + head * hd),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    (3 * d) as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
 }
 
 /// Scores `scale q k^T` of one (batch, head) pair `[n x d]` each into `scores` `[n x n]`,
@@ -118,113 +220,88 @@ pub(super) fn probabilities(
     }
 }
 
-/// `softmax(scale q k^T) v` for contiguous `[B, H, N, hd]` q, k, v -> `[B, N, H * hd]`, one
-/// (batch, head) pair per task.
-fn forward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    (b, h, n, d): (usize, usize, usize, usize),
-    scale: f32,
+/// The gradient of [`attend`] with respect to `qkv` `[B, N, 3d]` for the output gradient
+/// `dout` `[B, N, d]`. Per (example, head) pair, with P the probabilities and dO that pair's
+/// output gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(P * dP)),
+/// dQ = scale dS K, dK = scale dS^T Q; dQ and dK are then rotated back (the transpose of a
+/// rotation is the rotation by the opposite angle).
+fn backward(
+    qkv: &[f32],
+    dout: &[f32],
+    dims: AttentionDims,
+    (cos, sin): (&[f32], &[f32]),
 ) -> Vec<f32> {
-    let mut out = vec![0f32; b * n * h * d];
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    // One score buffer per worker, not per task: gemm overwrites it (no read of dst).
-    (0..b * h).into_par_iter().for_each_init(
-        || vec![0f32; n * n],
-        |scores, bh| {
-            let (bi, hi) = (bh / h, bh % h);
-            let base = bh * n * d;
-            let rows = base..base + n * d;
-            probabilities(&q[rows.clone()], &k[rows.clone()], n, d, scale, scores);
-            let vs = &v[rows];
-            let dst = out_ptr;
-            // Safety: all strides address inside `scores`, `vs` and `out`; each task writes
-            // a disjoint column block (head hi) of batch bi's rows in `out`.
+    let (n, d, h) = (dims.frames, dims.d_model, dims.n_heads);
+    let hd = dims.head_dim();
+    let half = hd / 2;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut d_qkv = vec![0f32; qkv.len()];
+    let d_qkv_ptr = SendPtr(d_qkv.as_mut_ptr());
+    (0..dims.batch * h).into_par_iter().for_each_init(
+        || (vec![0f32; 2 * n * n], vec![0f32; 6 * n * hd]),
+        |(square, blocks), task| {
+            let (example, head) = (task / h, task % h);
+            let (p, dp) = square.split_at_mut(n * n);
+            let (qs, rest) = blocks.split_at_mut(n * hd);
+            let (ks, rest) = rest.split_at_mut(n * hd);
+            let (vs, rest) = rest.split_at_mut(n * hd);
+            let (dq, rest) = rest.split_at_mut(n * hd);
+            let (dk, dv) = rest.split_at_mut(n * hd);
+            gather_rotated(qkv, dims, (cos, sin), 0, (example, head), qs);
+            gather_rotated(qkv, dims, (cos, sin), 1, (example, head), ks);
+            let v_base = example * n * 3 * d + 2 * d + head * hd;
+            for (pos, row) in vs.chunks_exact_mut(hd).enumerate() {
+                row.copy_from_slice(&qkv[v_base + pos * 3 * d..][..hd]);
+            }
+            probabilities(qs, ks, n, hd, scale, p);
+            let p = &*p;
+            // This pair's dO: rows of example, the columns of head.
+            let d_o = &dout[example * n * d + head * hd..];
+            let ld_o = d as isize;
+            let (ni, di) = (n as isize, hd as isize);
+            // Safety (every call): the strides address inside the n x hd blocks, the
+            // n x n buffers and the example's rows of `dout` (the last row ends at
+            // (n - 1) * d + hd <= its length from this offset).
             unsafe {
-                gemm::gemm(
-                    n,
-                    d,
-                    n,
-                    dst.get().add(bi * n * h * d + hi * d),
-                    1,
-                    (h * d) as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    vs.as_ptr(),
-                    1,
-                    d as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                // dV = P^T dO: rows j, P^T(j, i) = p[i n + j].
+                product(n, hd, n, dv, hd, (p, 1, ni), (d_o, ld_o, 1), 1.0);
+                // dP = dO V^T: V^T(c, j) = v[j hd + c].
+                product(n, n, hd, dp, n, (d_o, ld_o, 1), (vs, 1, di), 1.0);
+            }
+            for (p_row, dp_row) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+                let dot: f32 = p_row.iter().zip(dp_row.iter()).map(|(a, b)| a * b).sum();
+                for (g, &p) in dp_row.iter_mut().zip(p_row) {
+                    *g = p * (*g - dot);
+                }
+            }
+            unsafe {
+                // dQ = scale dS K.
+                let ds = &*dp;
+                product(n, hd, n, dq, hd, (ds, ni, 1), (ks, di, 1), scale);
+                // dK = scale dS^T Q: dS^T(j, i) = dp[i n + j].
+                product(n, hd, n, dk, hd, (ds, 1, ni), (qs, di, 1), scale);
+            }
+            let dst = d_qkv_ptr;
+            for pos in 0..n {
+                let (c, s) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
+                let row = example * n * 3 * d + pos * 3 * d + head * hd;
+                // Safety: each task writes only its head's columns of its example's rows.
+                let out = |which: usize| unsafe {
+                    std::slice::from_raw_parts_mut(dst.get().add(row + which * d), hd)
+                };
+                for (which, grad) in [(0, &*dq), (1, &*dk)] {
+                    let (g, out) = (&grad[pos * hd..][..hd], out(which));
+                    for i in 0..half {
+                        let (g1, g2) = (g[i], g[i + half]);
+                        out[i] = g1 * c[i] + g2 * s[i];
+                        out[i + half] = g2 * c[i] - g1 * s[i];
+                    }
+                }
+                out(2).copy_from_slice(&dv[pos * hd..][..hd]);
             }
         },
     );
-    out
-}
-
-/// Gradients of [`forward`] with respect to q, k and v (each `[B, H, N, hd]`) for the output
-/// gradient `dout` `[B, N, H * hd]`. Per (batch, head) pair, with P the probabilities and
-/// dO that pair's output gradient: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(P * dP)),
-/// dQ = scale dS K, dK = scale dS^T Q.
-fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: &[f32],
-    (b, h, n, d): (usize, usize, usize, usize),
-    scale: f32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let size = b * h * n * d;
-    let (mut dq, mut dk, mut dv) = (vec![0f32; size], vec![0f32; size], vec![0f32; size]);
-    dq.par_chunks_mut(n * d)
-        .zip(dk.par_chunks_mut(n * d))
-        .zip(dv.par_chunks_mut(n * d))
-        .enumerate()
-        .for_each_init(
-            || (vec![0f32; n * n], vec![0f32; n * n]),
-            |buffers, (bh, ((dq, dk), dv))| {
-                let (p, dp) = (&mut buffers.0[..], &mut buffers.1[..]);
-                let (bi, hi) = (bh / h, bh % h);
-                let rows = bh * n * d..(bh + 1) * n * d;
-                let (qs, ks, vs) = (&q[rows.clone()], &k[rows.clone()], &v[rows]);
-                probabilities(qs, ks, n, d, scale, p);
-                let p = &*p;
-                // This pair's dO: rows of batch bi, the columns of head hi.
-                let d_o = &dout[bi * n * h * d + hi * d..];
-                let ld_o = (h * d) as isize;
-                let (ni, di) = (n as isize, d as isize);
-                // Safety (every call): the strides address inside the n x d blocks, the
-                // n x n buffers and batch bi's rows of `dout` (the last row ends at
-                // (n - 1) * h * d + d <= its length from this offset).
-                unsafe {
-                    // dV = P^T dO: rows j, P^T(j, i) = p[i n + j].
-                    product(n, d, n, dv, d, (p, 1, ni), (d_o, ld_o, 1), 1.0);
-                    // dP = dO V^T: V^T(c, j) = v[j d + c].
-                    product(n, n, d, dp, n, (d_o, ld_o, 1), (vs, 1, di), 1.0);
-                }
-                for (p_row, dp_row) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
-                    let dot: f32 = p_row.iter().zip(dp_row.iter()).map(|(a, b)| a * b).sum();
-                    for (g, &p) in dp_row.iter_mut().zip(p_row) {
-                        *g = p * (*g - dot);
-                    }
-                }
-                unsafe {
-                    // dQ = scale dS K.
-                    let ds = &*dp;
-                    product(n, d, n, dq, d, (ds, ni, 1), (ks, di, 1), scale);
-                    // dK = scale dS^T Q: dS^T(j, i) = dp[i n + j].
-                    product(n, d, n, dk, d, (ds, 1, ni), (qs, di, 1), scale);
-                }
-            },
-        );
-    (dq, dk, dv)
+    d_qkv
 }
 
 /// `dst [m x cols] (row stride ld) = alpha lhs [m x inner] rhs [inner x cols]`, single-threaded;

@@ -32,9 +32,21 @@ fn exp_one(x: f32) -> f32 {
 
 #[inline(always)]
 fn exp_in_place_body(xs: &mut [f32], shift: f32, scale: f32) -> f32 {
-    // Eight partial sums so the reduction vectorises too.
+    // Eight partial sums so the reduction vectorises too; a 16-wide block adds its two halves
+    // in turn, so the sums (and so every softmax) are the same at either vector width.
     let mut sums = [0.0f32; 8];
-    let mut chunks = xs.chunks_exact_mut(8);
+    let mut blocks = xs.chunks_exact_mut(16);
+    for block in &mut blocks {
+        for x in block.iter_mut() {
+            *x = exp_one((*x - shift) * scale);
+        }
+        for half in block.chunks_exact(8) {
+            for (s, x) in sums.iter_mut().zip(half) {
+                *s += *x;
+            }
+        }
+    }
+    let mut chunks = blocks.into_remainder().chunks_exact_mut(8);
     for chunk in &mut chunks {
         for (x, s) in chunk.iter_mut().zip(sums.iter_mut()) {
             *x = exp_one((*x - shift) * scale);
@@ -50,25 +62,50 @@ fn exp_in_place_body(xs: &mut [f32], shift: f32, scale: f32) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_in_place_avx512(xs: &mut [f32], shift: f32, scale: f32) -> f32 {
+    exp_in_place_body(xs, shift, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_in_place_avx2(xs: &mut [f32], shift: f32, scale: f32) -> f32 {
     exp_in_place_body(xs, shift, scale)
 }
 
 /// Replaces every `x` by e^((x - shift) * scale) and returns their sum. With `shift` the
-/// maximum this is the numerator of a softmax at temperature 1 / `scale`.
+/// maximum this is the numerator of a softmax at temperature 1 / `scale`. The same values on
+/// every instruction set (the polynomial has no fused multiply-adds).
 pub fn exp_in_place(xs: &mut [f32], shift: f32, scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // Safety: the CPU has the features the function was compiled for.
-        return unsafe { exp_in_place_avx2(xs, shift, scale) };
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // Safety: the CPU has the features the function was compiled for.
+            return unsafe { exp_in_place_avx512(xs, shift, scale) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // Safety: as above.
+            return unsafe { exp_in_place_avx2(xs, shift, scale) };
+        }
     }
     exp_in_place_body(xs, shift, scale)
 }
 
-/// The largest value (negative infinity for an empty slice).
+/// The largest value (negative infinity for an empty slice), from 16 running maxima so that
+/// it vectorises (the maximum does not depend on the order).
 pub fn max_of(xs: &[f32]) -> f32 {
-    xs.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    let mut maxima = [f32::NEG_INFINITY; 16];
+    let mut blocks = xs.chunks_exact(16);
+    for block in &mut blocks {
+        for (m, &x) in maxima.iter_mut().zip(block) {
+            *m = m.max(x);
+        }
+    }
+    let rest = blocks.remainder().iter().copied();
+    maxima
+        .into_iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Softmax of one row in place.

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::attention::{probabilities, SendPtr};
+use super::attention::{attend, AttentionDims};
 use super::silu_gate::silu_gate_row;
 
 /// One block's weights, each contiguous: `[d]` norms, `[out, in]` projections.
@@ -42,10 +42,6 @@ pub struct Dims {
 impl Dims {
     fn tokens(&self) -> usize {
         self.rows * self.frames
-    }
-
-    fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
     }
 }
 
@@ -120,7 +116,13 @@ pub fn hidden(
     add_and_norm(stream, None, first_norm, eps, normed);
     for (i, block) in blocks.iter().enumerate() {
         linear(normed, block.qkv, t, d, 3 * d, qkv, threads);
-        attention(qkv, dims, cos, sin, mixed);
+        let heads = AttentionDims {
+            batch: dims.rows,
+            frames: dims.frames,
+            d_model: d,
+            n_heads: dims.n_heads,
+        };
+        attend(qkv, heads, cos, sin, mixed);
         linear(mixed, block.out, t, d, d, projected, threads);
         add_and_norm(stream, Some(projected), block.mlp_norm, eps, normed);
         linear(normed, block.gate_up, t, d, 2 * f, gate_up, threads);
@@ -137,7 +139,7 @@ pub fn hidden(
 
 /// `dst [m x n] = src [m x k] weight^T` for `weight` `[n x k]`: the GEMM call candle makes for
 /// `src.matmul(weight.t())`.
-fn linear(
+pub(super) fn linear(
     src: &[f32],
     weight: &[f32],
     m: usize,
@@ -209,62 +211,4 @@ fn add_and_norm(
             .zip(normed.par_chunks_mut(d))
             .for_each(|(x, out)| norm_row(x, out)),
     }
-}
-
-/// Bidirectional attention of every (row, head) pair from the fused projections `qkv`
-/// `[T, 3d]` into `mixed` `[T, d]` (heads side by side, as the output projection reads them).
-/// Queries and keys are rotated as they are gathered (GPT-NeoX half split, candle `rope`'s
-/// products), values are read in place.
-fn attention(qkv: &[f32], dims: Dims, cos: &[f32], sin: &[f32], mixed: &mut [f32]) {
-    let (n, d, h) = (dims.frames, dims.d_model, dims.n_heads);
-    let hd = dims.head_dim();
-    let half = hd / 2;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let out = SendPtr(mixed.as_mut_ptr());
-    (0..dims.rows * h).into_par_iter().for_each_init(
-        || (vec![0f32; n * n], vec![0f32; n * hd], vec![0f32; n * hd]),
-        |(scores, q, k), task| {
-            let (row, head) = (task / h, task % h);
-            let base = row * n * 3 * d;
-            for (which, dst) in [(0, &mut *q), (1, &mut *k)] {
-                for (pos, dst) in dst.chunks_exact_mut(hd).enumerate() {
-                    let src = &qkv[base + pos * 3 * d + which * d + head * hd..][..hd];
-                    let (c, s) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
-                    for i in 0..half {
-                        let (x1, x2) = (src[i], src[i + half]);
-                        dst[i] = x1 * c[i] - x2 * s[i];
-                        dst[i + half] = x1 * s[i] + x2 * c[i];
-                    }
-                }
-            }
-            probabilities(q, k, n, hd, scale, scores);
-            let v = &qkv[base + 2 * d + head * hd..];
-            let dst = out;
-            // Safety: `v`'s rows are 3d apart and its last row ends inside `qkv`; each task
-            // writes a disjoint column block (head) of its row's frames in `mixed`.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    hd,
-                    n,
-                    dst.get().add(row * n * d + head * hd),
-                    1,
-                    d as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    (3 * d) as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        },
-    );
 }

@@ -16,6 +16,7 @@ pub mod cross_entropy;
 pub mod embed;
 pub mod fast_exp;
 pub mod forward;
+pub mod linear;
 pub mod rms_norm;
 pub mod rotary;
 pub mod silu_gate;

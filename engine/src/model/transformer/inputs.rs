@@ -171,6 +171,11 @@ impl StemGenModel {
 
     /// sum_q E_q[tokens[:, q, n]] -> `[B, N, d_model / 2]`.
     fn sum_level_embeddings(&self, table: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+        if table.device().is_cpu() && table.dtype() == DType::F32 {
+            return table
+                .contiguous()?
+                .apply_op2(&tokens.contiguous()?, embed::EmbedSum);
+        }
         let (batch, levels, frames) = tokens.dims3()?;
         let (q, rows, c) = table.dims3()?;
         let ids = tokens.broadcast_add(&self.level_offsets)?.flatten_all()?;
