@@ -16,7 +16,11 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 fn exp_one(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the shifted value's bits (ROUND and `shifted` share their
+    // exponent and its unit is 1): `n as i32` saturates, which does not vectorise.
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO; // |r| <= ln2 / 2
                                          // Taylor series of e^r to degree 7 (truncation error < 2e-8 on |r| <= 0.347).
     let p = 1.0 / 5040.0;
@@ -27,7 +31,7 @@ fn exp_one(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    p * f32::from_bits((n_int.wrapping_add(127) << 23) as u32)
 }
 
 #[inline(always)]
