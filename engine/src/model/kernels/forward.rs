@@ -30,7 +30,7 @@ pub struct BlockWeights<'a> {
 }
 
 /// The sizes of one forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Dims {
     pub rows: usize,
     pub frames: usize,
@@ -46,10 +46,10 @@ impl Dims {
 }
 
 /// Every activation of one forward; kept by the model between iterations so that the
-/// sampler's loop allocates nothing large.
+/// sampler's loop allocates nothing large. Buffers only grow: the sampler alternates between
+/// three guidance rows and one.
 #[derive(Debug, Default)]
 pub struct Workspace {
-    dims: Option<Dims>,
     /// Residual stream `[T, d]`.
     stream: Vec<f32>,
     /// Normalised stream `[T, d]`.
@@ -66,23 +66,12 @@ pub struct Workspace {
     activated: Vec<f32>,
 }
 
-impl Workspace {
-    fn fit(&mut self, dims: Dims) {
-        if self.dims == Some(dims) {
-            return;
-        }
-        let (t, d, f) = (dims.tokens(), dims.d_model, dims.ffn);
-        *self = Workspace {
-            dims: Some(dims),
-            stream: vec![0.0; t * d],
-            normed: vec![0.0; t * d],
-            qkv: vec![0.0; t * 3 * d],
-            mixed: vec![0.0; t * d],
-            projected: vec![0.0; t * d],
-            gate_up: vec![0.0; t * 2 * f],
-            activated: vec![0.0; t * f],
-        };
+/// The first `len` values of `buffer`, grown with zeros if it is shorter.
+fn fitted(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
     }
+    &mut buffer[..len]
 }
 
 /// Runs `input` `[rows, frames, d]` through the blocks and the final RMSNorm and returns the
@@ -99,29 +88,25 @@ pub fn hidden(
     eps: f32,
     threads: usize,
 ) -> Vec<f32> {
-    workspace.fit(dims);
-    let Workspace {
-        stream,
-        normed,
-        qkv,
-        mixed,
-        projected,
-        gate_up,
-        activated,
-        ..
-    } = workspace;
     let (t, d, f) = (dims.tokens(), dims.d_model, dims.ffn);
+    let stream = fitted(&mut workspace.stream, t * d);
+    let normed = fitted(&mut workspace.normed, t * d);
+    let qkv = fitted(&mut workspace.qkv, t * 3 * d);
+    let mixed = fitted(&mut workspace.mixed, t * d);
+    let projected = fitted(&mut workspace.projected, t * d);
+    let gate_up = fitted(&mut workspace.gate_up, t * 2 * f);
+    let activated = fitted(&mut workspace.activated, t * f);
     stream.copy_from_slice(input);
     let first_norm = blocks.first().map_or(final_norm, |b| b.attn_norm);
     add_and_norm(stream, None, first_norm, eps, normed);
+    let heads = AttentionDims {
+        batch: dims.rows,
+        frames: dims.frames,
+        d_model: d,
+        n_heads: dims.n_heads,
+    };
     for (i, block) in blocks.iter().enumerate() {
         linear(normed, block.qkv, t, d, 3 * d, qkv, threads);
-        let heads = AttentionDims {
-            batch: dims.rows,
-            frames: dims.frames,
-            d_model: d,
-            n_heads: dims.n_heads,
-        };
         attend(qkv, heads, cos, sin, mixed);
         linear(mixed, block.out, t, d, d, projected, threads);
         add_and_norm(stream, Some(projected), block.mlp_norm, eps, normed);
@@ -134,7 +119,7 @@ pub fn hidden(
         let next_norm = blocks.get(i + 1).map_or(final_norm, |b| b.attn_norm);
         add_and_norm(stream, Some(projected), next_norm, eps, normed);
     }
-    normed.clone()
+    normed.to_vec()
 }
 
 /// `dst [m x n] = src [m x k] weight^T` for `weight` `[n x k]`: the GEMM call candle makes for
