@@ -11,8 +11,8 @@
 //!
 //! The arithmetic is the same as the candle path's, operation for operation (the same GEMM
 //! calls, RMSNorm's sequential sum of squares, the rotation's products in the same order, the
-//! SwiGLU activation with libm's `exp`), so a seed gives the same stem either way
-//! (`engine/tests/model.rs` compares the two bit for bit).
+//! SwiGLU activation with libm's `exp`), so a seed gives the same stem either way (the test
+//! in `model/transformer.rs` compares the two bit for bit).
 
 use rayon::prelude::*;
 
