@@ -542,7 +542,7 @@ mod tests {
         let shape = (batch, config.levels, frames);
         let context = Tensor::from_vec(ids(1, config.codebook_size), shape, &device).unwrap();
         let target = Tensor::from_vec(ids(2, config.codebook_size + 1), shape, &device).unwrap();
-        let category = Tensor::new(&[3u32, config.null_category() as u32, 7], &device).unwrap();
+        let category = Tensor::new(&[3u32, config.null_category(), 7], &device).unwrap();
         let channel = model
             .context_channel(&context, &category, &[false, false, true], None)
             .unwrap();
