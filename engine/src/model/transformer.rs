@@ -1,12 +1,14 @@
 //! The StemGen network: input combiner (ARCHITECTURE §3.2), bidirectional LLaMA-style blocks and
 //! one output head per RVQ level.
 //!
-//! By default every op here has a backward in candle 0.11: RMSNorm, attention, SwiGLU and
-//! rotary positions are our fused CPU ops with a backward ([`super::kernels`]; candle's generic ops
-//! or primitives on other devices), because the fused candle ops silently drop gradients
-//! (ARCHITECTURE §4.1). [`StemGenModel::for_inference`] gives a copy that uses the fused
-//! kernels instead (candle's `rms_norm` and `rope`, our attention and SwiGLU activation): same
-//! weights and the same function up to float rounding, faster, no gradients.
+//! By default every op here has a backward in candle 0.11: the linear layers, embedding sums,
+//! RMSNorm, attention (rotary positions inside), SwiGLU and rotary positions are our fused CPU
+//! ops with a backward ([`super::kernels`]; candle's generic ops or primitives on other
+//! devices), because the fused candle ops silently drop gradients and candle's generic backward
+//! zero-fills and adds a gradient for every node (ARCHITECTURE §4.1).
+//! [`StemGenModel::for_inference`] gives a copy without gradients: on the CPU its blocks run
+//! through [`forward::hidden`] on plain slices of the same weights, elsewhere through candle's
+//! fused `rms_norm` and `rope`; the same function up to float rounding, faster.
 
 use std::sync::{Arc, Mutex};
 
@@ -364,9 +366,10 @@ impl StemGenModel {
         })
     }
 
-    /// A copy for inference (sampling): the same weights (shared, not copied), run with
-    /// candle's fused RMSNorm, softmax and rotary kernels. These have no backward, so the
-    /// copy must not be trained; its outputs equal this model's up to float rounding.
+    /// A copy for inference (sampling): the same weights (shared, not copied), run through
+    /// [`forward::hidden`] on the CPU and candle's fused RMSNorm, softmax and rotary kernels
+    /// elsewhere. These have no backward, so the copy must not be trained; its outputs equal
+    /// this model's up to float rounding.
     pub fn for_inference(&self) -> StemGenModel {
         StemGenModel {
             fused: true,

@@ -575,7 +575,8 @@ impl Window<'_> {
         Ok(())
     }
 
-    /// The window's context, categories and features repeated for each of `rows`.
+    /// The window's context channel for `rows` (its context, categories and features repeated
+    /// for each), made once per window: the iterations change only the target.
     fn row_inputs<'r>(&self, rows: &'r [GuidanceRow]) -> Result<RowInputs<'r>, SampleError> {
         let device = self.model.device();
         let (batch, len) = (rows.len(), self.plan.frames.len());
