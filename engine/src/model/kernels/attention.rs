@@ -183,14 +183,7 @@ pub fn attend(qkv: &[f32], dims: AttentionDims, cos: &[f32], sin: &[f32], out: &
 
 /// Scores `scale q k^T` of one (batch, head) pair `[n x d]` each into `scores` `[n x n]`,
 /// then a softmax per row.
-pub(super) fn probabilities(
-    qs: &[f32],
-    ks: &[f32],
-    n: usize,
-    d: usize,
-    scale: f32,
-    scores: &mut [f32],
-) {
+fn probabilities(qs: &[f32], ks: &[f32], n: usize, d: usize, scale: f32, scores: &mut [f32]) {
     // Safety: the strides address inside the n x d slices and the n x n buffer.
     unsafe {
         gemm::gemm(
@@ -344,13 +337,13 @@ unsafe fn product(
 
 /// A raw output pointer shared by tasks that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub(super) *mut f32);
+struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
-    pub(super) fn get(&self) -> *mut f32 {
+    fn get(&self) -> *mut f32 {
         self.0
     }
 }
