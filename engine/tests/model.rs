@@ -1074,36 +1074,3 @@ fn training_rms_norm_and_its_gradients_match_the_generic_op() {
         fused.2.to_vec1::<f32>().unwrap()
     );
 }
-
-#[test]
-fn training_rotary_and_its_gradient_match_the_primitives() {
-    use candle_core::{Var, D};
-    let device = Device::Cpu;
-    let (b, h, n, hd) = (2, 3, 9, 8);
-    let x = Tensor::randn(0f32, 1.0, (b, h, n, hd), &device).unwrap();
-    let angles = Tensor::randn(0f32, 2.0, (n, hd / 2), &device).unwrap();
-    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-    let probe = Tensor::randn(0f32, 1.0, (b, h, n, hd), &device).unwrap();
-    let primitives = |xs: &Tensor| {
-        let x1 = xs.narrow(D::Minus1, 0, hd / 2).unwrap();
-        let x2 = xs.narrow(D::Minus1, hd / 2, hd / 2).unwrap();
-        let r1 = (x1.broadcast_mul(&cos).unwrap() - x2.broadcast_mul(&sin).unwrap()).unwrap();
-        let r2 = (x1.broadcast_mul(&sin).unwrap() + x2.broadcast_mul(&cos).unwrap()).unwrap();
-        Tensor::cat(&[r1, r2], D::Minus1).unwrap()
-    };
-    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
-        let v = Var::from_tensor(&x).unwrap();
-        let y = f(v.as_tensor());
-        let grads = (&y * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        (y, grads.get(v.as_tensor()).unwrap().clone())
-    };
-    let fused = run(&|t| stemgen::model::kernels::rotary::rotate(t, &cos, &sin).unwrap());
-    let generic = run(&primitives);
-    assert!(max_abs_diff(&fused.0, &generic.0) < 1e-5, "values");
-    assert!(max_abs_diff(&fused.1, &generic.1) < 1e-5, "gradient");
-}

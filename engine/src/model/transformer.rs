@@ -18,7 +18,7 @@ use candle_nn::{Init, VarBuilder};
 use super::kernels::attention::QkvAttention;
 use super::kernels::forward::{self, BlockWeights, Workspace};
 use super::kernels::linear::LinearOp;
-use super::kernels::{rms_norm, rotary, silu_gate::SiluGate, storage_f32};
+use super::kernels::{rms_norm, silu_gate::SiluGate, storage_f32};
 use super::ModelConfig;
 
 mod inputs;
@@ -118,8 +118,9 @@ impl Rotary {
         })
     }
 
-    /// Rotates `xs` `[B, H, N, head_dim]` by position: candle's `rope` kernel (the same
-    /// half-split layout, no backward) when `fused`, else [`rotary::rotate`], which has one.
+    /// Rotates `xs` `[B, H, N, head_dim]` by position on devices other than the CPU (whose
+    /// attention rotates inside [`QkvAttention`]): candle's `rope` kernel (the same half-split
+    /// layout, no backward) when `fused`, else primitives, which have one.
     fn apply(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
         if fused {
             return candle_nn::rotary_emb::rope(&xs.contiguous()?, &self.cos, &self.sin);
@@ -127,7 +128,12 @@ impl Rotary {
         let frames = xs.dim(2)?;
         let cos = self.cos.narrow(0, 0, frames)?;
         let sin = self.sin.narrow(0, 0, frames)?;
-        rotary::rotate(xs, &cos, &sin)
+        let half = xs.dim(D::Minus1)? / 2;
+        let x1 = xs.narrow(D::Minus1, 0, half)?;
+        let x2 = xs.narrow(D::Minus1, half, half)?;
+        let rotated1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let rotated2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+        Tensor::cat(&[rotated1, rotated2], D::Minus1)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The model's own CPU kernels, apart from the network that calls them.
 //!
 //! Each is written here because candle 0.11's own op falls short on the CPU:
-//! - ops with a hand-written backward ([`attention`], [`silu_gate`], [`rms_norm`], [`rotary`],
-//!   [`cross_entropy`]): candle's fused versions drop gradients and its generic ones run as
-//!   several single-threaded passes, each gradient allocated, zeroed and added; inference
-//!   runs the first two without their backward;
+//! - ops with a hand-written backward ([`linear`], [`embed`], [`attention`] with rotary
+//!   positions inside, [`silu_gate`], [`rms_norm`], [`cross_entropy`]): candle's fused versions
+//!   drop gradients and its generic ones run as several single-threaded passes, each gradient
+//!   allocated, zeroed and added;
+//! - [`forward`]: the inference block stack on plain slices;
 //! - [`fast_exp`]: the vectorised exponential of the softmaxes, which keeps a guided
 //!   iteration close to its matmul cost.
 //!
@@ -18,7 +19,6 @@ pub mod fast_exp;
 pub mod forward;
 pub mod linear;
 pub mod rms_norm;
-pub mod rotary;
 pub mod silu_gate;
 
 use candle_core::{bail, CpuStorage, Layout, Result, Storage};
