@@ -622,10 +622,45 @@ fn the_shipped_tokenizer_round_trips_every_format_at_its_rate_and_channel_count(
         tokenizer.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stemgen::audio::read_audio(&decoded).unwrap().sample_rate,
-        32_000
-    );
+    let full = stemgen::audio::read_audio(&decoded).unwrap();
+    assert_eq!(full.sample_rate, 32_000);
+    // `--levels` decodes the file's first levels (level 0 alone sounds different), and
+    // refuses more levels than the file holds.
+    let coarse = dir.path().join("coarse.wav");
+    let decode_levels = |tokens: &Path, levels: &str, out: &Path| {
+        stemgen(&[
+            "codec",
+            "decode",
+            tokens.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--levels",
+            levels,
+        ])
+    };
+    let o = decode_levels(&tokens, "1", &coarse);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let coarse = stemgen::audio::read_audio(&coarse).unwrap();
+    assert_eq!(coarse.num_frames(), full.num_frames());
+    assert_ne!(coarse.channels, full.channels);
+    let two = dir.path().join("two.tokens.safetensors");
+    let o = stemgen(&[
+        "codec",
+        "encode",
+        fixture("audio/tone.flac").to_str().unwrap(),
+        "-o",
+        two.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--levels",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = decode_levels(&two, "3", &dir.path().join("none.wav"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds only 2 levels") && stderr(&o).contains("two.tokens"));
     let o = stemgen(&["codec", "roundtrip", "a.wav", "b.wav"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--weights") && stderr(&o).contains("--tokenizer"));

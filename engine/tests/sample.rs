@@ -163,6 +163,7 @@ fn sampler_overrides_replace_only_what_they_set() {
         w_confidence: Some(2.0),
         guided_levels: Some(4),
         harmony_prior: Some(0.1),
+        hold_notes: Some(true),
     };
     overrides.apply(&mut settings);
     assert_eq!(
@@ -175,6 +176,7 @@ fn sampler_overrides_replace_only_what_they_set() {
             w_confidence: 2.0,
             guided_levels: 4,
             harmony_prior: 0.1,
+            hold_notes: true,
             ..preset
         }
     );
@@ -935,9 +937,74 @@ fn a_bass_following_chords_gets_the_prior_on_level_0_too() {
         "{:?}",
         dull.codes
     );
+    // Code 5 (A) too 7 dB brighter than the rest: more than the margin above the model's own
+    // likeliest code wherever that is a dull one, so level 0 leaves the chord tones there.
+    profiles.level0_brightness_db[5] = 7.0;
+    let capped = run(&profiles, true, 10.0);
+    assert!(
+        level(&capped.codes, 0).iter().any(|&c| c != 5 && c != 6),
+        "{:?}",
+        capped.codes
+    );
     // Toward the chroma alone level 0 stays the model's, brightness or not.
     assert_eq!(
         level(&run(&profiles, false, 10.0).codes, 0),
         level(&plain.codes, 0)
     );
+}
+
+/// Attacks without their notes in a level-0 row of `shapes` codes per gain step: frames that
+/// rise by the rule's steps over the frame before and are followed within three frames by
+/// one further below than the rule allows.
+fn attacks_without_notes(row: &[u32], shapes: u32) -> usize {
+    use stemgen::sample::attacks::{ATTACK_RISE_STEPS, NOTE_FLOOR_STEPS};
+    let gain = |n: usize| (row[n] / shapes) as i32;
+    (1..row.len())
+        .filter(|&a| gain(a) - gain(a - 1) >= ATTACK_RISE_STEPS)
+        .filter(|&a| {
+            NOTE_FLOOR_STEPS
+                .iter()
+                .enumerate()
+                .any(|(j, f)| a + 1 + j < row.len() && gain(a + 1 + j) < gain(a) - f)
+        })
+        .count()
+}
+
+#[test]
+fn attacks_of_sustained_instruments_come_with_their_notes() {
+    // 8 gain steps x 2 shapes: a random model draws gains all over the place.
+    let config = ModelConfig {
+        gain_steps: 8,
+        ..tiny_config()
+    };
+    let model = ModelCheckpoint::random(&config, &Device::Cpu, 3)
+        .unwrap()
+        .model;
+    let ctx = random_tokens(24, 9);
+    let (mut without_rule, mut with_rule) = (0, 0);
+    for seed in 0..6 {
+        let free = settings(vec![6, 2, 2], seed);
+        assert!(!free.hold_notes, "no preset holds notes");
+        let held = SamplerSettings {
+            hold_notes: true,
+            ..free.clone()
+        };
+        let sustained = SampleRequest {
+            sustained_notes: true,
+            ..SampleRequest::new(&ctx, 1)
+        };
+        let (a, _) = run(&model, &sustained, &free);
+        let (b, _) = run(&model, &sustained, &held);
+        // A drum-like request (no sustained notes) is drawn as without the rule.
+        let (c, _) = run(&model, &SampleRequest::new(&ctx, 1), &held);
+        assert_eq!(a.codes, c.codes);
+        assert_valid_output(&b, 24);
+        without_rule += attacks_without_notes(a.level(0), 2);
+        with_rule += attacks_without_notes(b.level(0), 2);
+    }
+    assert!(
+        without_rule >= 6,
+        "the test needs conflicts: {without_rule}"
+    );
+    assert_eq!(with_rule, 0, "{without_rule} attacks without notes before");
 }

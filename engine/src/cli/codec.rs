@@ -239,8 +239,19 @@ fn encode(input: &Path, output: &Path, codec: &CodecWeights) -> Result<()> {
 }
 
 fn decode(input: &Path, output: &Path, codec: &CodecWeights, rate: Option<u32>) -> Result<()> {
-    let (model, _) = load_codec(codec)?;
-    let tokens = Tokens::load(input)?;
+    let (model, levels) = load_codec(codec)?;
+    let mut tokens = Tokens::load(input)?;
+    // The first `--levels` of the file's levels (the magnitude tokenizer decodes any number).
+    if let Some(q) = levels {
+        if q > tokens.levels {
+            bail!(
+                "--levels {q}: {} holds only {} levels",
+                input.display(),
+                tokens.levels
+            );
+        }
+        tokens = tokens.truncated(q);
+    }
     let mut audio = model
         .decode(&tokens, &mut progress_bar("decoding"))
         .with_context(|| format!("{}: cannot decode", input.display()))?;

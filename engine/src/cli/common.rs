@@ -61,6 +61,11 @@ pub struct SamplerFlags {
     /// of the harmony (measured, or given by --chords/--key); 0 = off (default: the preset's).
     #[arg(long, value_name = "S")]
     harmony_prior: Option<f64>,
+    /// Draw each level-0 attack of a pitched instrument together with its note (no loud
+    /// frame whose next frames fall away at once); false = independent draws, as in the
+    /// paper and every preset (default: false).
+    #[arg(long, value_name = "BOOL")]
+    hold_notes: Option<bool>,
 }
 
 impl SamplerFlags {
@@ -73,6 +78,7 @@ impl SamplerFlags {
             w_confidence: self.w_confidence,
             guided_levels: self.guided_levels,
             harmony_prior: self.harmony_prior,
+            hold_notes: self.hold_notes,
         }
     }
 }

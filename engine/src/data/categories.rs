@@ -172,6 +172,13 @@ impl Category {
         )
     }
 
+    /// Whether its notes sound on after their attack (pitched, and not sound effects, many
+    /// of which are hits): the sampler draws such an instrument's attacks with their notes
+    /// (`SamplerSettings::hold_notes`).
+    pub fn sustains_notes(self) -> bool {
+        self.is_pitched() && self != Category::SynthEffects
+    }
+
     /// The GM programs (0-based) of this family; `None` for drums and vocals.
     pub fn gm_programs(self) -> Option<RangeInclusive<u8>> {
         self.info().gm_programs.map(|(a, b)| a..=b)

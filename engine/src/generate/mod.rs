@@ -502,6 +502,7 @@ impl Generator {
             features: features.as_ref(),
             code_profiles: self.code_profiles_for(category_id, &request.settings),
             bass_chords: bass_chords.as_ref(),
+            sustained_notes: Category::from_id(category_id).is_some_and(Category::sustains_notes),
         };
         let levels = config.levels;
         let tokens = sample::sample(

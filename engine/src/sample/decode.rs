@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::attacks::AttackRule;
 use super::guidance::{combine, keep_plausible, log_softmax, GuidanceWeights};
 use super::harmony_prior::{PriorTarget, WindowPrior, PITCH_CLASSES};
 use super::{SampleError, SamplerSettings};
@@ -54,6 +55,10 @@ pub struct SampleRequest<'a> {
     /// pulls toward these chords and their bass notes, and is stronger (see
     /// [`PriorTarget`]). `None` for other stems: the prior pulls toward `features`.
     pub bass_chords: Option<&'a FeatureFrames>,
+    /// The instrument's notes sound past their attack (not drums, percussion or effects):
+    /// with [`SamplerSettings::hold_notes`], level-0 attacks are drawn with their notes
+    /// ([`super::attacks`]).
+    pub sustained_notes: bool,
 }
 
 impl<'a> SampleRequest<'a> {
@@ -68,6 +73,7 @@ impl<'a> SampleRequest<'a> {
             features: None,
             code_profiles: None,
             bass_chords: None,
+            sustained_notes: false,
         }
     }
 }
@@ -157,6 +163,12 @@ pub fn sample(
     let mut done = 0;
     let guided_rows = guidance_rows(config, request.category, settings);
     let conditional_rows = conditional_row(request.category);
+    let attack_rule = match config.shapes_per_gain() {
+        Some(shapes) if settings.hold_notes && request.sustained_notes => {
+            Some(AttackRule::new(shapes, mask_id))
+        }
+        _ => None,
+    };
 
     for (index, plan) in plans.iter().enumerate() {
         let mut window = Window {
@@ -170,6 +182,7 @@ pub fn sample(
             target: window_codes(&grid, frames, levels, &plan.frames),
             features: request.features.map(|f| f.slice(plan.frames.clone())),
             prior: None,
+            attack_rule,
         };
         if let (Some(profiles), true) = (request.code_profiles, settings.harmony_prior > 0.0) {
             window.prior = match request.bass_chords {
@@ -468,6 +481,8 @@ struct Window<'a> {
     features: Option<FeatureFrames>,
     /// The harmony prior's pitch-class profiles per level and chroma weights per frame.
     prior: Option<WindowPrior<'a>>,
+    /// Level-0 attacks drawn with their notes ([`super::attacks`]); `None` = off.
+    attack_rule: Option<AttackRule>,
 }
 
 impl Window<'_> {
@@ -512,7 +527,7 @@ impl Window<'_> {
                     .level_logits(&hidden.index_select(&index, 1)?, level)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                let candidates =
+                let mut candidates =
                     self.draw_candidates(inputs.rows, &logits, level, &masked, len, rng);
 
                 // Cosine schedule: after step s, floor(cos(pi/2 s/S) M0) frames stay masked;
@@ -535,6 +550,9 @@ impl Window<'_> {
                         .then(masked[a].cmp(&masked[b]))
                 });
                 let chosen = &order[..unmask];
+                if level == 0 {
+                    self.settle_attacks(chosen, &masked, &mut candidates);
+                }
                 let mut unmasked_frames = Vec::with_capacity(unmask);
                 for &i in chosen {
                     let n = masked[i];
@@ -600,6 +618,40 @@ impl Window<'_> {
         Ok(RowInputs { rows, context })
     }
 
+    /// Level 0 with the attack rule: the `chosen` candidates are written in time order, each
+    /// drawn again from its own distribution, restricted to the codes the rule allows, when
+    /// its first draw breaks the rule with the frames decided before it (in earlier
+    /// iterations, or earlier in time in this one).
+    fn settle_attacks(&mut self, chosen: &[usize], masked: &[usize], candidates: &mut [Candidate]) {
+        let Some(rule) = self.attack_rule else {
+            return;
+        };
+        let len = self.plan.frames.len();
+        let mut in_time_order = chosen.to_vec();
+        in_time_order.sort_by_key(|&i| masked[i]);
+        for i in in_time_order {
+            let n = masked[i];
+            let candidate = &mut candidates[i];
+            let row = &self.target[..len];
+            if !rule.allows(row, n, candidate.token) {
+                if let Some(guided) = &candidate.guided {
+                    let mut restricted = guided.clone();
+                    for (code, g) in restricted.iter_mut().enumerate() {
+                        if !rule.allows(row, n, code as u32) {
+                            *g = f32::NEG_INFINITY;
+                        }
+                    }
+                    if restricted.iter().any(|g| g.is_finite()) {
+                        let (token, _) =
+                            draw_token(&restricted, self.settings.temperature, candidate.uniform);
+                        candidate.token = token as u32;
+                    }
+                }
+            }
+            self.target[n] = candidate.token;
+        }
+    }
+
     /// For each masked frame (in order): a token drawn from the guided distribution at the
     /// temperature, and its rank rho(n) = w_c p(x_n) + w_s (1 - n/N) + w_r U(0,1), with
     /// p(x_n) the renormalised guided probability at temperature 1.
@@ -636,6 +688,8 @@ impl Window<'_> {
         if conditional_rows.is_empty() {
             conditional_rows = (0..rows.len()).collect();
         }
+        // The attack rule may draw a level-0 frame again from the same distribution.
+        let keep_guided = level == 0 && self.attack_rule.is_some();
         masked
             .par_iter()
             .zip(uniforms.par_iter())
@@ -672,6 +726,8 @@ impl Window<'_> {
                         rank: s.w_confidence * probability
                             + s.w_position * position
                             + s.w_random * noise,
+                        guided: keep_guided.then(|| guided.clone()),
+                        uniform: token_u,
                     }
                 },
             )
@@ -682,6 +738,10 @@ impl Window<'_> {
 struct Candidate {
     token: u32,
     rank: f64,
+    /// The guided log-probabilities the token was drawn from (kept for the attack rule).
+    guided: Option<Vec<f32>>,
+    /// The uniform the token was drawn with.
+    uniform: f64,
 }
 
 /// Sets every token outside the nucleus of softmax(`guided`) to -inf: the fewest most

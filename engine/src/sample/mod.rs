@@ -27,6 +27,7 @@
 //!   rows. The model was trained with both conditions present in most examples, so that row
 //!   is its best-trained prediction.
 
+pub mod attacks;
 mod decode;
 mod guidance;
 pub mod harmony_prior;
@@ -179,6 +180,11 @@ pub struct SamplerSettings {
     /// (weighted by the context features' chroma); 0 = off, the paper's sampler. Only for
     /// tokenizers of log-magnitude spectra and models with chroma features.
     pub harmony_prior: f64,
+    /// Level-0 attacks of instruments with sustained notes are drawn together with their
+    /// notes ([`attacks`]); false = the paper's independent draws. Off in every preset: it
+    /// removes level 0's frame-to-frame loudness flicker but not the piano's clicks, and cost
+    /// coherence on one of two seeds ([`attacks`] has the numbers).
+    pub hold_notes: bool,
     pub seed: u64,
 }
 
@@ -194,6 +200,7 @@ pub struct SamplerOverrides {
     pub w_confidence: Option<f64>,
     pub guided_levels: Option<usize>,
     pub harmony_prior: Option<f64>,
+    pub hold_notes: Option<bool>,
 }
 
 impl SamplerOverrides {
@@ -207,6 +214,7 @@ impl SamplerOverrides {
             w_confidence,
             guided_levels,
             harmony_prior,
+            hold_notes,
         } = self.clone();
         settings.steps = steps.unwrap_or_else(|| settings.steps.clone());
         settings.temperature = temperature.unwrap_or(settings.temperature);
@@ -215,6 +223,7 @@ impl SamplerOverrides {
         settings.w_confidence = w_confidence.unwrap_or(settings.w_confidence);
         settings.guided_levels = guided_levels.unwrap_or(settings.guided_levels);
         settings.harmony_prior = harmony_prior.unwrap_or(settings.harmony_prior);
+        settings.hold_notes = hold_notes.unwrap_or(settings.hold_notes);
     }
 }
 
@@ -246,6 +255,7 @@ impl SamplerSettings {
                 Preset::Paper => 0.0,
                 Preset::Normal | Preset::Draft => DEFAULT_HARMONY_PRIOR,
             },
+            hold_notes: false,
             seed: 0,
         }
     }
